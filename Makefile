@@ -1,0 +1,43 @@
+# AdLoop: `make run` sets everything up and starts the dashboard; `make test` sets everything up and runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT ?= 8501
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SYSTEM_PACKAGES := chromium chromium-driver fonts-dejavu-core fonts-liberation2
+
+.PHONY: run test setup system-deps prepare lint clean
+
+setup: $(STAMP)
+
+# The venv is rebuilt only when the requirements change. torch is pinned to the CPU build that
+# pip finds locally; requirements-nodeps.txt holds packages whose own dependency lists must be skipped.
+$(STAMP): requirements.txt requirements-nodeps.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	touch $(STAMP)
+
+# Debian's Chromium (browser tests) and open-licence fonts (banners); skipped when already present.
+system-deps:
+	@if ! command -v chromium >/dev/null || ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(SYSTEM_PACKAGES); \
+	fi
+
+# Loads the demo dataset and converts the embedded LLM once, so the first page view is quick.
+prepare: setup
+	$(PY) cli.py prepare
+
+run: setup prepare
+	$(VENV)/bin/streamlit run streamlit_app.py --server.port $(PORT) --browser.gatherUsageStats false
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup system-deps lint
+	$(PY) -m pytest -q -ra
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Offline measurements of the product's models on real data."""

@@ -1,0 +1,144 @@
+"""Audience page: pick a user, see their history, and read the inferred profile with its evidence."""
+
+from datetime import UTC, datetime
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+import services
+from generation.models import ModelUnavailable
+from store.csv_import import ImportFailed
+
+
+def evidence_table(evidence: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{"item": e["item_id"], "title": e["title"], "rating": e["rating"],
+                          "date": datetime.fromtimestamp(e["timestamp"], UTC).date()} for e in evidence])
+
+
+def show_profile(profile: dict) -> None:
+    intent = profile["intent"]
+    source = (f"written by {profile['model']}" if profile["intent_source"] == "llm"
+              else "built from the structured signals" + (f" (LLM answer rejected: {intent['rejected']})"
+                                                           if intent.get("rejected") else ""))
+    st.subheader("Current intent")
+    st.info(f"**{intent['summary']}**\n\n_{source}_")
+    cols = st.columns(3)
+    cols[0].metric("Trend", intent["state"], help="Exploring when recent picks drift from the long-term taste")
+    cols[1].metric("Drift", f"{intent['drift']:.2f}", help="1 − cosine similarity of recent and long-term items")
+    cols[2].metric("Profile computed in", f"{profile.get('seconds', 0):.1f} s")
+    for focus in intent["focus"]:
+        lift = "new" if focus["lift"] >= 99 else f"×{focus['lift']:.1f}"
+        with st.expander(f"Growing: {focus['label']} — {focus['weight']:.0%} of recent picks ({lift})"):
+            st.dataframe(evidence_table(focus["evidence"]), hide_index=True, width="stretch")
+    with st.expander("Recent window (the items behind the intent)"):
+        st.dataframe(evidence_table(intent["recent"]), hide_index=True, width="stretch")
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Lasting interests")
+        if profile["interests"]:
+            frame = pd.DataFrame(profile["interests"])
+            chart = px.bar(frame, x="weight", y="label", orientation="h", hover_data=["lift"],
+                           labels={"weight": "rating- and recency-weighted share", "label": ""})
+            chart.update_layout(yaxis={"autorange": "reversed"}, height=280, margin={"t": 10, "b": 10})
+            st.plotly_chart(chart, width="stretch")
+        for interest in profile["interests"]:
+            with st.expander(f"{interest['label']} · {interest['weight']:.0%} · ×{interest['lift']:.1f} vs catalog"):
+                st.dataframe(evidence_table(interest["evidence"]), hide_index=True, width="stretch")
+    with right:
+        st.subheader("Taste themes")
+        for theme in profile["themes"]:
+            with st.expander(f"{theme['label']} · {theme['weight']:.0%}", expanded=True):
+                st.dataframe(evidence_table(theme["evidence"]), hide_index=True, width="stretch")
+
+
+def import_form() -> None:
+    with st.expander("Import your own data (CSV)"):
+        st.caption("Items: item_id, title, optional description, category (use | between several), year. "
+                   "Interactions: user_id, item_id, timestamp (Unix seconds or ISO date), optional rating.")
+        with st.form("import", clear_on_submit=False):
+            name = st.text_input("Dataset name", value="my-data")
+            items_file = st.file_uploader("Items CSV", type=["csv"])
+            interactions_file = st.file_uploader("Interactions CSV", type=["csv"])
+            replace = st.checkbox("Replace a dataset of the same name")
+            if st.form_submit_button("Import"):
+                if not (items_file and interactions_file):
+                    st.error("Choose both files first.")
+                    return
+                try:
+                    counts = services.import_csv(name, items_file.getvalue(), interactions_file.getvalue(),
+                                                 items_file.name, interactions_file.name, replace)
+                except ImportFailed as exc:
+                    st.error(f"Nothing was imported: {len(exc.problems)} problem(s) shown.")
+                    st.code("\n".join(str(p) for p in exc.problems), language=None)
+                    return
+                st.success(f"Imported '{name}': {counts['users']} users, {counts['items']} items, "
+                           f"{counts['interactions']} interactions.")
+                st.session_state["dataset"] = name
+
+
+st.title("Audience")
+with st.spinner("Loading the demo dataset (first start only)…"):
+    summary = services.datasets()
+names = summary["dataset"].tolist()
+if st.session_state.get("dataset") not in names:
+    st.session_state["dataset"] = names[0]
+top = st.columns([2, 3])
+dataset = top[0].selectbox("Dataset", names, key="dataset")
+query = top[1].text_input("Find users", placeholder="user id, occupation or gender (M/F)", key="user_query")
+import_form()
+
+people = services.users(dataset, query)
+if people.empty:
+    st.warning(f"No user matches '{query}'.")
+    st.stop()
+
+
+def describe(user_id: str) -> str:
+    row = people.loc[people["user_id"] == user_id].iloc[0]
+    who = " ".join(str(v) for v in (row["age"], row["gender"], row["occupation"]) if pd.notna(v))
+    return f"User {user_id}" + (f" · {who}" if who else "") + f" · {row['interactions']} interactions"
+
+
+user_id = st.selectbox(f"User ({len(people)} found)", people["user_id"].tolist(), format_func=describe,
+                       key="user_id")
+history = services.history(dataset, user_id)
+cols = st.columns(4)
+cols[0].metric("Interactions", len(history))
+cols[1].metric("Mean rating", f"{history['rating'].mean():.2f}" if history["rating"].notna().any() else "—")
+cols[2].metric("First", f"{history['date'].min():%Y-%m-%d}")
+cols[3].metric("Latest", f"{history['date'].max():%Y-%m-%d}")
+
+profile_tab, history_tab, activity_tab = st.tabs(["Profile", "History", "Activity"])
+with profile_tab:
+    profile = services.cached_profile(dataset, user_id)
+    label = "Recompute profile" if profile else "Compute profile"
+    if st.button(label, type="primary", key="compute"):
+        bar = st.progress(0.0, text="Starting")
+        try:
+            with st.status("Inferring the profile…", expanded=False) as status:
+                profile = services.profile(dataset, user_id, recompute=True,
+                                           progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+                status.update(label=f"Profile ready in {profile['seconds']:.1f} s", state="complete")
+        except (ModelUnavailable, ValueError) as exc:
+            st.error(str(exc))
+    if profile:
+        show_profile(profile)
+    else:
+        st.write("No profile yet for this user. Compute one to see interests, themes and intent.")
+
+with history_tab:
+    table = history.sort_values("timestamp", ascending=False)[["date", "item_id", "title", "category", "rating"]]
+    st.dataframe(table, hide_index=True, width="stretch")
+
+with activity_tab:
+    mix = services.category_mix(history)
+    if not mix.empty:
+        chart = px.bar(mix, x="category", y="interactions", color="mean_rating", color_continuous_scale="Viridis",
+                       title="Category mix", labels={"mean_rating": "mean rating"})
+        st.plotly_chart(chart, width="stretch")
+    timeline = services.activity(history)
+    chart = px.bar(timeline, x="period", y="interactions", color="mean_rating", color_continuous_scale="Viridis",
+                   title="Activity per week", labels={"period": "week", "mean_rating": "mean rating"})
+    st.plotly_chart(chart, width="stretch")

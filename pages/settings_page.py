@@ -1,0 +1,39 @@
+"""Settings page: active models, device, database; edit the settings file."""
+
+import pandas as pd
+import streamlit as st
+
+import services
+
+st.title("Settings")
+try:
+    env = services.environment()
+except ValueError as exc:  # a malformed settings file
+    st.error(str(exc))
+    st.stop()
+
+st.metric("Device", env["device"])
+rows = [{"setting": k, "value": v, "from": env["sources"][k], "environment variable": env["env_vars"][k]}
+        for k, v in env["settings"].items()]
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+st.caption(f"Settings file: `{env['settings_file']}`. Environment variables override it.")
+
+st.subheader("Models loaded in this server process")
+if env["loaded_models"]:
+    for line in env["loaded_models"]:
+        st.write(f"- {line}")
+else:
+    st.write("None yet: models load on first use.")
+
+st.subheader("Change models")
+st.write("Any Hugging Face model id or local folder works. Offline, use a local folder. "
+         "Changes apply to the next model load (restart the dashboard to free the old model).")
+with st.form("settings"):
+    text_model = st.text_input("Text model", value=env["settings"]["text_model"])
+    embedding_model = st.text_input("Embedding model", value=env["settings"]["embedding_model"])
+    device = st.selectbox("Device", ["auto", "cpu", "cuda", "mps"],
+                          index=["auto", "cpu", "cuda", "mps"].index(env["settings"]["device"])
+                          if env["settings"]["device"] in ("auto", "cpu", "cuda", "mps") else 0)
+    if st.form_submit_button("Save settings"):
+        path = services.save_settings({"text_model": text_model, "embedding_model": embedding_model, "device": device})
+        st.success(f"Saved to {path}")

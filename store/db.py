@@ -1,0 +1,65 @@
+"""Engine and transactions. One engine per database URL per process, created with the schema."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+import settings
+from store.schema import Base
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """Enforce foreign keys and let readers work while a writer commits."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def engine(url: str | None = None) -> Engine:
+    """The engine for `url` (default: the configured DATABASE_URL), schema created on first use."""
+    url = url or settings.load().database_url
+    with _lock:
+        if url not in _engines:
+            parsed = make_url(url)
+            if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            eng = create_engine(url, future=True)
+            if parsed.get_backend_name() == "sqlite":
+                event.listen(eng, "connect", _sqlite_pragmas)
+            Base.metadata.create_all(eng)
+            _engines[url] = eng
+        return _engines[url]
+
+
+@contextmanager
+def transaction(url: str | None = None) -> Iterator[Session]:
+    """A session whose writes commit together at the end, or not at all if anything fails."""
+    session = sessionmaker(engine(url), expire_on_commit=False)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_all() -> None:
+    """Close every engine (tests switch databases between cases)."""
+    with _lock:
+        for eng in _engines.values():
+            eng.dispose()
+        _engines.clear()

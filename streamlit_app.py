@@ -1,0 +1,12 @@
+"""AdLoop dashboard entry point: lists the pages explicitly (st.navigation)."""
+
+import streamlit as st
+
+st.set_page_config(page_title="AdLoop", page_icon="🎯", layout="wide")
+
+navigation = st.navigation([
+    st.Page("pages/audience.py", title="Audience", icon="👥", default=True),
+    st.Page("pages/settings_page.py", title="Settings", icon="⚙️", url_path="settings"),
+])
+st.sidebar.caption("AdLoop · from user history to tuned ad generators")
+navigation.run()

@@ -1,0 +1,67 @@
+"""The dashboard's pages run headless through Streamlit's AppTest (no browser)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from store import repository
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def app(demo_store: str, tiny_llm: str) -> AppTest:
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_audience_page_lists_users_and_history(app: AppTest, demo_store: str) -> None:
+    assert app.title[0].value == "Audience"
+    assert app.selectbox(key="dataset").value == demo_store
+    app.selectbox(key="user_id").set_value("2").run()
+    assert not app.exception
+    interactions = next(m for m in app.metric if m.label == "Interactions")
+    assert int(interactions.value) == len(repository.history(demo_store, "2"))
+    history = next(df.value for df in app.dataframe if "title" in df.value.columns)
+    assert set(history["item_id"]) == set(repository.history(demo_store, "2")["item_id"])
+
+
+def test_audience_page_computes_profile_with_evidence(app: AppTest, demo_store: str) -> None:
+    app.selectbox(key="user_id").set_value("5").run()
+    app.button(key="compute").click().run()
+    assert not app.exception, app.exception
+    assert any(h.value == "Current intent" for h in app.subheader)
+    history_titles = set(repository.history(demo_store, "5")["title"])
+    labels = [e.label for e in app.expander]
+    assert any(label.startswith("Growing") or "vs catalog" in label for label in labels)
+    evidence_titles = {t for df in app.dataframe if "title" in df.value.columns and "date" in df.value.columns
+                       and "category" not in df.value.columns for t in df.value["title"]}
+    assert evidence_titles and evidence_titles <= history_titles
+    # once computed, the page shows the cached profile without another click
+    app.run()
+    assert any(h.value == "Current intent" for h in app.subheader)
+    assert app.button(key="compute").label == "Recompute profile"
+
+
+def test_user_search_filters_and_reports_no_match(app: AppTest) -> None:
+    app.text_input(key="user_query").set_value("librarian").run()
+    options = app.selectbox(key="user_id").options
+    assert options and all("librarian" in o for o in options)
+    app.text_input(key="user_query").set_value("no-such-occupation").run()
+    assert any("No user matches" in w.value for w in app.warning)
+
+
+def test_settings_page_shows_models_device_and_database(app: AppTest, tiny_llm: str) -> None:
+    app.switch_page("pages/settings_page.py").run()
+    assert not app.exception, app.exception
+    assert app.title[0].value == "Settings"
+    table = app.dataframe[0].value
+    values = dict(zip(table["setting"], table["value"], strict=True))
+    assert values["text_model"] == tiny_llm
+    assert values["database_url"].startswith("sqlite:///")
+    assert any(m.label == "Device" and m.value in ("cpu", "cuda", "mps") for m in app.metric)

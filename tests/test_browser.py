@@ -1,0 +1,105 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright against `streamlit run`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from store import repository
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.embedded]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(demo_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A headless dashboard on a free port, using the session's store and the embedded models."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            cwd=REPO, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log.read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists(), "Debian's Chromium is missing: `make test` installs it (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_audience_page_selects_user_and_shows_profile(server: str, page: Page, demo_store: str) -> None:
+    page.goto(server)
+    expect(page.get_by_role("heading", name="Audience")).to_be_visible(timeout=60_000)
+    picker = page.get_by_role("combobox", name="User (943 found)")
+    picker.click()
+    page.keyboard.type("User 7 ·")
+    page.get_by_role("option", name="User 7 ·").first.click()
+    interactions = len(repository.history(demo_store, "7"))
+    expect(page.get_by_text(str(interactions), exact=True)).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Compute profile").click()
+    expect(page.get_by_role("heading", name="Current intent")).to_be_visible(timeout=120_000)
+    expect(page.get_by_role("heading", name="Lasting interests")).to_be_visible()
+    expect(page.get_by_text("Drama ·").first).to_be_visible()
+    expect(page.get_by_text("Right now this customer wants")).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "audience.png"), full_page=True)
+
+
+def test_settings_page_is_reachable_from_the_sidebar(server: str, page: Page) -> None:
+    page.goto(server)
+    expect(page.get_by_role("heading", name="Audience")).to_be_visible(timeout=60_000)
+    page.get_by_role("link", name="Settings").click()
+    expect(page.get_by_role("heading", name="Settings")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("embedded:smollm2-135m-instruct").first).to_be_visible()
