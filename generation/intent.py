@@ -268,8 +268,8 @@ def check_summary(text: str, labels: list[str], history: pd.DataFrame) -> str | 
     words = re.findall(r"[A-Za-z']+", text)
     if len(words) < 4 or len(words) > 45:
         return f"unparseable: {len(words)} words"
-    lowered = [w.lower() for w in words]
-    if max(lowered.count(w) for w in set(lowered)) > 3 or text.count(",") > 6:
+    content = [w.lower() for w in words if len(w) > 3]  # short function words repeat in any sentence
+    if (content and max(content.count(w) for w in set(content)) > 3) or text.count(",") > 6:
         return "repetitive or a list, not a sentence"
     low = _normal(text)
     echoed = {core for core in map(_title_core, history["title"].astype(str)) if len(core) >= 4 and core in low}
@@ -280,7 +280,7 @@ def check_summary(text: str, labels: list[str], history: pd.DataFrame) -> str | 
     if invented:
         return f"invents facts (year {invented[0]} is not in the history)"
     # on the raw text: `low` has lost the <, >, | and : that markup is made of
-    if re.search(r"<|>|\|\s*\w+\s*\||https?:|instruction|system prompt|ignore", text.lower()):
+    if re.search(r"<|>|\[/?inst\]|\|\s*\w+\s*\||https?:|instruction|system prompt|ignore", text.lower()):
         return "repeats markup or instructions"
     if labels and not any(alias in low for label in labels for alias in _aliases(label)):
         return "not grounded: names none of the inferred categories"

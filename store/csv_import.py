@@ -89,6 +89,7 @@ def _decode(data: bytes, file: str, out: _Collector) -> str | None:
 def _rows(text: str, file: str, spec: dict, out: _Collector) -> list[tuple[int, dict[str, str]]]:
     """Parse a CSV into (line number, row) pairs after checking its header against `spec`."""
     reader = csv.reader(io.StringIO(text, newline=""))
+    before = out.total  # problems of other files do not stop this one from being checked
     try:
         header = [h.strip().lower() for h in next(reader)]
     except csv.Error as exc:
@@ -104,7 +105,7 @@ def _rows(text: str, file: str, spec: dict, out: _Collector) -> list[tuple[int, 
     dupes = {c for c in header if header.count(c) > 1}
     for col in sorted(dupes):
         out.add(file, 1, col, "column appears more than once")
-    if out.total:
+    if out.total > before:
         return []
     rows, line = [], 1
     try:
@@ -118,7 +119,7 @@ def _rows(text: str, file: str, spec: dict, out: _Collector) -> list[tuple[int, 
             rows.append((line, {h: v.strip() for h, v in zip(header, values, strict=True)}))
     except csv.Error as exc:
         out.add(file, line + 1, None, f"malformed CSV: {exc}")
-    if not rows and not out.total:
+    if not rows and out.total == before:
         out.add(file, None, None, "file has a header but no data rows")
     return rows
 
@@ -163,6 +164,10 @@ def _items(text: str, file: str, out: _Collector) -> pd.DataFrame:
         elif len(title) > 500:
             out.add(file, line, "title", f"is {len(title)} characters long; the limit is 500")
             ok = False
+        for column, limit in (("category", 500), ("description", 5000)):
+            if len(row.get(column) or "") > limit:
+                out.add(file, line, column, f"is {len(row[column])} characters long; the limit is {limit}")
+                ok = False
         year = row.get("year") or None
         if year is not None and not (year.isdigit() and 1800 <= int(year) <= 2100):
             out.add(file, line, "year", f"'{year}' is not a year between 1800 and 2100")
@@ -174,11 +179,13 @@ def _items(text: str, file: str, out: _Collector) -> pd.DataFrame:
     return pd.DataFrame(records, columns=["item_id", "title", "description", "category", "year"])
 
 
-def _interactions(text: str, file: str, item_ids: set[str], out: _Collector) -> pd.DataFrame:
+def _interactions(text: str, file: str, item_ids: set[str] | None, out: _Collector) -> pd.DataFrame:
     records = []
     for line, row in _rows(text, file, INTERACTION_COLUMNS, out):
         ok = _check_id(row["user_id"], file, line, "user_id", out)
-        if _check_id(row["item_id"], file, line, "item_id", out) and row["item_id"] not in item_ids:
+        valid_item = _check_id(row["item_id"], file, line, "item_id", out)
+        ok = ok and valid_item
+        if valid_item and item_ids is not None and row["item_id"] not in item_ids:
             out.add(file, line, "item_id", f"'{row['item_id']}' is not in the items file")
             ok = False
         stamp = parse_timestamp(row["timestamp"])
@@ -209,8 +216,10 @@ def validate(items_data: bytes, interactions_data: bytes, items_name: str = "ite
     items_text = _decode(items_data, items_name, out)
     items = _items(items_text, items_name, out) if items_text is not None else None
     inter_text = _decode(interactions_data, interactions_name, out)
-    if items is not None and inter_text is not None and not out.total:
-        interactions = _interactions(inter_text, interactions_name, set(items["item_id"]), out)
+    if items is not None and inter_text is not None:
+        # with a broken items file, unknown-item errors would only echo it, so that check waits for a clean one
+        known = set(items["item_id"]) if not out.total else None
+        interactions = _interactions(inter_text, interactions_name, known, out)
     out.raise_if_any()
     users = pd.DataFrame({"user_id": interactions["user_id"].drop_duplicates()}).assign(
         age=None, gender=None, occupation=None, zip_code=None)

@@ -12,15 +12,18 @@ import settings
 
 @pytest.fixture
 def settings_path(isolated_home: Path, monkeypatch: pytest.MonkeyPatch):
-    """The session's settings file, absent at the start and removed afterwards; no overriding env vars."""
-    for var in ("ADLOOP_DEVICE", "ADLOOP_TEXT_MODEL", "ADLOOP_EMBEDDING_MODEL"):
+    """The session's settings file, absent during the test and restored afterwards; no overriding env vars."""
+    for var in ("ADLOOP_DEVICE", "ADLOOP_TEXT_MODEL", "ADLOOP_EMBEDDING_MODEL", "DATABASE_URL"):
         monkeypatch.delenv(var, raising=False)
     path = settings.settings_file()
     assert path == isolated_home.resolve() / "settings.json"
-    assert not path.exists(), "another test left a settings file behind"
+    saved = path.read_bytes() if path.exists() else None
+    path.unlink(missing_ok=True)
     yield path
     path.unlink(missing_ok=True)
     path.with_suffix(".tmp").unlink(missing_ok=True)
+    if saved is not None:
+        path.write_bytes(saved)
 
 
 def test_defaults_when_nothing_is_configured(settings_path: Path, isolated_home: Path):
