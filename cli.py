@@ -3,6 +3,7 @@
     python cli.py profile --user 1 --json
     python cli.py import --name my-shop --items items.csv --interactions interactions.csv
     python cli.py eval-intent --json
+    python cli.py validate-simulator --json
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import services
 from generation.models import ModelUnavailable
+from rewards.variant_file import VariantFileError
 from store.csv_import import ImportFailed
 from store.repository import UnknownDataset, UnknownUser
 
@@ -58,9 +61,47 @@ def cmd_eval_intent(args: argparse.Namespace) -> None:
     _print(report, args.json, "\n".join(rows))
 
 
+def cmd_validate_simulator(args: argparse.Namespace) -> None:
+    report = services.validate_simulator(args.dataset, args.users, args.seed, progress=_stderr_progress(not args.json))
+    names = list(report["appeal_auc"])
+    rows = [f"{'check':<34}" + "".join(f"{n:>9}" for n in names)]
+    rows.append(f"{'appeal AUC (held-out liked)':<34}" + "".join(f"{report['appeal_auc'][n]['auc']:>9.4f}"
+                                                                  for n in names))
+    for attack in report["attack_win_rate"][names[0]]:
+        rows.append(f"{'clean beats ' + attack:<34}" + "".join(f"{report['attack_win_rate'][n][attack]:>9.1%}"
+                                                               for n in names))
+    for key in report["clean_ctr"][names[0]]:
+        label = "clean CTR in 0.5%-5%" if key == "share_in_range" else f"clean CTR {key}"
+        rows.append(f"{label:<34}" + "".join(f"{report['clean_ctr'][n][key]:>9.2%}" for n in names))
+    rows.append(f"{report['users']} users, train/judge Spearman {report['train_judge_spearman']:.3f}, "
+                f"{report['seconds']} s")
+    rows += [f"{'PASS' if ok else 'FAIL'}  {check}" for check, ok in report["passed"].items()]
+    _print(report, args.json, "\n".join(rows))
+    if not all(report["passed"].values()):
+        raise ValueError("the simulated audience failed validation: " +
+                         ", ".join(c for c, ok in report["passed"].items() if not ok))
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     report = services.prepare(progress=_stderr_progress(not args.json))
     _print(report, args.json, "\n".join(f"{k}: {v}" for k, v in report.items()))
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    services.ensure_demo_data()
+    variants = services.parse_variants(Path(args.variants).read_bytes(), Path(args.variants).name)
+    item = args.item or services.default_item(args.dataset)
+    run = services.run_campaign(args.dataset, item, variants, args.segment, args.group, args.impressions,
+                                args.allocation, args.seed, args.audience, max_users=args.users,
+                                progress=_stderr_progress(not args.json))
+    rows = [{"variant": int(r.variant) + 1, "title": variants[int(r.variant)]["title"],
+             "impressions": int(r.impressions), "clicks": int(r.clicks), "ctr": round(float(r.ctr), 5),
+             "ci95": [round(float(r.ci_low), 5), round(float(r.ci_high), 5)]} for r in run["variants"].itertuples()]
+    report = {"dataset": args.dataset, "item_id": item, "allocation": args.allocation, "users": run["users"],
+              "impressions": args.impressions, "regret": round(run["regret"], 2), "variants": rows}
+    lines = [f"{r['variant']:>2} {r['title'][:40]:<40} {r['impressions']:>8} {r['clicks']:>6} {r['ctr']:>7.2%} "
+             f"[{r['ci95'][0]:.2%}, {r['ci95'][1]:.2%}]" for r in rows]
+    _print(report, args.json, "\n".join(lines) + f"\nregret {report['regret']} expected clicks")
 
 
 def cmd_users(args: argparse.Namespace) -> None:
@@ -108,6 +149,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", type=_positive, default=100)
     p.add_argument("--seed", type=int, default=0)
 
+    p = command("simulate", cmd_simulate, "run a simulated campaign over ad variants (A/B or Thompson)")
+    p.add_argument("--variants", required=True, help="CSV (title, body, cta) or JSON list of variants")
+    p.add_argument("--item", default=None, help="item to promote (default: the most popular)")
+    p.add_argument("--dataset", default=services.DEFAULT_DATASET)
+    p.add_argument("--users", type=_positive, default=None, help="simulated users drawn from the segment")
+    p.add_argument("--impressions", type=_positive, default=10_000)
+    p.add_argument("--allocation", choices=["ab", "thompson"], default="thompson")
+    p.add_argument("--segment", default="all", help="all, gender, age_band, occupation or taste")
+    p.add_argument("--group", default=None, help="the segment's group, e.g. F or 25-34 or 'Sci-Fi fans'")
+    p.add_argument("--audience", choices=["train", "judge"], default="train")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = command("validate-simulator", cmd_validate_simulator,
+                "check the simulated audience: appeal AUC, attacks that must lose, CTR calibration")
+    p.add_argument("--dataset", default=services.DEFAULT_DATASET)
+    p.add_argument("--users", type=_positive, default=200, help="users sampled for the attack and CTR checks")
+    p.add_argument("--seed", type=int, default=0)
+
     p = command("users", cmd_users, "list users")
     p.add_argument("--dataset", default=services.DEFAULT_DATASET)
     p.add_argument("--query", default="")
@@ -136,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportFailed as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    except (UnknownUser, UnknownDataset, ModelUnavailable, ValueError) as exc:
+    except (UnknownUser, UnknownDataset, ModelUnavailable, VariantFileError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

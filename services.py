@@ -7,6 +7,7 @@ implementation. Functions take an optional `progress(fraction, message)` callbac
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 import settings
-from generation import intent, models
-from generation.untrusted import clean
+from generation import copy, embeddings, intent, models
+from rewards import segments, variant_file
 from store import csv_import, movielens, repository
 
 Progress = Callable[[float, str], None]
@@ -37,7 +38,7 @@ def prepare(progress: Progress = _quiet) -> dict:
     started = time.perf_counter()
     progress(0.0, "Loading the demo dataset")
     loaded = ensure_demo_data()
-    vectors = item_vectors(DEFAULT_DATASET, progress=lambda f, m: progress(0.1 + 0.4 * f, m))
+    vectors = embeddings.item_vectors(DEFAULT_DATASET, progress=lambda f, m: progress(0.1 + 0.4 * f, m))
     progress(0.5, f"Loading {settings.load().text_model}")
     llm = models.text_model()
     progress(1.0, "Ready")
@@ -64,32 +65,6 @@ def history(dataset: str, user_id: str) -> pd.DataFrame:
     """The user's history, oldest first, with a readable date column."""
     frame = repository.history(dataset, str(user_id).strip())
     return frame.assign(date=pd.to_datetime(frame["timestamp"], unit="s"))
-
-
-def item_text(title: str, category: str | None, description: str | None) -> str:
-    """The text embedded for an item: what a person would read about it."""
-    parts = [clean(title, 200), ", ".join(intent.categories_of(category)), clean(description, 300)]
-    return ". ".join(p for p in parts if p)
-
-
-def item_vectors(dataset: str, item_ids: list[str] | None = None, progress: Progress = _quiet) -> dict[str, np.ndarray]:
-    """Embeddings of the dataset's items (all, or `item_ids`), computed once and cached in the store."""
-    catalog = repository.items(dataset)
-    if item_ids is not None:
-        catalog = catalog[catalog["item_id"].isin(set(item_ids))]
-    embedder = models.embedder()
-    cached = repository.cached_embeddings(dataset, embedder.model_id)
-    texts = {r.item_id: item_text(r.title, r.category, r.description) for r in catalog.itertuples()}
-    hashes = {i: repository.text_hash(t) for i, t in texts.items()}
-    missing = [i for i in texts if i not in cached or cached[i][0] != hashes[i]]
-    for start in range(0, len(missing), 256):
-        chunk = missing[start:start + 256]
-        progress(start / len(missing), f"Embedding items {start + 1}-{start + len(chunk)} of {len(missing)}")
-        vectors = embedder.encode([texts[i] for i in chunk])
-        repository.save_embeddings(dataset, embedder.model_id, [(i, hashes[i], v) for i, v in
-                                                                 zip(chunk, vectors, strict=True)])
-        cached.update({i: (hashes[i], v) for i, v in zip(chunk, vectors, strict=True)})
-    return {i: cached[i][1] for i in texts}
 
 
 def catalog_shares(dataset: str) -> dict[str, float]:
@@ -130,7 +105,7 @@ def profile(dataset: str, user_id: str, recompute: bool = False, use_llm: bool =
     frame, model_name, fingerprint = _fingerprint(dataset, user_id, use_llm)
     started = time.perf_counter()
     progress(0.15, "Embedding history items")
-    vectors = item_vectors(dataset, frame["item_id"].tolist())
+    vectors = embeddings.item_vectors(dataset, frame["item_id"].tolist())
     matrix = np.stack([vectors[i] for i in frame["item_id"]]) if len(frame) else np.zeros((0, 1))
     writer = None
     if use_llm:
@@ -196,9 +171,138 @@ def eval_intent(dataset: str = DEFAULT_DATASET, users: int | None = None, negati
     from evaluation import intent_ranking
 
     ensure_demo_data()
-    vectors = item_vectors(dataset, progress=lambda f, m: progress(0.1 * f, m))
+    vectors = embeddings.item_vectors(dataset, progress=lambda f, m: progress(0.1 * f, m))
     started = time.perf_counter()
     report = intent_ranking.evaluate(repository.interactions(dataset), repository.items(dataset), vectors,
                                      users, negatives, seed,
                                      progress=lambda f, m: progress(0.1 + 0.9 * f, m))
     return report | {"dataset": dataset, "seconds": round(time.perf_counter() - started, 1)}
+
+
+# --- Campaign Lab -------------------------------------------------------------------------------------------
+
+def catalog(dataset: str) -> pd.DataFrame:
+    """The dataset's items indexed by item id (for pickers)."""
+    return repository.items(dataset).set_index("item_id", drop=False)
+
+
+def default_item(dataset: str) -> str:
+    """The most interacted-with item: a sensible first thing to promote."""
+    return str(repository.interactions(dataset)["item_id"].value_counts().index[0])
+
+
+def parse_variants(data: bytes, name: str) -> list[dict[str, str]]:
+    return variant_file.parse(data, name)
+
+
+def validate_variants(rows: list[dict]) -> list[dict[str, str]]:
+    return variant_file.validate(rows, "variants")
+
+
+def example_variants(dataset: str, item_id: str) -> list[dict[str, str]]:
+    """Starting variants for an item written from its catalog facts, for a marketer to edit or replace."""
+    item = catalog(dataset).loc[item_id]
+    name = re.sub(r"\s*\(\d{4}\)\s*$", "", str(item["title"]))
+    cats = intent.categories_of(item["category"])
+    kind = f"{cats[0].lower()} " if cats else ""
+    article = "An" if (kind or "pick")[0] in "aeiou" else "A"
+    year = f" ({int(item['year'])})" if pd.notna(item["year"]) else ""
+    return [
+        {"title": f"{name}{year}", "body": f"The {kind}classic everyone talks about.", "cta": "Watch now"},
+        {"title": f"Tonight: {name}", "body": f"{article} {kind}pick made for your next night in.",
+         "cta": "Start watching"},
+        {"title": f"Rediscover {name}", "body": "See why audiences keep coming back to it.", "cta": "Play"},
+    ]
+
+
+def segment_kinds() -> dict[str, str]:
+    return dict(segments.KINDS)
+
+
+def segment_table(dataset: str) -> pd.DataFrame:
+    return segments.table(repository.list_users(dataset), repository.interactions(dataset),
+                          repository.items(dataset))
+
+
+def segment_values(dataset: str, kind: str) -> list[str]:
+    """The groups of a segment kind, largest first ('everyone' for 'all')."""
+    table = segment_table(dataset)
+    return table[kind].dropna().value_counts().index.astype(str).tolist()
+
+
+def csv_export(frame: pd.DataFrame) -> bytes:
+    """CSV bytes safe to open in a spreadsheet: cells that would start a formula are prefixed with '."""
+    def guard(value: object) -> object:
+        return f"'{value}" if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+    return frame.map(guard).to_csv(index=False).encode("utf-8")
+
+
+def click_matrix(dataset: str, item_id: str, user_ids: list[str], variants: list[dict],
+                 audience_name: str = "train", seed: int = 0) -> np.ndarray:
+    """Expected click probability of every (user, variant) pair for an item, in one batch."""
+    from rewards.audience import Impression, audience
+
+    crowd = audience(audience_name, dataset, seed)
+    pairs = [Impression(u, item_id, v) for u in user_ids for v in variants]
+    return crowd.probabilities(pairs).reshape(len(user_ids), len(variants))
+
+
+def run_campaign(dataset: str, item_id: str, variants: list[dict], segment_kind: str = "all",
+                 segment_value: str | None = None, impressions: int = 20_000, allocation: str = "thompson",
+                 seed: int = 0, audience_name: str = "train", max_users: int | None = None,
+                 progress: Progress = _quiet) -> dict:
+    """Simulate a campaign for an item's variants on a segment, log its impressions, and summarise it."""
+    from rewards import campaign
+    from rewards.audience import Impression, audience
+
+    variants = validate_variants(variants)
+    table = segment_table(dataset)
+    user_ids = segments.members(table, segment_kind, segment_value)
+    if max_users is not None and max_users < len(user_ids):
+        rng = np.random.default_rng(seed)
+        user_ids = sorted(rng.choice(user_ids, size=max_users, replace=False).tolist(), key=str)
+    progress(0.02, f"Scoring {len(variants)} variants for {len(user_ids)} simulated users")
+    matrix = click_matrix(dataset, item_id, user_ids, variants, audience_name, seed)
+    result = campaign.simulate(matrix, impressions, allocation, seed=seed, user_ids=user_ids,
+                               progress=lambda f, m: progress(0.05 + 0.85 * f, m))
+    progress(0.92, "Saving the impression log")
+    log = result.impressions
+    crowd = audience(audience_name, dataset, seed)
+    crowd.record([Impression(u, item_id, variants[v], int(p)) for u, v, p in
+                  zip(log["user_id"], log["variant"], log["position"], strict=True)],
+                 log["probability"].to_numpy(), log["click"].to_numpy())
+    by_user = table.set_index("user_id").loc[user_ids].reset_index(drop=True)
+    breakdowns = {kind: campaign.segment_breakdown(result, by_user[kind]) for kind in segments.KINDS if kind != "all"}
+    progress(1.0, "Done")
+    return {"allocation": allocation, "users": len(user_ids), "variants": result.variants,
+            "timeline": result.timeline, "impressions": log.drop(columns=["user_index"]),
+            "regret": result.regret, "best_variant": result.best_variant, "segments": breakdowns,
+            "audience": audience_name}
+
+
+def validate_simulator(dataset: str = DEFAULT_DATASET, users: int = 200, seed: int = 0,
+                       progress: Progress = _quiet) -> dict:
+    """Is the simulated audience believable? Appeal AUC, attack win rates and CTR calibration, both audiences."""
+    from rewards import validation
+
+    ensure_demo_data()
+    progress(0.0, "Building the train and judge audiences")
+    return validation.validate(dataset, users, seed, progress=lambda f, m: progress(0.1 + 0.9 * f, m))
+
+
+# --- Studio -------------------------------------------------------------------------------------------------
+
+def catalog_vocabulary(dataset: str) -> tuple[list[str], list[str]]:
+    """Every category label and every item's display name: what the grounding check compares copy to."""
+    items = repository.items(dataset)
+    labels = sorted({c for value in items["category"].dropna() for c in intent.categories_of(value)})
+    return labels, sorted({copy.display_name(t) for t in items["title"]})
+
+
+def score_variants(dataset: str, item_id: str, user_ids: list[str], variants: list[dict],
+                   audience_name: str = "train") -> np.ndarray:
+    """Expected CTR of each variant, averaged over the users (one user, or a segment's members)."""
+    if not variants:
+        return np.zeros(0)
+    return click_matrix(dataset, item_id, user_ids, variants, audience_name).mean(axis=0)

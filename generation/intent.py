@@ -252,15 +252,15 @@ def summary_prompt(interests_: list[Interest], intent_focus: list[Interest], sta
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def _normal(text: str) -> str:
+def normal_text(text: str) -> str:
     return re.sub(r"[^a-z0-9' -]+", " ", text.lower())
 
 
-def _title_core(title: str) -> str:
+def title_core(title: str) -> str:
     """A title without its trailing '(1995)' and leading/trailing articles, for echo detection."""
     core = re.sub(r"\(\d{4}\)\s*$", "", title).strip()
     core = re.sub(r",\s*(the|a|an)$", "", core, flags=re.IGNORECASE)
-    return _normal(core).strip()
+    return normal_text(core).strip()
 
 
 def check_summary(text: str, labels: list[str], history: pd.DataFrame) -> str | None:
@@ -271,8 +271,8 @@ def check_summary(text: str, labels: list[str], history: pd.DataFrame) -> str | 
     content = [w.lower() for w in words if len(w) > 3]  # short function words repeat in any sentence
     if (content and max(content.count(w) for w in set(content)) > 3) or text.count(",") > 6:
         return "repetitive or a list, not a sentence"
-    low = _normal(text)
-    echoed = {core for core in map(_title_core, history["title"].astype(str)) if len(core) >= 4 and core in low}
+    low = normal_text(text)
+    echoed = {core for core in map(title_core, history["title"].astype(str)) if len(core) >= 4 and core in low}
     if len(echoed) >= 2:
         return f"echoes titles ({len(echoed)} titles repeated)"
     years = set(history["year"].dropna().astype(int).astype(str)) if "year" in history else set()
@@ -282,14 +282,14 @@ def check_summary(text: str, labels: list[str], history: pd.DataFrame) -> str | 
     # on the raw text: `low` has lost the <, >, | and : that markup is made of
     if re.search(r"<|>|\[/?inst\]|\|\s*\w+\s*\||https?:|instruction|system prompt|ignore", text.lower()):
         return "repeats markup or instructions"
-    if labels and not any(alias in low for label in labels for alias in _aliases(label)):
+    if labels and not any(alias in low for label in labels for alias in aliases(label)):
         return "not grounded: names none of the inferred categories"
     return None
 
 
-def _aliases(label: str) -> list[str]:
+def aliases(label: str) -> list[str]:
     key = label.lower()
-    return CATEGORY_ALIASES.get(key, [_normal(key).strip()])
+    return CATEGORY_ALIASES.get(key, [normal_text(key).strip()])
 
 
 def build_profile(user_id: str, history: pd.DataFrame, vectors: np.ndarray, catalog_shares: dict[str, float],

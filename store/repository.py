@@ -9,7 +9,7 @@ import pandas as pd
 from sqlalchemy import delete, func, insert, select
 
 from store.db import engine, transaction
-from store.schema import Dataset, Interaction, Item, ItemEmbedding, Profile, User
+from store.schema import Dataset, Interaction, Item, ItemEmbedding, Profile, SimulatedImpression, User, Variant
 
 
 class UnknownUser(LookupError):
@@ -61,7 +61,7 @@ def write_dataset(name: str, source: str, users: pd.DataFrame, items: pd.DataFra
         if existing is not None and not replace:
             raise DatasetExists(f"Dataset '{name}' already exists; choose another name or replace it")
         if existing is not None:
-            for model in (Profile, ItemEmbedding, Interaction, Item, User):
+            for model in (SimulatedImpression, Variant, Profile, ItemEmbedding, Interaction, Item, User):
                 s.execute(delete(model).where(model.dataset == name))
             s.delete(existing)
             s.flush()
@@ -177,4 +177,31 @@ def table_counts() -> dict[str, int]:
     """Row count of every table: tests compare it before and after a failed write."""
     with transaction() as s:
         return {m.__tablename__: s.scalar(select(func.count()).select_from(m))
-                for m in (Dataset, User, Item, Interaction, ItemEmbedding, Profile)}
+                for m in (Dataset, User, Item, Interaction, ItemEmbedding, Profile, Variant, SimulatedImpression)}
+
+
+def save_variants(rows: list[dict]) -> list[int]:
+    """Store generated variants in one transaction; returns their ids in order."""
+    with transaction() as s:
+        objects = [Variant(**row) for row in rows]
+        s.add_all(objects)
+        s.flush()
+        return [o.id for o in objects]
+
+
+def variants(dataset: str, batch: str | None = None, kept: bool | None = None) -> pd.DataFrame:
+    stmt = select(Variant).where(Variant.dataset == dataset)
+    if batch is not None:
+        stmt = stmt.where(Variant.batch == batch)
+    if kept is not None:
+        stmt = stmt.where(Variant.kept == kept)
+    with transaction() as s:
+        rows = [{c.name: getattr(v, c.name) for c in Variant.__table__.columns}
+                for v in s.scalars(stmt.order_by(Variant.id))]
+    return pd.DataFrame(rows, columns=[c.name for c in Variant.__table__.columns])
+
+
+def set_kept(variant_ids: list[int], kept: bool) -> None:
+    with transaction() as s:
+        for variant in s.scalars(select(Variant).where(Variant.id.in_(variant_ids))):
+            variant.kept = kept

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKeyConstraint,
@@ -94,4 +95,56 @@ class Profile(Base):
     computed_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     __table_args__ = (
         ForeignKeyConstraint(["dataset", "user_id"], ["users.dataset", "users.user_id"], ondelete="CASCADE"),
+    )
+
+
+class Variant(Base):
+    """A generated ad variant with everything needed to reproduce and audit it."""
+
+    __tablename__ = "variants"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch: Mapped[str] = mapped_column(String(64), index=True)  # one generation request
+    dataset: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(128))  # None for a segment-level variant
+    segment: Mapped[str | None] = mapped_column(String(200))
+    item_id: Mapped[str] = mapped_column(String(128))
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(String(600))
+    cta: Mapped[str] = mapped_column(String(60))
+    angle: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(300))
+    adapter: Mapped[str | None] = mapped_column(String(300))
+    prompt: Mapped[str] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(Integer)
+    profile_version: Mapped[str] = mapped_column(String(64))
+    safety: Mapped[dict] = mapped_column(JSON)
+    score: Mapped[float | None] = mapped_column(Float)
+    brief: Mapped[dict | None] = mapped_column(JSON)
+    banners: Mapped[dict | None] = mapped_column(JSON)
+    kept: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    __table_args__ = (
+        ForeignKeyConstraint(["dataset", "item_id"], ["items.dataset", "items.item_id"], ondelete="CASCADE"),
+        Index("ix_variants_user", "dataset", "user_id", "item_id"),
+    )
+
+
+class SimulatedImpression(Base):
+    __tablename__ = "impressions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(128))
+    item_id: Mapped[str] = mapped_column(String(128))
+    variant_id: Mapped[str] = mapped_column(String(64))  # hash of the creative's text
+    variant_text: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer)
+    seen: Mapped[int] = mapped_column(Integer)  # times the user had seen this creative before
+    probability: Mapped[float] = mapped_column(Float)
+    click: Mapped[bool] = mapped_column(Boolean)
+    audience: Mapped[str] = mapped_column(String(16))  # "train" or "judge"
+    shown_at: Mapped[datetime] = mapped_column(DateTime)
+    __table_args__ = (
+        ForeignKeyConstraint(["dataset", "user_id"], ["users.dataset", "users.user_id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(["dataset", "item_id"], ["items.dataset", "items.item_id"], ondelete="CASCADE"),
+        Index("ix_impressions_user", "dataset", "audience", "user_id"),
     )

@@ -65,3 +65,20 @@ def test_settings_page_shows_models_device_and_database(app: AppTest, tiny_llm: 
     assert values["text_model"] == tiny_llm
     assert values["database_url"].startswith("sqlite:///")
     assert any(m.label == "Device" and m.value in ("cpu", "cuda", "mps") for m in app.metric)
+
+
+def test_campaign_lab_runs_a_segment_campaign_and_compares_allocations(app: AppTest, demo_store: str) -> None:
+    app.switch_page("pages/campaign_lab.py").run()
+    assert not app.exception, app.exception
+    assert app.title[0].value == "Campaign Lab"
+    app.selectbox(key="segment_kind").set_value("gender").run()
+    app.selectbox(key="segment_value").set_value("F").run()
+    app.number_input(key="impressions").set_value(3000).run()
+    app.button(key="run_campaign").click().run()
+    assert not app.exception, app.exception
+    women = int((repository.list_users(demo_store)["gender"] == "F").sum())
+    assert any(h.value.endswith(f"{women} simulated users") for h in app.subheader)
+    assert next(m for m in app.metric if m.label == "Impressions").value == "3,000"
+    results = next(df.value for df in app.dataframe if "ci_low" in df.value.columns)
+    assert len(results) == 3 and results["impressions"].sum() == 3000
+    assert (results["ci_low"] <= results["ctr"]).all() and (results["ctr"] <= results["ci_high"]).all()

@@ -103,3 +103,18 @@ def test_settings_page_is_reachable_from_the_sidebar(server: str, page: Page) ->
     page.get_by_role("link", name="Settings").click()
     expect(page.get_by_role("heading", name="Settings")).to_be_visible(timeout=30_000)
     expect(page.get_by_text("embedded:smollm2-135m-instruct").first).to_be_visible()
+
+
+def test_campaign_lab_runs_a_campaign_and_shows_charts(server: str, page: Page) -> None:
+    page.goto(server)  # a deep link to a page of a just-started server opens Streamlit's "page not found" dialog
+    expect(page.get_by_role("heading", name="Audience")).to_be_visible(timeout=60_000)
+    page.get_by_role("link", name="Campaign Lab").click()
+    expect(page.get_by_role("heading", name="Campaign Lab")).to_be_visible(timeout=60_000)
+    page.get_by_role("button", name="Run campaign").click(timeout=60_000)
+    expect(page.get_by_role("heading", name="Results · thompson · 943 simulated users")).to_be_visible(
+        timeout=180_000)
+    expect(page.get_by_text("Cumulative regret (expected clicks lost vs the best variant)")).to_be_visible(
+        timeout=30_000)
+    expect(page.get_by_role("button", name="Download results (CSV)")).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "campaign_lab.png"), full_page=True)

@@ -15,7 +15,7 @@ import pytest
 
 import services
 import settings
-from generation import intent, models
+from generation import embeddings, intent, models
 from generation.untrusted import clean, fenced
 
 COLUMNS = ["item_id", "title", "category", "year", "description", "rating", "timestamp"]
@@ -55,7 +55,7 @@ def make_history(rows: list[tuple]) -> pd.DataFrame:
 
 
 def embed(history: pd.DataFrame) -> np.ndarray:
-    texts = [services.item_text(r.title, r.category, r.description) for r in history.itertuples()]
+    texts = [embeddings.item_text(r.title, r.category, r.description) for r in history.itertuples()]
     return models.embedder().encode(texts)
 
 

@@ -1,0 +1,88 @@
+"""Checks every variant must pass before it is shown as fine: catalog grounding, brand kit, blocklist.
+
+A variant that fails carries its reasons; the Studio regenerates it or shows it as rejected, never
+silently as fine.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from generation.copy import display_name
+
+# Claims an ad must not make and words it must not use, whatever the brand.
+BLOCKLIST = [
+    "guaranteed", "guarantee", "risk-free", "free money", "miracle", "cure", "100%", "act now or",
+    "click here", "xxx", "porn", "nude", "kill yourself", "nazi", "racist", "slut", "whore", "retard",
+    "fuck", "shit", "bitch", "cunt",
+]
+# Signs that the model repeated its instructions or followed an injected one.
+LEAKS = re.compile(r"<\|[^|]*\|>|</?data>|system prompt|ignore (all |any |the )?(previous|above)|instructions?\b|"
+                   r"\bviewer:|\bangle:|\bitem:|https?://|www\.", re.IGNORECASE)
+YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"status": "passed" if self.passed else "rejected", "reasons": self.reasons}
+
+
+def _mentions(text: str, phrase: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(phrase.lower())}(?![\w-])", text.lower()) is not None
+
+
+def catalog_problems(text: str, item: dict, categories: list[str], other_titles: list[str]) -> list[str]:
+    """Facts the copy gets wrong about the item: another year, a category it lacks, another item's title."""
+    problems = []
+    year = int(item["year"]) if item.get("year") else None
+    for found in {int(y) for y in YEAR.findall(text)}:
+        if found != year:
+            problems.append(f"says {found}, but the item is from {year or 'an unknown year'}")
+    own = {c.lower() for c in str(item.get("category") or "").split("|") if c}
+    for label in categories:
+        if label.lower() not in own and len(label) > 3 and _mentions(text, label):
+            problems.append(f"calls it {label}, which the catalog does not list for this item")
+    own_title = str(item["title"]).lower()
+    for title in other_titles:
+        if len(title) >= 8 and title.lower() not in own_title and _mentions(text, title):
+            problems.append(f"names another item ('{title}')")
+            break
+    return problems
+
+
+def names_item(text: str, title: str) -> bool:
+    """Whether the copy names the item, by its display name or the part before a colon."""
+    name = display_name(title)
+    candidates = {name, name.split(":")[0].strip(), re.sub(r"^(the|a|an)\s+", "", name, flags=re.IGNORECASE)}
+    return any(len(c) >= 2 and c.lower() in text.lower() for c in candidates)
+
+
+def brand_problems(text: str, brand_kit: dict) -> list[str]:
+    banned = [w for w in brand_kit.get("banned_words", []) if w and _mentions(text, w)]
+    return [f"uses the banned word '{w}'" for w in banned]
+
+
+def blocklist_problems(text: str) -> list[str]:
+    hits = [w for w in BLOCKLIST if _mentions(text, w)]
+    problems = [f"uses the blocked phrase '{w}'" for w in hits]
+    if LEAKS.search(text):
+        problems.append("repeats prompt text or markup (possible prompt injection)")
+    return problems
+
+
+def check(copy: dict[str, str], item: dict, categories: list[str], other_titles: list[str],
+          brand_kit: dict) -> Verdict:
+    """All checks on one variant's text fields."""
+    text = " ".join(copy.get(k, "") for k in ("title", "body", "cta"))
+    reasons = [f"{k} is empty" for k in ("title", "body", "cta") if not copy.get(k, "").strip()]
+    if not names_item(text, str(item["title"])):
+        reasons.append("does not name the item")
+    reasons += catalog_problems(text, item, categories, other_titles)
+    reasons += brand_problems(text, brand_kit)
+    reasons += blocklist_problems(text)
+    return Verdict(not reasons, reasons)

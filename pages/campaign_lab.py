@@ -1,0 +1,107 @@
+"""Campaign Lab page: simulated users see ad variants and click or not; A/B split or Thompson bandit."""
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+import services
+from rewards.variant_file import VariantFileError
+
+st.title("Campaign Lab")
+st.caption("Simulated users are real users of the dataset; their clicks come from the simulated audience "
+           "(collaborative filtering on real ratings × creative response). See the README for its assumptions.")
+
+datasets = services.datasets()["dataset"].tolist()
+top = st.columns([2, 3])
+dataset = top[0].selectbox("Dataset", datasets, key="campaign_dataset")
+catalog = services.catalog(dataset)
+default_item = services.default_item(dataset)
+item_id = top[1].selectbox("Item to promote", catalog["item_id"].tolist(),
+                           index=catalog["item_id"].tolist().index(default_item),
+                           format_func=lambda i: f"{catalog.at[i, 'title']} · {catalog.at[i, 'category'] or ''}",
+                           key="campaign_item")
+
+st.subheader("Variants")
+uploaded = st.file_uploader("Load variants from a CSV (title, body, cta) or JSON file", type=["csv", "json"],
+                            key="variants_file")
+if uploaded is not None:
+    try:
+        st.session_state["variants"] = services.parse_variants(uploaded.getvalue(), uploaded.name)
+    except VariantFileError as exc:
+        st.error(str(exc))
+if st.session_state.get("variants_item") != item_id and uploaded is None:
+    st.session_state["variants"] = services.example_variants(dataset, item_id)
+    st.session_state["variants_item"] = item_id
+edited = st.data_editor(pd.DataFrame(st.session_state["variants"], columns=["title", "body", "cta"]),
+                        num_rows="dynamic", width="stretch", key="variants_editor")
+
+st.subheader("Traffic")
+cols = st.columns(4)
+kinds = services.segment_kinds()
+kind = cols[0].selectbox("Segment", list(kinds), format_func=kinds.get, key="segment_kind")
+options = services.segment_values(dataset, kind)
+value = cols[1].selectbox("Group", options, key="segment_value", disabled=kind == "all")
+impressions = cols[2].number_input("Impressions", min_value=100, max_value=200_000, value=20_000, step=1000,
+                                   key="impressions")
+allocation = cols[3].radio("Allocation", ["thompson", "ab"], key="allocation", horizontal=True,
+                           format_func={"thompson": "Thompson bandit", "ab": "A/B split"}.get)
+compare = st.checkbox("Also run the other allocation on the same traffic (regret comparison)", value=True,
+                      key="compare")
+seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="seed")
+
+if st.button("Run campaign", type="primary", key="run_campaign"):
+    try:
+        variants = services.validate_variants(edited.to_dict("records"))
+        bar = st.progress(0.0, text="Scoring variants for every simulated user")
+        allocations = [allocation] + ([a for a in ("thompson", "ab") if a != allocation] if compare else [])
+        runs = {}
+        for n, name in enumerate(allocations):
+            runs[name] = services.run_campaign(
+                dataset, item_id, variants, kind, None if kind == "all" else value, int(impressions), name,
+                int(seed), progress=lambda f, m, n=n: bar.progress((n + f) / len(allocations), text=m))
+        st.session_state["campaign"] = {"runs": runs, "variants": variants, "primary": allocation}
+    except (ValueError, VariantFileError) as exc:
+        st.error(str(exc))
+
+state = st.session_state.get("campaign")
+if state:
+    primary = state["runs"][state["primary"]]
+    labels = {i: f"V{i + 1}: {v['title'][:40]}" for i, v in enumerate(state["variants"])}
+    table = primary["variants"].assign(variant=lambda f: f["variant"].map(labels))
+    st.subheader(f"Results · {primary['allocation']} · {primary['users']} simulated users")
+    m = st.columns(4)
+    m[0].metric("Impressions", f"{int(table['impressions'].sum()):,}")
+    m[1].metric("Clicks", f"{int(table['clicks'].sum()):,}")
+    m[2].metric("Overall CTR", f"{table['clicks'].sum() / max(table['impressions'].sum(), 1):.2%}")
+    m[3].metric("Regret (expected clicks lost)", f"{primary['regret']:.1f}")
+    st.dataframe(table.style.format({"ctr": "{:.2%}", "ci_low": "{:.2%}", "ci_high": "{:.2%}",
+                                     "expected_ctr": "{:.2%}"}), hide_index=True, width="stretch")
+    bars = go.Figure(go.Bar(x=table["variant"], y=table["ctr"], error_y={
+        "type": "data", "symmetric": False, "array": table["ci_high"] - table["ctr"],
+        "arrayminus": table["ctr"] - table["ci_low"]}))
+    bars.update_layout(title="CTR per variant with 95% Wilson intervals", yaxis_tickformat=".1%")
+    st.plotly_chart(bars, width="stretch")
+
+    timeline = primary["timeline"].assign(variant=lambda f: f["variant"].map(labels))
+    left, right = st.columns(2)
+    left.plotly_chart(px.line(timeline, x="batch", y="cumulative_clicks", color="variant",
+                              title="Cumulative clicks"), width="stretch")
+    right.plotly_chart(px.area(timeline, x="batch", y="share", color="variant",
+                               title="Allocation over time (share of each batch)"), width="stretch")
+    regret = pd.concat([run["timeline"].groupby("batch")["cumulative_regret"].first().reset_index()
+                        .assign(allocation=name) for name, run in state["runs"].items()])
+    st.plotly_chart(px.line(regret, x="batch", y="cumulative_regret", color="allocation",
+                            title="Cumulative regret (expected clicks lost vs the best variant)"), width="stretch")
+
+    breakdown_kind = st.selectbox("Break down by", [k for k in kinds if k != "all"], format_func=kinds.get,
+                                  key="breakdown")
+    breakdown = primary["segments"][breakdown_kind].assign(variant=lambda f: f["variant"].map(labels))
+    st.plotly_chart(px.bar(breakdown, x="segment", y="ctr", color="variant", barmode="group",
+                           hover_data=["impressions", "clicks", "ci_low", "ci_high"],
+                           title=f"CTR by {kinds[breakdown_kind].lower()}"), width="stretch")
+    d = st.columns(2)
+    d[0].download_button("Download results (CSV)", services.csv_export(table), "campaign_results.csv",
+                         "text/csv", key="download_results")
+    d[1].download_button("Download impressions (CSV)", services.csv_export(primary["impressions"]),
+                         "campaign_impressions.csv", "text/csv", key="download_impressions")

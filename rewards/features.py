@@ -1,0 +1,276 @@
+"""Creative features: what the simulated audience reads off an ad, computed once per distinct creative.
+
+A creative is a dict with `title`, `body`, `cta` and an optional `banner` dict (`palette`: mean
+colour as RGB 0-255, `mood`: one word, `contrast`: text contrast ratio 1-21, as WCAG defines it).
+Everything an audience needs from the text is extracted here in one pass per distinct creative, so
+scoring a batch of impressions is array gathers afterwards. Facts are checked against the catalog
+row, never against the creative's own claims: a year, title or category the item does not have is
+a contradiction, whatever the copy says.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from generation import intent
+
+MOODS = ["dark", "bright", "warm", "cool", "dreamy", "vintage", "bold", "calm"]
+CTA_VERBS = {"watch", "stream", "see", "rent", "buy", "book", "get", "start", "play", "discover", "try", "join",
+             "add", "order", "shop", "grab", "catch", "explore", "download", "save", "find", "meet", "enjoy"}
+CLICKBAIT = re.compile(
+    r"you won'?t believe|shocking|click here|act now|limited time|what happens next|doctors hate|jaw[- ]dropping|"
+    r"mind[- ]blowing|must[- ]see|secret|insane|unbelievable|before it'?s (?:gone|too late)|this one trick|"
+    r"will blow your mind|100%|guaranteed|free!|omg|epic fail|you need to see", re.IGNORECASE)
+ENERGETIC = {"thrilling", "explosive", "epic", "heart-pounding", "action-packed", "adrenaline", "fast", "wild",
+             "intense", "unstoppable", "electrifying", "fierce", "daring", "furious", "relentless", "spectacular",
+             "breathless", "gripping", "bold", "pulse-pounding", "blast"}
+CALM = {"gentle", "quiet", "moving", "tender", "thoughtful", "touching", "heartfelt", "timeless", "classic",
+        "subtle", "poignant", "reflective", "graceful", "elegant", "charming", "delicate", "warm", "lyrical"}
+STOPWORDS = {"a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "with", "from", "at", "by", "is", "it",
+             "this", "that", "your", "you", "its", "it's", "be", "as", "are", "was", "now", "one", "all", "more"}
+GENERIC = {"movie", "movies", "film", "films", "best", "top", "great"}  # words that stuffing pads with
+YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
+WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+")
+ARTICLE = re.compile(r"^(.*),\s*(The|A|An)$")
+
+
+def display_title(title: str) -> str:
+    """How copy names an item: 'Usual Suspects, The (1995)' reads 'The Usual Suspects'."""
+    name = re.sub(r"\s*\(\d{4}\)\s*$", "", str(title)).strip()
+    name = re.split(r"\s+\(", name, maxsplit=1)[0]  # drop an alternate-language title
+    match = ARTICLE.match(name)
+    return f"{match.group(2)} {match.group(1)}" if match else name
+
+
+def title_year(title: str) -> int | None:
+    match = re.search(r"\((\d{4})\)\s*$", str(title))
+    return int(match.group(1)) if match else None
+
+
+def title_names(title: str) -> list[str]:
+    """Normalised names an item goes by: its main title and any alternate title in parentheses."""
+    bare = re.sub(r"\s*\(\d{4}\)\s*$", "", str(title)).strip()
+    parts = [bare.split(" (", 1)[0], *re.findall(r"\(([^()]+)\)", bare)]
+    return [n for n in dict.fromkeys(" ".join(intent.title_core(p).split()) for p in parts) if n]
+
+
+def _category_pattern(label: str) -> re.Pattern:
+    """Word-start match of a category and its aliases; long aliases may carry a short suffix (dramas, comedies)."""
+    forms = []
+    for alias in intent.aliases(label):
+        alias = alias.strip()
+        stem = alias[:-1] + "(?:y|ies)" if alias.endswith("y") else re.escape(alias)
+        forms.append(stem + (r"[a-z']{0,3}" if len(alias) >= 5 else "s?"))
+    return re.compile(r"(?<![a-z])(?:" + "|".join(forms) + r")(?![a-z])")
+
+
+@dataclass
+class Catalog:
+    """The item facts the audience checks copy against, plus each item's embedding."""
+
+    item_ids: list[str]
+    index: dict[str, int]
+    titles: list[str]
+    names: list[list[str]]  # normalised names of each item
+    years: list[set[int]]  # years a creative may truthfully name (release date and title year)
+    categories: list[str]
+    category_text: list[str | None]  # the catalog's own "A|B" category field of each item
+    genres: np.ndarray  # items x categories, bool
+    vectors: np.ndarray  # items x d, unit rows
+    patterns: list[re.Pattern]
+    known_names: frozenset[str]  # multi-word names of all items, for spotting a wrong title
+    longest_name: int
+
+    @classmethod
+    def build(cls, items: pd.DataFrame, vectors: Mapping[str, np.ndarray]) -> Catalog:
+        ids = items["item_id"].astype(str).tolist()
+        cats = items["category"].map(intent.categories_of).tolist()
+        labels = sorted({c for cs in cats for c in cs})
+        genres = np.array([[label in cs for label in labels] for cs in cats], dtype=bool).reshape(len(ids),
+                                                                                                  len(labels))
+        names = [title_names(t) for t in items["title"]]
+        known = frozenset(n for ns in names for n in ns if len(n.split()) >= 2)
+        years = [{int(y) for y in (year, title_year(t)) if y is not None and not pd.isna(y)}
+                 for year, t in zip(items["year"], items["title"], strict=True)]
+        category_text = items["category"].where(items["category"].notna(), None).tolist()
+        return cls(ids, {i: n for n, i in enumerate(ids)}, items["title"].astype(str).tolist(), names, years,
+                   labels, category_text, genres, np.stack([vectors[i] for i in ids]).astype(np.float32),
+                   [_category_pattern(label) for label in labels], known,
+                   max((len(n.split()) for n in known), default=2))
+
+    def item_categories(self, item: int) -> list[str]:
+        return [self.categories[g] for g in np.flatnonzero(self.genres[item])]
+
+
+@dataclass
+class CreativeFeatures:
+    """Per distinct creative: numeric features (arrays) and the facts it states (for the catalog check)."""
+
+    texts: list[str]  # what is embedded: title and body
+    numeric: dict[str, np.ndarray]
+    mentions: np.ndarray  # creatives x categories, bool: categories the copy names
+    normal: list[str]  # normalised full text, for finding the item's own name
+    untitled: list[str]  # the same without the catalog names it contains
+    named_titles: list[set[str]]  # multi-word catalog names found in the copy
+    named_years: list[set[int]]
+    palette: np.ndarray  # creatives x 3, NaN without a banner
+    mood: np.ndarray  # index into MOODS, -1 when absent or unknown
+    contrast: np.ndarray  # NaN without a banner
+
+
+def _field(creative: Mapping, key: str) -> str:
+    value = creative.get(key) if isinstance(creative, Mapping) else None
+    return str(value).strip() if value is not None else ""
+
+
+def creative_text(creative: Mapping) -> str:
+    """The text that the semantic match embeds: headline and body (the CTA is scored on its own)."""
+    return ". ".join(p for p in (_field(creative, "title"), _field(creative, "body")) if p)
+
+
+def find_titles(normal: str, catalog: Catalog) -> tuple[set[str], str]:
+    """Multi-word catalog names in normalised text (longest match first), and the text with them blanked."""
+    tokens, found, kept, i = normal.split(), set(), [], 0
+    while i < len(tokens):
+        for n in range(min(catalog.longest_name, len(tokens) - i), 1, -1):
+            phrase = " ".join(tokens[i:i + n])
+            if phrase in catalog.known_names:
+                found.add(phrase)
+                i += n
+                break
+        else:
+            kept.append(tokens[i])
+            i += 1
+    return found, " ".join(kept)
+
+
+def _syllables(word: str) -> int:
+    return max(1, len(re.findall(r"[aeiouy]+", word.lower().rstrip("e"))))
+
+
+def readability(words: list[str], text: str) -> float:
+    """Flesch reading ease scaled to 0-1: short sentences of short words read fastest in an ad slot."""
+    if not words:
+        return 0.0
+    sentences = max(1, len(re.findall(r"[.!?]+(?:\s|$)", text)))
+    ease = 206.835 - 1.015 * len(words) / sentences - 84.6 * sum(map(_syllables, words)) / len(words)
+    return float(np.clip(ease, 0, 100) / 100)
+
+
+def _lexical(words: list[str], category_tokens: int) -> dict[str, float]:
+    """Stuffing and repetition: how much of the copy is category names, padding and repeated words."""
+    lower = [w.lower() for w in words]
+    content = [w for w in lower if w not in STOPWORDS and not w.isdigit()]
+    counts = Counter(content)
+    repeats = sum(max(0, n - 2) for n in counts.values())  # a name in both headline and body is no spam
+    padding = sum(w in GENERIC for w in lower)
+    share = (category_tokens + padding) / max(len(lower), 1)
+    return {"stuffing": float(np.clip((share - 0.2) / 0.35, 0, 1.5)),
+            "repetition": float(np.clip((repeats / max(len(content), 1) - 0.05) / 0.3, 0, 1.5))}
+
+
+def _shouting(text: str) -> float:
+    """Capitals and exclamation marks beyond the one a lively ad may use."""
+    letters = [c for c in text if c.isalpha()]
+    caps = sum(c.isupper() for c in letters) / max(len(letters), 1)
+    bangs = text.count("!")
+    return float(np.clip((caps - 0.25) / 0.5, 0, 1) + np.clip((bangs - 1) * 0.25, 0, 0.75))
+
+
+def _energy(words: list[str], text: str) -> float:
+    """Tone from 0 (calm, reflective words) to 1 (energetic words, exclamation): matched to each user's taste."""
+    lower = {w.lower() for w in words}
+    score = 0.5 + 0.2 * (len(lower & ENERGETIC) - len(lower & CALM)) + 0.1 * min(text.count("!"), 2)
+    return float(np.clip(score, 0, 1))
+
+
+def _cta(cta: str) -> float:
+    """1 for an action verb ('Watch now'), 0.5 for any other closing line, 0 for none."""
+    if not cta:
+        return 0.0
+    return 1.0 if {w.lower() for w in WORD.findall(cta)} & CTA_VERBS else 0.5
+
+
+class TextFacts(NamedTuple):
+    """What one creative's text says: numeric features, categories, names and years it states."""
+
+    numeric: dict[str, float]
+    mentions: np.ndarray
+    normal: str
+    untitled: str
+    titles: set[str]
+    years: set[int]
+
+
+def _text_facts(creative: Mapping, catalog: Catalog) -> TextFacts:
+    """Every text feature of one creative."""
+    full = " ".join(p for p in (_field(creative, "title"), _field(creative, "body"), _field(creative, "cta")) if p)
+    copy = creative_text(creative)
+    normal = " ".join(intent.normal_text(full).split())
+    titles, rest = find_titles(normal, catalog)  # names are blanked so 'Star Wars' is no War claim
+    hits = [p.findall(rest) for p in catalog.patterns]
+    words = WORD.findall(copy)
+    numeric = {"words": float(len(words)), "readability": readability(words, copy), "cta": _cta(
+        _field(creative, "cta")), "shouting": _shouting(full), "clickbait": float(len(CLICKBAIT.findall(full))),
+        "energy": _energy(words, full), **_lexical(WORD.findall(full), sum(len(h) for h in hits))}
+    return TextFacts(numeric, np.array([bool(h) for h in hits], dtype=bool), normal, rest, titles,
+                     {int(y) for y in YEAR.findall(rest)})
+
+
+def _banner(creative: Mapping) -> tuple[np.ndarray, int, float]:
+    banner = creative.get("banner") if isinstance(creative, Mapping) else None
+    if not isinstance(banner, Mapping):
+        return np.full(3, np.nan), -1, np.nan
+    palette = np.asarray(banner.get("palette", (np.nan,) * 3), dtype=float).reshape(-1)[:3]
+    mood = str(banner.get("mood", "")).strip().lower()
+    contrast = banner.get("contrast")
+    return (np.clip(palette, 0, 255) if palette.size == 3 else np.full(3, np.nan),
+            MOODS.index(mood) if mood in MOODS else -1, float(contrast) if contrast is not None else np.nan)
+
+
+def creative_features(creatives: Sequence[Mapping], catalog: Catalog) -> CreativeFeatures:
+    """Features of distinct creatives (deduplicate before calling: this is the per-creative Python pass)."""
+    rows = [_text_facts(c, catalog) for c in creatives]
+    banners = [_banner(c) for c in creatives]
+    keys = rows[0].numeric.keys() if rows else []
+    return CreativeFeatures(
+        texts=[creative_text(c) for c in creatives],
+        numeric={k: np.array([r.numeric[k] for r in rows], dtype=np.float32) for k in keys},
+        mentions=np.array([r.mentions for r in rows], dtype=bool).reshape(len(rows), len(catalog.categories)),
+        normal=[r.normal for r in rows], untitled=[r.untitled for r in rows],
+        named_titles=[r.titles for r in rows], named_years=[r.years for r in rows],
+        palette=np.array([b[0] for b in banners], dtype=np.float32).reshape(len(rows), 3),
+        mood=np.array([b[1] for b in banners], dtype=np.int64),
+        contrast=np.array([b[2] for b in banners], dtype=np.float32))
+
+
+def contradictions(features: CreativeFeatures, catalog: Catalog, creative: int, item: int) -> tuple[float, ...]:
+    """(own title named, wrong title, wrong year, wrong category) of one creative shown for one item."""
+    own = catalog.names[item]
+    padded = f" {features.normal[creative]} "
+    named_own = any(f" {n} " in padded for n in own)
+    wrong_title = bool(features.named_titles[creative] - set(own))
+    wrong_year = bool(features.named_years[creative] - catalog.years[item])
+    wrong = features.mentions[creative] & ~catalog.genres[item]
+    if wrong.any() and named_own:  # a one-word title such as 'Kids' is no claim about the category
+        rest = f" {features.untitled[creative]} "
+        for name in own:
+            rest = rest.replace(f" {name} ", " ")
+        wrong &= np.array([bool(p.search(rest)) for p in catalog.patterns], dtype=bool)
+    wrong_category = bool(wrong.any())
+    return float(named_own), float(wrong_title), float(wrong_year), float(wrong_category)
+
+
+def pair_checks(features: CreativeFeatures, catalog: Catalog, creatives: np.ndarray,
+                items: np.ndarray) -> np.ndarray:
+    """Catalog checks for every impression, computed once per distinct (creative, item) pair: n x 4."""
+    pairs, inverse = np.unique(np.stack([creatives, items], axis=1), axis=0, return_inverse=True)
+    checks = np.array([contradictions(features, catalog, c, i) for c, i in pairs], dtype=np.float32)
+    return checks.reshape(len(pairs), 4)[inverse.reshape(-1)]
