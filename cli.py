@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,7 +18,6 @@ import services
 from generation.models import ModelUnavailable
 from rewards.variant_file import VariantFileError
 from store.csv_import import ImportFailed
-from store.repository import UnknownDataset, UnknownUser
 
 
 def _print(payload: object, as_json: bool, text: str) -> None:
@@ -104,6 +104,28 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     _print(report, args.json, "\n".join(lines) + f"\nregret {report['regret']} expected clicks")
 
 
+def cmd_generate(args: argparse.Namespace) -> None:
+    services.ensure_demo_data()
+    segment = (args.segment, args.group) if args.user is None else None
+    variants = services.generate(args.dataset, args.item, args.user, segment, args.n, args.seed, args.renderer,
+                                 args.users, progress=_stderr_progress(not args.json))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = []
+    for v in variants:
+        banners = {}
+        for size, path in (v["banners"] or {}).items():
+            target = out / Path(path).name
+            shutil.copyfile(path, target)
+            banners[size] = str(target)
+        report.append({k: v[k] for k in ("id", "user_id", "item_id", "title", "body", "cta", "score", "model",
+                                         "adapter", "seed", "safety", "angle", "targets", "profile_version")}
+                      | {"banners": banners})
+    lines = [f"{'ok ' if v['safety']['status'] == 'passed' else 'REJ'} {v['score'] or 0:6.2%}  {v['title']} | "
+             f"{v['body']} | {v['cta']}" for v in report]
+    _print(report, args.json, "\n".join(lines) + f"\nbanners in {out}")
+
+
 def cmd_users(args: argparse.Namespace) -> None:
     services.ensure_demo_data()
     frame = services.users(args.dataset, args.query, args.limit)
@@ -167,6 +189,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=_positive, default=200, help="users sampled for the attack and CTR checks")
     p.add_argument("--seed", type=int, default=0)
 
+    p = command("generate", cmd_generate, "write, check, illustrate and score ad variants for a user or segment")
+    p.add_argument("--item", required=True)
+    p.add_argument("--user", default=None, help="one user (default: a segment, see --segment)")
+    p.add_argument("--n", type=_positive, default=4, help="variants per user (1-16)")
+    p.add_argument("--out", required=True, help="folder for the banner PNGs")
+    p.add_argument("--dataset", default=services.DEFAULT_DATASET)
+    p.add_argument("--segment", default="all", help="all, gender, age_band, occupation or taste")
+    p.add_argument("--group", default=None)
+    p.add_argument("--users", type=_positive, default=8, help="users drawn from the segment")
+    p.add_argument("--renderer", default=None, help="procedural or a diffusers model id/folder")
+    p.add_argument("--seed", type=int, default=0)
+
     p = command("users", cmd_users, "list users")
     p.add_argument("--dataset", default=services.DEFAULT_DATASET)
     p.add_argument("--query", default="")
@@ -195,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportFailed as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    except (UnknownUser, UnknownDataset, ModelUnavailable, VariantFileError, ValueError, OSError) as exc:
+    except (LookupError, ModelUnavailable, VariantFileError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -7,8 +7,12 @@ implementation. Functions take an optional `progress(fraction, message)` callbac
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import re
 import time
+import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 import settings
-from generation import copy, embeddings, intent, models
+from generation import brief as briefs
+from generation import compose, copy, embeddings, intent, models, render, writer
 from rewards import segments, variant_file
 from store import csv_import, movielens, repository
 
@@ -118,7 +123,7 @@ def profile(dataset: str, user_id: str, recompute: bool = False, use_llm: bool =
 
     result = intent.build_profile(user_id, frame, matrix, catalog_shares(dataset), model_name, writer)
     payload = result.to_dict() | {"dataset": dataset, "embedding_model": settings.load().embedding_model,
-                                  "seconds": round(time.perf_counter() - started, 2)}
+                                  "seconds": round(time.perf_counter() - started, 2), "version": fingerprint}
     progress(0.95, "Saving")
     repository.save_profile(dataset, user_id, model_name, fingerprint, payload)
     progress(1.0, "Done")
@@ -306,3 +311,151 @@ def score_variants(dataset: str, item_id: str, user_ids: list[str], variants: li
     if not variants:
         return np.zeros(0)
     return click_matrix(dataset, item_id, user_ids, variants, audience_name).mean(axis=0)
+
+
+def brand_kit() -> compose.BrandKit:
+    """The configured brand kit (validated; a broken file raises ValueError naming the key)."""
+    return compose.load_brand_kit(settings.load().brand_kit)
+
+
+def studio_folder(batch: str) -> Path:
+    """Where a generation batch's banners are written."""
+    return settings.home() / "studio" / batch
+
+
+def _targets(variant: dict, profile: dict) -> list[str]:
+    """The user's interests this variant speaks to: its angle, plus any interest its text names."""
+    text = f"{variant['title']} {variant['body']}".lower()
+    named = [i["label"] for i in profile.get("interests", []) if i["label"].lower() in text]
+    return list(dict.fromkeys([variant["angle"], *named]))
+
+
+def _studio_users(dataset: str, user_id: str | None, segment: tuple[str, str | None] | None, max_users: int,
+                  seed: int) -> tuple[list[str], str | None]:
+    if user_id is not None:
+        repository.get_user(dataset, user_id)
+        return [str(user_id).strip()], None
+    kind, value = segment or ("all", None)
+    members = segments.members(segment_table(dataset), kind, value)
+    if len(members) > max_users:
+        members = sorted(np.random.default_rng(seed).choice(members, size=max_users, replace=False).tolist(), key=str)
+    return members, f"{segments.KINDS[kind]}: {value or 'everyone'}"
+
+
+def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tuple[str, str | None] | None = None,
+             n: int = 4, seed: int = 0, renderer: str | None = None, max_users: int = 16,
+             progress: Progress = _quiet) -> list[dict]:
+    """Write, check, illustrate, score and store N variants of an item for a user or a segment's users.
+
+    One user gets a full profile (with the LLM summary); a segment's users get their cached profile
+    or one from the structured signals alone, so a large segment does not wait on N summaries.
+    Returns the variants, accepted ones sorted by predicted CTR first, then rejected ones with reasons.
+    """
+    if not 1 <= n <= 16:
+        raise ValueError(f"Ask for 1 to 16 variants (got {n})")
+    if not 1 <= max_users <= 1000:
+        raise ValueError(f"A segment run takes 1 to 1,000 users (got {max_users})")
+    item = catalog(dataset).loc[_known_item(dataset, item_id)].to_dict()
+    users, segment_label = _studio_users(dataset, user_id, segment, max_users, seed)
+    kit, cfg = brand_kit(), settings.load()
+    painter = render.renderer_for(renderer or cfg.image_model)
+    progress(0.02, f"Profiling {len(users)} user(s)")
+    profiles = {u: profile(dataset, u) if user_id is not None else
+                (cached_profile(dataset, u) or profile(dataset, u, use_llm=False)) for u in users}
+    llm = models.text_model()
+    labels, titles = catalog_vocabulary(dataset)
+    checks = writer.Checks(labels, titles, {"banned_words": list(kit.banned_words), "default_cta": kit.default_cta})
+    jobs = [writer.Job(item, profiles[u], n, seed + 7919 * k) for k, u in enumerate(users)]
+    written = writer.write_variants(llm.generate, models.embedder().encode, jobs, checks,
+                                    progress=lambda f, m: progress(0.05 + 0.6 * f, m))
+    batch = uuid.uuid4().hex[:12]
+    rows = []
+    for k, (u, variants) in enumerate(zip(users, written, strict=True)):
+        progress(0.65 + 0.3 * k / len(users), f"Drawing banners for user {u}")
+        for v_index, variant in enumerate(variants):
+            rows.append(_finish_variant(dataset, batch, u, segment_label, item, variant, profiles[u], kit, painter,
+                                        seed + v_index, f"{u}-v{v_index + 1}", llm.model_id))
+    progress(0.95, "Scoring with the simulated audience")
+    _score(dataset, item["item_id"], rows)
+    ids = repository.save_variants([{k: v for k, v in r.items() if k not in ("targets", "raw")} for r in rows])
+    for row, variant_id in zip(rows, ids, strict=True):
+        row["id"] = variant_id
+    progress(1.0, "Done")
+    return sorted(rows, key=lambda r: (r["safety"]["status"] != "passed", -(r["score"] or 0)))
+
+
+def _known_item(dataset: str, item_id: str) -> str:
+    from rewards.audience import UnknownItem
+
+    item_id = str(item_id).strip()
+    if item_id not in set(repository.items(dataset)["item_id"]):
+        raise UnknownItem(f"Unknown item '{item_id}' in dataset '{dataset}'")
+    return item_id
+
+
+def _finish_variant(dataset: str, batch: str, user_id: str, segment_label: str | None, item: dict, variant: dict,
+                    profile_: dict, kit: compose.BrandKit, painter: render.Renderer, seed: int, stem: str,
+                    model_id: str) -> dict:
+    """A stored row for one written variant: its brief and banners (accepted variants only) and provenance."""
+    passed = variant["safety"]["status"] == "passed"
+    brief, banners, banner_features = None, None, None
+    if passed:
+        art = briefs.brief_from(profile_, item, seed)
+        made = compose.banners_for_brief(painter, art, variant["title"], variant["cta"], kit, seed)
+        banners = compose.save_banners(made, studio_folder(batch), stem)
+        brief = {"text": briefs.brief_to_text(art), "mood": art.mood, "palette": list(art.palette)}
+        banner_features = made["300x250"].features()
+    return {"batch": batch, "dataset": dataset, "user_id": user_id, "segment": segment_label,
+            "item_id": item["item_id"], "title": variant["title"], "body": variant["body"], "cta": variant["cta"],
+            "angle": variant["angle"], "model": model_id, "adapter": None, "prompt": variant["prompt"],
+            "seed": variant["seed"], "profile_version": profile_.get("version", intent.ALGORITHM_VERSION),
+            "safety": variant["safety"], "score": None, "brief": brief, "banners": banners,
+            "targets": _targets(variant, profile_), "raw": variant.get("raw", ""),
+            "banner_features": banner_features}
+
+
+def _score(dataset: str, item_id: str, rows: list[dict]) -> None:
+    """Expected CTR of each accepted variant for its own user, from the train audience, in one batch."""
+    from rewards.audience import Impression, audience
+
+    accepted = [r for r in rows if r["safety"]["status"] == "passed"]
+    creatives = [{"title": r["title"], "body": r["body"], "cta": r["cta"], "banner": r.pop("banner_features")}
+                 for r in accepted]
+    for r in rows:
+        r.pop("banner_features", None)
+    if accepted:
+        scores = audience("train", dataset).probabilities(
+            [Impression(r["user_id"], item_id, c) for r, c in zip(accepted, creatives, strict=True)])
+        for r, s in zip(accepted, scores, strict=True):
+            r["score"] = round(float(s), 5)
+
+
+def keep_variants(variant_ids: list[int], kept: bool = True) -> None:
+    repository.set_kept([int(i) for i in variant_ids], kept)
+
+
+def export_variants(variant_ids: list[int]) -> bytes:
+    """A ZIP of the variants: every banner size as PNG, plus manifest.json and manifest.csv."""
+    wanted = {int(i) for i in variant_ids}
+    frames = [repository.variants(d) for d in repository.dataset_names()]
+    table = pd.concat(frames) if frames else pd.DataFrame()
+    table = table[table["id"].isin(wanted)] if len(table) else table
+    if table.empty:
+        raise ValueError("Choose at least one stored variant to export")
+    buffer = io.BytesIO()
+    manifest = []
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for row in table.itertuples():
+            files = {}
+            for size, path in (row.banners or {}).items():
+                name = f"banners/variant-{row.id}-{size}.png"
+                archive.write(path, name)
+                files[size] = name
+            manifest.append({"id": row.id, "dataset": row.dataset, "user_id": row.user_id, "item_id": row.item_id,
+                             "title": row.title, "body": row.body, "cta": row.cta, "score": row.score,
+                             "safety": row.safety["status"], "model": row.model, "adapter": row.adapter,
+                             "seed": row.seed, "profile_version": row.profile_version, "banners": files})
+        archive.writestr("manifest.json", json.dumps(manifest, indent=2))
+        flat = pd.DataFrame(manifest).drop(columns=["banners"])
+        archive.writestr("manifest.csv", csv_export(flat))
+    return buffer.getvalue()

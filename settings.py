@@ -25,6 +25,8 @@ ENV_VARS = {
     "embedding_model": "ADLOOP_EMBEDDING_MODEL",
     "device": "ADLOOP_DEVICE",
     "model_cache": "ADLOOP_MODEL_CACHE",
+    "image_model": "ADLOOP_IMAGE_MODEL",
+    "brand_kit": "ADLOOP_BRAND_KIT",
 }
 
 
@@ -46,6 +48,8 @@ class Settings:
     embedding_model: str
     device: str
     model_cache: str
+    image_model: str
+    brand_kit: str
     sources: dict[str, str]
 
     def public(self) -> dict[str, str]:
@@ -62,6 +66,8 @@ def defaults() -> dict[str, str]:
         "embedding_model": EMBEDDED_EMBEDDING_MODEL,
         "device": "auto",
         "model_cache": str(REPO_ROOT / "var" / "models"),
+        "image_model": "procedural",
+        "brand_kit": str(REPO_ROOT / "assets" / "brand_kit.json"),
     }
 
 

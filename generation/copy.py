@@ -69,9 +69,10 @@ def display_name(title: str) -> str:
 
 def prompt_for(item: dict, profile: dict, angle: str) -> list[dict]:
     """The chat for one variant: system rules, a worked example, then this item, viewer and angle."""
-    summary = clean(profile.get("intent", {}).get("summary", ""), 200)
-    viewer = f"loves {clean(angle, 40)}" + (f"; {summary}" if summary else "")
-    user = f"Item:\n{fenced([item_line(item)])}\nViewer: {viewer}\nAngle: {clean(angle, 40).lower()}.\n"
+    # the profile reaches the model as the angle alone: longer viewer descriptions made the small
+    # default model copy them back instead of writing the ad
+    name = clean(angle, 40)
+    user = f"Item:\n{fenced([item_line(item)])}\nViewer: loves {name}.\nAngle: {name.lower()}.\n"
     example = "Item:\n" + fenced([EXAMPLE_ITEM]) + "\nViewer: loves Thriller.\nAngle: thriller.\n"
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": example},
             {"role": "assistant", "content": EXAMPLE_ANSWER}, {"role": "user", "content": user}]
@@ -114,21 +115,6 @@ def parse(raw: str, default_cta: str = "Learn more") -> dict[str, str] | None:
         cta = default_cta
     fields["cta"] = cta
     return {k: fit(fields[k], limit) for k, limit in LIMITS.items()}
-
-
-def write(generate, item: dict, profile: dict, n: int, seed: int, angle_list: list[str] | None = None,
-          default_cta: str = "Learn more", max_new_tokens: int = 56,
-          temperature: float = 0.7) -> list[tuple[str, int, str, dict | None]]:
-    """One batched model call for N variants: (angle, seed, raw answer, parsed fields or None) each.
-
-    `generate(chats, max_new_tokens, temperature, seed, assistant_prefix)` is the text model's batch
-    generation (generation.models.TextModel.generate).
-    """
-    chosen = angle_list or angles(profile, item, n)
-    chats = [prompt_for(item, profile, a) for a in chosen]
-    answers = generate(chats, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                       assistant_prefix="Title:")
-    return [(a, seed, raw, parse(raw, default_cta)) for a, raw in zip(chosen, answers, strict=True)]
 
 
 def normalised(copy: dict[str, str]) -> str:

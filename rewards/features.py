@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from generation import intent
+from generation.brief import MOODS
 
-MOODS = ["dark", "bright", "warm", "cool", "dreamy", "vintage", "bold", "calm"]
 CTA_VERBS = {"watch", "stream", "see", "rent", "buy", "book", "get", "start", "play", "discover", "try", "join",
              "add", "order", "shop", "grab", "catch", "explore", "download", "save", "find", "meet", "enjoy"}
 CLICKBAIT = re.compile(

@@ -15,8 +15,9 @@ MODEL_CACHE = REPO / "var" / "models"
 def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Point the store and settings file at a temporary folder; keep the converted model cache shared."""
     home = tmp_path_factory.mktemp("adloop-home")
-    saved = {k: os.environ.get(k) for k in ("ADLOOP_HOME", "ADLOOP_MODEL_CACHE", "DATABASE_URL",
-                                             "ADLOOP_TEXT_MODEL", "ADLOOP_EMBEDDING_MODEL", "ADLOOP_DEVICE")}
+    import settings
+
+    saved = {k: os.environ.get(k) for k in ("ADLOOP_HOME", *settings.ENV_VARS.values())}
     for key in saved:
         os.environ.pop(key, None)
     os.environ["ADLOOP_HOME"] = str(home)

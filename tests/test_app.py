@@ -82,3 +82,26 @@ def test_campaign_lab_runs_a_segment_campaign_and_compares_allocations(app: AppT
     results = next(df.value for df in app.dataframe if "ci_low" in df.value.columns)
     assert len(results) == 3 and results["impressions"].sum() == 3000
     assert (results["ci_low"] <= results["ctr"]).all() and (results["ctr"] <= results["ci_high"]).all()
+
+
+@pytest.mark.embedded
+def test_studio_generates_scored_variants_with_banners(demo_store: str) -> None:
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=600)
+    at.run()
+    at.switch_page("pages/studio.py").run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Studio"
+    at.selectbox(key="studio_user").set_value("1").run()
+    at.slider(key="studio_n").set_value(2).run()
+    at.button(key="generate").click().run()
+    assert not at.exception, at.exception
+    header = next(h.value for h in at.subheader if "variants ready" in h.value)
+    ready = int(header.split()[0])
+    assert ready >= 1
+    ctrs = [m.value for m in at.metric if m.label == "Predicted CTR"]
+    assert len(ctrs) == ready and all(v.endswith("%") for v in ctrs)
+    images = at.get("image")
+    assert len(images) == ready and all(c.startswith("300x250") for i in images for c in i.captions)
+    at.radio(key="studio_size").set_value("728x90").run()
+    assert not at.exception
+    assert all(c.startswith("728x90") for i in at.get("image") for c in i.captions)

@@ -118,3 +118,24 @@ def test_campaign_lab_runs_a_campaign_and_shows_charts(server: str, page: Page) 
     expect(page.get_by_role("button", name="Download results (CSV)")).to_be_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "campaign_lab.png"), full_page=True)
+
+
+def test_studio_generates_two_variants_and_shows_their_banners(server: str, page: Page) -> None:
+    page.goto(server)
+    expect(page.get_by_role("heading", name="Audience")).to_be_visible(timeout=60_000)
+    page.get_by_role("link", name="Studio").click()
+    expect(page.get_by_role("heading", name="Studio")).to_be_visible(timeout=60_000)
+    slider = page.get_by_role("slider")
+    slider.focus()
+    slider.press("Home")  # 1
+    slider.press("ArrowRight")  # 2
+    expect(slider).to_have_value("2")
+    page.get_by_role("button", name="Generate variants").click(timeout=60_000)
+    expect(page.get_by_text("variants ready")).to_be_visible(timeout=300_000)
+    banners = page.locator('[data-testid="stImage"] img')
+    expect(banners.first).to_be_visible(timeout=30_000)
+    assert banners.count() >= 1
+    assert page.get_by_text("Predicted CTR").count() == banners.count()
+    expect(page.get_by_role("button", name="Export all accepted variants (ZIP)")).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "studio.png"), full_page=True)

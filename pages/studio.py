@@ -1,0 +1,87 @@
+"""Studio page: personalized ad variants (copy + banners) for a user or a segment, scored, kept, exported."""
+
+import pandas as pd
+import streamlit as st
+
+import services
+from generation.compose import SIZES
+from generation.models import ModelUnavailable
+
+SIZE_NAMES = [f"{w}x{h}" for w, h in SIZES]
+MAX_CARDS = 12
+
+st.title("Studio")
+datasets = services.datasets()["dataset"].tolist()
+top = st.columns([2, 3])
+dataset = top[0].selectbox("Dataset", datasets, key="studio_dataset")
+catalog = services.catalog(dataset)
+items = catalog["item_id"].tolist()
+item_id = top[1].selectbox("Item to promote", items, index=items.index(services.default_item(dataset)),
+                           format_func=lambda i: f"{catalog.at[i, 'title']} · {catalog.at[i, 'category'] or ''}",
+                           key="studio_item")
+
+mode = st.radio("Write for", ["One user", "A segment"], horizontal=True, key="studio_mode")
+user_id, segment, max_users = None, None, 1
+if mode == "One user":
+    people = services.users(dataset)
+    user_id = st.selectbox("User", people["user_id"].tolist(), key="studio_user",
+                           format_func=lambda u: f"User {u}")
+else:
+    kinds = services.segment_kinds()
+    cols = st.columns(3)
+    kind = cols[0].selectbox("Segment", list(kinds), format_func=kinds.get, key="studio_segment_kind")
+    value = cols[1].selectbox("Group", services.segment_values(dataset, kind), key="studio_segment_value",
+                              disabled=kind == "all")
+    max_users = cols[2].number_input("Users from the segment", 1, 200, 8, key="studio_max_users")
+    segment = (kind, None if kind == "all" else value)
+
+cols = st.columns(3)
+n = cols[0].slider("Variants per user", 1, 8, 4, key="studio_n")
+renderer = cols[1].text_input("Banner renderer", value=services.environment()["settings"]["image_model"],
+                              help="'procedural' (offline) or a diffusers model id / local folder",
+                              key="studio_renderer")
+seed = cols[2].number_input("Seed", 0, 2**31 - 1, 0, key="studio_seed")
+
+if st.button("Generate variants", type="primary", key="generate"):
+    bar = st.progress(0.0, text="Starting")
+    try:
+        st.session_state["studio_variants"] = services.generate(
+            dataset, item_id, user_id, segment, int(n), int(seed), renderer.strip() or None, int(max_users),
+            progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+    except (LookupError, ModelUnavailable, ValueError) as exc:
+        st.error(str(exc))
+
+variants = st.session_state.get("studio_variants") or []
+if variants:
+    accepted = [v for v in variants if v["safety"]["status"] == "passed"]
+    st.subheader(f"{len(accepted)} variants ready, {len(variants) - len(accepted)} rejected")
+    if len({v["user_id"] for v in variants}) > 1:
+        table = pd.DataFrame(variants)[["user_id", "title", "body", "cta", "score", "angle"]]
+        st.dataframe(table.assign(status=[v["safety"]["status"] for v in variants]), hide_index=True,
+                     width="stretch")
+    size = st.radio("Banner size", SIZE_NAMES, horizontal=True, key="studio_size")
+    kept = set(st.session_state.get("studio_kept", set()))
+    columns = st.columns(2)
+    for index, variant in enumerate(variants[:MAX_CARDS]):
+        with columns[index % 2].container(border=True):
+            if variant["banners"]:
+                st.image(variant["banners"][size], caption=f"{size} · user {variant['user_id']}")
+            st.markdown(f"**{variant['title']}**  \n{variant['body']}  \n`{variant['cta']}`")
+            if variant["safety"]["status"] == "passed":
+                st.metric("Predicted CTR", f"{variant['score']:.2%}")
+                st.caption("Targets: " + ", ".join(variant["targets"]))
+                if st.checkbox("Keep", value=variant["id"] in kept, key=f"keep_{variant['id']}"):
+                    kept.add(variant["id"])
+                else:
+                    kept.discard(variant["id"])
+            else:
+                st.error("Rejected: " + "; ".join(variant["safety"]["reasons"]))
+            with st.expander("Provenance"):
+                st.json({k: variant[k] for k in ("id", "model", "adapter", "seed", "profile_version", "angle")})
+    st.session_state["studio_kept"] = kept
+    chosen = sorted(kept) or [v["id"] for v in accepted]
+    if chosen:
+        services.keep_variants(sorted(kept))
+        st.download_button(f"Export {'kept' if kept else 'all accepted'} variants (ZIP)",
+                           services.export_variants(chosen), "adloop_variants.zip", "application/zip",
+                           key="export_zip")
