@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import re
+import threading
 import time
 import uuid
 import zipfile
@@ -191,9 +192,23 @@ def catalog(dataset: str) -> pd.DataFrame:
     return repository.items(dataset).set_index("item_id", drop=False)
 
 
+_derived: dict[tuple, object] = {}
+_derived_lock = threading.Lock()
+
+
+def _per_dataset(kind: str, dataset: str, build):
+    """Build something derived from a whole dataset once per loaded state of it (pages rerun often)."""
+    key = (kind, *repository.dataset_version(dataset))
+    with _derived_lock:
+        if key not in _derived:
+            _derived[key] = build()
+        return _derived[key]
+
+
 def default_item(dataset: str) -> str:
     """The most interacted-with item: a sensible first thing to promote."""
-    return str(repository.interactions(dataset)["item_id"].value_counts().index[0])
+    return _per_dataset("default_item", dataset, lambda: str(
+        repository.interactions(dataset)["item_id"].value_counts().index[0]))
 
 
 def parse_variants(data: bytes, name: str) -> list[dict[str, str]]:
@@ -225,8 +240,10 @@ def segment_kinds() -> dict[str, str]:
 
 
 def segment_table(dataset: str) -> pd.DataFrame:
-    return segments.table(repository.list_users(dataset), repository.interactions(dataset),
-                          repository.items(dataset))
+    """Every user's segments (demographics and taste theme); built once per loaded state of the dataset."""
+    table = _per_dataset("segments", dataset, lambda: segments.table(
+        repository.list_users(dataset), repository.interactions(dataset), repository.items(dataset)))
+    return table.copy()
 
 
 def segment_values(dataset: str, kind: str) -> list[str]:

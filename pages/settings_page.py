@@ -31,9 +31,13 @@ st.write("Any Hugging Face model id or local folder works. Offline, use a local 
 with st.form("settings"):
     text_model = st.text_input("Text model", value=env["settings"]["text_model"])
     embedding_model = st.text_input("Embedding model", value=env["settings"]["embedding_model"])
+    image_model = st.text_input("Banner renderer", value=env["settings"]["image_model"],
+                                help="'procedural' (offline) or a diffusers text-to-image model id / local folder")
+    brand_kit = st.text_input("Brand kit (JSON file)", value=env["settings"]["brand_kit"])
     device = st.selectbox("Device", ["auto", "cpu", "cuda", "mps"],
                           index=["auto", "cpu", "cuda", "mps"].index(env["settings"]["device"])
                           if env["settings"]["device"] in ("auto", "cpu", "cuda", "mps") else 0)
     if st.form_submit_button("Save settings"):
-        path = services.save_settings({"text_model": text_model, "embedding_model": embedding_model, "device": device})
+        path = services.save_settings({"text_model": text_model, "embedding_model": embedding_model,
+                                       "device": device, "image_model": image_model, "brand_kit": brand_kit})
         st.success(f"Saved to {path}")

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import settings
 from generation import embeddings, models
 from rewards import click_model
 from rewards.appeal import Appeal, Population, build_population
@@ -167,17 +166,10 @@ _appeals: dict[tuple, Appeal] = {}
 _lock = threading.Lock()
 
 
-def _key(dataset: str, seed: int) -> tuple:
-    """Cache key: the database, the dataset and its size (a replaced dataset of another size is rebuilt)."""
-    summary = repository.dataset_summary().set_index("dataset")
-    size = tuple(summary.loc[dataset, ["users", "items", "interactions"]]) if dataset in summary.index else ()
-    return settings.load().database_url, dataset, size, seed
-
-
 def world(dataset: str, seed: int = 0) -> World:
     """The catalog and real users of a dataset, built once per process."""
     repository.require_dataset(dataset)
-    key = _key(dataset, seed)
+    key = (*repository.dataset_version(dataset), seed)
     with _lock:
         if key not in _worlds:
             catalog = Catalog.build(repository.items(dataset), embeddings.item_vectors(dataset))
@@ -192,7 +184,7 @@ def audience(name: str, dataset: str, seed: int = 0) -> Audience:
     if name not in AUDIENCES:
         raise ValueError(f"Unknown audience '{name}' (choose from {', '.join(AUDIENCES)})")
     spec, shared = AUDIENCES[name], world(dataset, seed)
-    key = (*_key(dataset, seed), spec.factors, spec.seed_offset)
+    key = (*(*repository.dataset_version(dataset), seed), spec.factors, spec.seed_offset)
     with _lock:
         if key not in _appeals:
             population = shared.population

@@ -46,6 +46,18 @@ def dataset_summary() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dataset", "source", "users", "items", "interactions"])
 
 
+def dataset_version(dataset: str) -> tuple:
+    """Identifies one loaded state of a dataset (database, load time, sizes): the key for in-process caches
+    of things built from it, so a replaced dataset is never served from a stale cache."""
+    with transaction() as s:
+        row = s.get(Dataset, dataset)
+        if row is None:
+            return (str(engine().url), dataset)
+        sizes = tuple(s.scalar(select(func.count()).select_from(m).where(m.dataset == dataset))
+                      for m in (User, Item, Interaction))
+        return (str(engine().url), dataset, str(row.created_at), *sizes)
+
+
 def require_dataset(dataset: str) -> None:
     with transaction() as s:
         if s.get(Dataset, dataset) is None:
