@@ -126,6 +126,36 @@ def cmd_generate(args: argparse.Namespace) -> None:
     _print(report, args.json, "\n".join(lines) + f"\nbanners in {out}")
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    from tuning import runs
+
+    services.ensure_demo_data()
+    config = {"method": args.method, "max_steps": args.steps, "learning_rate": args.learning_rate,
+              "lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r, "users": args.users,
+              "num_generations": args.generations, "prompts_per_step": args.prompts_per_step,
+              "save_steps": max(1, min(10, args.steps)), "seed": args.seed}
+    if args.beta is not None:
+        config["beta"] = args.beta
+    run_id = services.launch_run(config)
+    if not args.json:
+        print(f"run {run_id} started; waiting (Ctrl-C leaves it running)", file=sys.stderr)
+    run = runs.wait(run_id, timeout=args.timeout)
+    steps = services.run_metrics(run_id)
+    final = steps.drop(columns=["run", "logged_at"]).iloc[-1].dropna().to_dict() if "step" in steps else {}
+    report = {"run_id": run_id, "status": run["status"], "steps": run["global_step"],
+              "adapter": run["adapter_path"], "final_metrics": final, "error": run["error"]}
+    _print(report, args.json, "\n".join(f"{k}: {v}" for k, v in report.items()))
+    if run["status"] != "finished":
+        raise ValueError(f"run {run_id} ended {run['status']}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    result = services.evaluate_run(args.run, users=args.users, best_of=args.best_of)
+    lines = [f"{name:<10} judge CTR {s['judge_ctr']['mean']:.3%}  distinct-2 {s['distinct_2']:.2f}  "
+             f"factual {s['factual_rate']:.0%}  words {s['mean_words']:.1f}" for name, s in result["settings"].items()]
+    _print(result, args.json, "\n".join(lines) + f"\nKL to base: {result['kl_to_base']}")
+
+
 def cmd_users(args: argparse.Namespace) -> None:
     services.ensure_demo_data()
     frame = services.users(args.dataset, args.query, args.limit)
@@ -200,6 +230,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=_positive, default=8, help="users drawn from the segment")
     p.add_argument("--renderer", default=None, help="procedural or a diffusers model id/folder")
     p.add_argument("--seed", type=int, default=0)
+
+    p = command("tune", cmd_tune, "refine the copy writer with TRL (GRPO, RLOO or DPO) from simulated clicks")
+    p.add_argument("--method", choices=["grpo", "rloo", "dpo"], default="grpo")
+    p.add_argument("--steps", type=_positive, default=20)
+    p.add_argument("--learning-rate", type=float, default=2e-4)
+    p.add_argument("--lora-r", type=_positive, default=16)
+    p.add_argument("--beta", type=float, default=None, help="KL coefficient (default: the method's)")
+    p.add_argument("--users", type=_positive, default=64, help="training users")
+    p.add_argument("--generations", type=_positive, default=4, help="completions per prompt")
+    p.add_argument("--prompts-per-step", type=_positive, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=_positive, default=3600, help="seconds to wait for the run")
+
+    p = command("evaluate", cmd_evaluate, "judge a run's adapter on held-out users (judge audience)")
+    p.add_argument("--run", required=True)
+    p.add_argument("--users", type=_positive, default=16)
+    p.add_argument("--best-of", type=_positive, default=4)
 
     p = command("users", cmd_users, "list users")
     p.add_argument("--dataset", default=services.DEFAULT_DATASET)

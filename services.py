@@ -391,7 +391,7 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
         progress(0.65 + 0.3 * k / len(users), f"Drawing banners for user {u}")
         for v_index, variant in enumerate(variants):
             rows.append(_finish_variant(dataset, batch, u, segment_label, item, variant, profiles[u], kit, painter,
-                                        seed + v_index, f"{u}-v{v_index + 1}", llm.model_id))
+                                        seed + v_index, f"{u}-v{v_index + 1}", llm))
     progress(0.95, "Scoring with the simulated audience")
     _score(dataset, item["item_id"], rows)
     ids = repository.save_variants([{k: v for k, v in r.items() if k not in ("targets", "raw")} for r in rows])
@@ -412,7 +412,7 @@ def _known_item(dataset: str, item_id: str) -> str:
 
 def _finish_variant(dataset: str, batch: str, user_id: str, segment_label: str | None, item: dict, variant: dict,
                     profile_: dict, kit: compose.BrandKit, painter: render.Renderer, seed: int, stem: str,
-                    model_id: str) -> dict:
+                    llm: models.TextModel) -> dict:
     """A stored row for one written variant: its brief and banners (accepted variants only) and provenance."""
     passed = variant["safety"]["status"] == "passed"
     brief, banners, banner_features = None, None, None
@@ -424,7 +424,7 @@ def _finish_variant(dataset: str, batch: str, user_id: str, segment_label: str |
         banner_features = made["300x250"].features()
     return {"batch": batch, "dataset": dataset, "user_id": user_id, "segment": segment_label,
             "item_id": item["item_id"], "title": variant["title"], "body": variant["body"], "cta": variant["cta"],
-            "angle": variant["angle"], "model": model_id, "adapter": None, "prompt": variant["prompt"],
+            "angle": variant["angle"], "model": llm.model_id, "adapter": llm.adapter, "prompt": variant["prompt"],
             "seed": variant["seed"], "profile_version": profile_.get("version", intent.ALGORITHM_VERSION),
             "safety": variant["safety"], "score": None, "brief": brief, "banners": banners,
             "targets": _targets(variant, profile_), "raw": variant.get("raw", ""),
@@ -476,3 +476,74 @@ def export_variants(variant_ids: list[int]) -> bytes:
         flat = pd.DataFrame(manifest).drop(columns=["banners"])
         archive.writestr("manifest.csv", csv_export(flat))
     return buffer.getvalue()
+
+
+# --- Reward Tuning ------------------------------------------------------------------------------------------
+
+def tuning_defaults(method: str = "grpo") -> dict:
+    """A run's default settings for a method (what the page's form starts from)."""
+    from tuning.trainers import TuningConfig
+
+    return TuningConfig(method=method).to_dict()
+
+
+def launch_run(config: dict) -> str:
+    """Start a tuning run in its own process; returns the run id at once."""
+    from tuning import runs
+
+    return runs.launch(config)
+
+
+def runs_table() -> pd.DataFrame:
+    """Every run with its status (dead workers are marked failed on the way)."""
+    from tuning import runs
+
+    rows = runs.list_runs()
+    columns = ["id", "method", "status", "global_step", "max_steps", "created_at", "adapter_path", "error"]
+    return pd.DataFrame(rows, columns=[*columns, "evaluation"])[columns]
+
+
+def run_details(run_id: str) -> dict:
+    from tuning import runs
+
+    return runs.get(run_id)
+
+
+def run_metrics(run_id: str) -> pd.DataFrame:
+    """One row per logged step (step, attempt, logged_at), one column per metric the trainer reported."""
+    from tuning import runs
+
+    return pd.DataFrame(runs.metrics(run_id)).assign(run=run_id)
+
+
+def cancel_run(run_id: str) -> dict:
+    from tuning import runs
+
+    return runs.cancel(run_id)
+
+
+def resume_run(run_id: str) -> dict:
+    from tuning import runs
+
+    return runs.resume(run_id)
+
+
+def evaluate_run(run_id: str, users: int = 16, best_of: int = 4) -> dict:
+    """Judge a run's adapter on held-out users with the judge audience (never the train one)."""
+    from tuning.evaluate import evaluate_run as judge
+
+    return judge(run_id, users=users, best_of=best_of)
+
+
+def promote_run(run_id: str) -> str:
+    """Make the Studio generate with this run's adapter (saved in the settings file; next model load)."""
+    run = run_details(run_id)
+    if not run.get("adapter_path") or not Path(run["adapter_path"]).exists():
+        raise ValueError(f"Run '{run_id}' has no adapter to promote ({run['status']})")
+    save_settings({"text_adapter": run["adapter_path"]})
+    return run["adapter_path"]
+
+
+def rollback_adapter() -> None:
+    """Return the Studio to the base model."""
+    save_settings({"text_adapter": ""})

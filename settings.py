@@ -27,6 +27,7 @@ ENV_VARS = {
     "model_cache": "ADLOOP_MODEL_CACHE",
     "image_model": "ADLOOP_IMAGE_MODEL",
     "brand_kit": "ADLOOP_BRAND_KIT",
+    "text_adapter": "ADLOOP_TEXT_ADAPTER",
 }
 
 
@@ -50,6 +51,7 @@ class Settings:
     model_cache: str
     image_model: str
     brand_kit: str
+    text_adapter: str
     sources: dict[str, str]
 
     def public(self) -> dict[str, str]:
@@ -68,6 +70,7 @@ def defaults() -> dict[str, str]:
         "model_cache": str(REPO_ROOT / "var" / "models"),
         "image_model": "procedural",
         "brand_kit": str(REPO_ROOT / "assets" / "brand_kit.json"),
+        "text_adapter": "",  # a promoted LoRA adapter folder; empty: the base model
     }
 
 

@@ -82,6 +82,7 @@ class TextModel:
     model: torch.nn.Module
     device: str
     load_seconds: float
+    adapter: str | None = None  # the LoRA adapter folder merged into the weights, if any
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def generate(self, conversations: list[list[dict]], max_new_tokens: int = 48, temperature: float = 0.0,
@@ -110,8 +111,9 @@ def _quiet_loading() -> None:
     hf_logging.disable_progress_bar()
 
 
-def load_text_model(model_id: str, device: str, cache: Path) -> TextModel:
-    """Load a causal LM by registry id, Hugging Face id or local folder."""
+def load_text_model(model_id: str, device: str, cache: Path, adapter: str | None = None) -> TextModel:
+    """Load a causal LM by registry id, Hugging Face id or local folder, with a LoRA adapter merged in if given
+    (merged so generation runs at the base model's speed)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_loading()
@@ -125,10 +127,20 @@ def load_text_model(model_id: str, device: str, cache: Path) -> TextModel:
         raise ModelUnavailable(
             f"Cannot load text model '{model_id}': {exc}. Offline, set ADLOOP_TEXT_MODEL to a local folder "
             f"or to {settings.EMBEDDED_TEXT_MODEL}.") from exc
+    if adapter:
+        model = _merge_adapter(model, adapter)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
-    return TextModel(model_id, tokenizer, model, device, time.perf_counter() - started)
+    return TextModel(model_id, tokenizer, model, device, time.perf_counter() - started, adapter or None)
+
+
+def _merge_adapter(model: torch.nn.Module, adapter: str) -> torch.nn.Module:
+    from peft import PeftModel
+
+    if not (Path(adapter) / "adapter_config.json").exists():
+        raise ModelUnavailable(f"No LoRA adapter in '{adapter}' (adapter_config.json is missing)")
+    return PeftModel.from_pretrained(model, adapter).merge_and_unload().eval()
 
 
 @dataclass
@@ -183,8 +195,8 @@ def text_model() -> TextModel:
     """The configured text model, loaded once per process."""
     cfg = settings.load()
     device = resolve_device(cfg.device)
-    return _shared(("text", cfg.text_model, device),
-                   lambda: load_text_model(cfg.text_model, device, Path(cfg.model_cache)))
+    return _shared(("text", cfg.text_model, device, cfg.text_adapter),
+                   lambda: load_text_model(cfg.text_model, device, Path(cfg.model_cache), cfg.text_adapter))
 
 
 def embedder() -> Embedder:
@@ -197,4 +209,5 @@ def embedder() -> Embedder:
 def loaded() -> list[str]:
     """Which models this process holds, for the Settings page."""
     with _registry_lock:
-        return [f"{kind}: {model_id} on {device}" for kind, model_id, device in _models]
+        return [f"{key[0]}: {key[1]} on {key[2]}" + (f" + adapter {key[3]}" if len(key) > 3 and key[3] else "")
+                for key in _models]

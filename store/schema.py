@@ -148,3 +148,43 @@ class SimulatedImpression(Base):
         ForeignKeyConstraint(["dataset", "item_id"], ["items.dataset", "items.item_id"], ondelete="CASCADE"),
         Index("ix_impressions_user", "dataset", "audience", "user_id"),
     )
+
+
+class Run(Base):
+    """A reward-tuning run: its config, lifecycle status and where its files are (one worker process per run)."""
+
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    method: Mapped[str] = mapped_column(String(16))  # grpo | rloo | dpo
+    dataset: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued|running|finished|failed|cancelled
+    config: Mapped[dict] = mapped_column(JSON)
+    folder: Mapped[str] = mapped_column(String(500))
+    log_path: Mapped[str] = mapped_column(String(500))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    global_step: Mapped[int] = mapped_column(Integer, default=0)
+    max_steps: Mapped[int] = mapped_column(Integer, default=0)
+    adapter_path: Mapped[str | None] = mapped_column(String(500))
+    error: Mapped[str | None] = mapped_column(Text)
+    evaluation: Mapped[dict | None] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # worker starts: 1 + resumes
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class RunMetric(Base):
+    """One logged training step of a run (loss, reward, KL, ...), as the trainer reported it."""
+
+    __tablename__ = "run_metrics"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32))
+    step: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    values: Mapped[dict] = mapped_column(JSON)
+    logged_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    __table_args__ = (
+        ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
+        Index("ix_run_metrics_run", "run_id", "step"),
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import services
 from store import repository
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,3 +106,36 @@ def test_studio_generates_scored_variants_with_banners(demo_store: str) -> None:
     at.radio(key="studio_size").set_value("728x90").run()
     assert not at.exception
     assert all(c.startswith("728x90") for i in at.get("image") for c in i.captions)
+
+
+def test_reward_tuning_launches_watches_evaluates_and_promotes_a_run(app: AppTest, demo_store: str,
+                                                                      tiny_llm: str) -> None:
+    from tuning import runs
+
+    app.switch_page("pages/reward_tuning.py").run()
+    assert not app.exception, app.exception
+    assert app.title[0].value == "Reward Tuning"
+    app.number_input(key="steps").set_value(2)
+    app.number_input(key="users").set_value(2)
+    app.number_input(key="generations").set_value(2)
+    app.number_input(key="batch").set_value(1)
+    next(b for b in app.button if b.label == "Launch run").click().run()
+    assert not app.exception, app.exception
+    run_id = app.session_state["selected_run"]
+    finished = runs.wait(run_id, timeout=600)
+    assert finished["status"] == "finished", finished["error"]
+    app.run()
+    table = next(df.value for df in app.dataframe if "method" in df.value.columns)
+    assert table.set_index("id").loc[run_id, "status"] == "finished"
+    app.button(key="evaluate").click().run()
+    assert not app.exception, app.exception
+    samples = next(df.value for df in app.dataframe if "best_of_n" in df.value.columns)
+    assert {"base", "best_of_n", "tuned"} <= set(samples.columns) and len(samples) > 0
+    app.button(key="promote").click().run()
+    adapter = finished["adapter_path"]
+    assert services.environment()["settings"]["text_adapter"] == adapter
+    variants = services.generate(demo_store, "50", user_id="4", n=1, seed=2)
+    assert {v["adapter"] for v in variants} == {adapter}  # the Studio now writes with the promoted adapter
+    app.run()
+    app.button(key="rollback").click().run()
+    assert services.environment()["settings"]["text_adapter"] == ""

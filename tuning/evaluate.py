@@ -1,0 +1,177 @@
+"""Did tuning work? Held-out users, judged by the JUDGE audience, against two baselines.
+
+Settings, all on the same held-out prompts (users the tuning never saw, `tuning.prompts` split):
+- `base`: the base model, one sample per prompt;
+- `best_of_n`: the base model's best of N samples, chosen by the TRAIN audience (what reranking alone buys);
+- `tuned`: base model + the run's LoRA adapter, one sample per prompt.
+The judge audience has its own appeal model and click-model form, so a policy that games the train
+reward's particular form does not also win here. Besides CTR: diversity (distinct-2, embedding
+self-similarity), catalog factuality, length, and the KL of the tuned policy to the base (from log-probs
+of the tuned samples under both), with a before/after table for reading the copy itself.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import settings
+from generation import copy, models, safety
+from store import movielens
+from store import runs as run_store
+from tuning import prompts
+from tuning.trainers import click_reward, creative_text, resolve_model
+
+
+def _sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature: float, seed: int,
+            batch: int = 16) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
+    """Sampled continuations with their prompt and completion token ids (the ids are what KL is computed on)."""
+    out_texts, prompt_ids, completion_ids = [], [], []
+    tokenizer.padding_side = "left"
+    for start in range(0, len(texts), batch):
+        enc = tokenizer(texts[start:start + batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        torch.manual_seed(seed + start)
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                                 top_p=1.0, top_k=0, pad_token_id=tokenizer.pad_token_id)
+        width = enc["input_ids"].shape[1]
+        for row, mask in zip(out, enc["attention_mask"], strict=True):
+            completion = row[width:]
+            ends = (completion == tokenizer.eos_token_id).nonzero()
+            completion = completion[: int(ends[0]) + 1] if len(ends) else completion
+            prompt_ids.append(row[:width][mask.bool()])
+            completion_ids.append(completion)
+            out_texts.append(tokenizer.decode(completion, skip_special_tokens=True))
+    return out_texts, prompt_ids, completion_ids
+
+
+def _logprob(model, prompt: torch.Tensor, completion: torch.Tensor) -> float:
+    """Sum of the log-probabilities of the completion tokens given the prompt."""
+    ids = torch.cat([prompt, completion]).unsqueeze(0)
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
+    return float(torch.log_softmax(logits, -1).gather(1, completion.unsqueeze(1)).sum())
+
+
+def kl_to_base(peft_model, prompt_ids: list[torch.Tensor], completion_ids: list[torch.Tensor]) -> dict:
+    """Monte-Carlo KL(tuned || base): mean over tuned samples of log p_tuned - log p_base (per sequence and token)."""
+    ratios, tokens = [], 0
+    for prompt, completion in zip(prompt_ids, completion_ids, strict=True):
+        if len(completion) == 0:
+            continue
+        tuned = _logprob(peft_model, prompt, completion)
+        with peft_model.disable_adapter():
+            base = _logprob(peft_model, prompt, completion)
+        ratios.append(tuned - base)
+        tokens += len(completion)
+    total = float(np.sum(ratios)) if ratios else 0.0
+    return {"per_sequence": total / max(len(ratios), 1), "per_token": total / max(tokens, 1)}
+
+
+def mean_ci(values: list[float]) -> dict:
+    """Mean with a normal-approximation 95% confidence interval, clipped to [0, 1] (values are probabilities)."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return {"mean": float(x.mean()), "ci_low": None, "ci_high": None, "n": len(x)}
+    half = 1.96 * x.std(ddof=1) / math.sqrt(len(x))
+    return {"mean": float(x.mean()), "ci_low": max(0.0, float(x.mean() - half)),
+            "ci_high": min(1.0, float(x.mean() + half)), "n": len(x)}
+
+
+def distinct_2(texts: list[str]) -> float:
+    """Distinct word bigrams over all bigrams: 1.0 when no two-word phrase repeats anywhere."""
+    grams = [tuple(w[i:i + 2]) for w in (t.lower().split() for t in texts) for i in range(len(w) - 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def self_similarity(texts: list[str]) -> float | None:
+    """Mean pairwise cosine similarity of MiniLM embeddings (high: the copies all say the same thing)."""
+    if len(texts) < 2:
+        return None
+    v = models.embedder().encode(texts)
+    sims = v @ v.T
+    return float((sims.sum() - np.trace(sims)) / (len(texts) * (len(texts) - 1)))
+
+
+def _vocabulary(dataset: str) -> tuple[list[str], list[str]]:
+    import services  # late: services wires tuning in
+
+    return services.catalog_vocabulary(dataset)
+
+
+def setting_metrics(raw: list[str], rows: list[dict], items: dict, dataset: str, judge, train) -> dict:
+    """Judge CTR (with CI), train CTR, diversity, factuality, parse rate and length of one setting's copies."""
+    users, item_ids = [r["user_id"] for r in rows], [r["item_id"] for r in rows]
+    creatives = [creative_text(t) for t in raw]
+    categories, titles = _vocabulary(dataset)
+    factual = [not safety.catalog_problems(c, items[i], categories, titles) for c, i in zip(creatives, item_ids,
+                                                                                           strict=True)]
+    return {"judge_ctr": mean_ci(judge(raw, user_id=users, item_id=item_ids)),
+            "train_ctr": float(np.mean(train(raw, user_id=users, item_id=item_ids))),
+            "distinct_2": distinct_2(creatives), "self_similarity": self_similarity(creatives),
+            "factual_rate": float(np.mean(factual)), "parse_rate": float(np.mean([copy.parse(t) is not None
+                                                                                   for t in raw])),
+            "mean_words": float(np.mean([len(c.split()) for c in creatives]))}
+
+
+def _best_of(model, tokenizer, texts: list[str], rows: list[dict], n: int, args: dict, train) -> list[str]:
+    """Per prompt, the base sample (of n) the TRAIN audience likes best."""
+    repeated = [t for t in texts for _ in range(n)]
+    raw, _, _ = _sample(model, tokenizer, repeated, seed=args["seed"] + 1, **_gen(args))
+    users = [r["user_id"] for r in rows for _ in range(n)]
+    scores = np.asarray(train(raw, user_id=users, item_id=[r["item_id"] for r in rows for _ in range(n)]))
+    return [raw[k * n + int(np.argmax(scores[k * n:(k + 1) * n]))] for k in range(len(rows))]
+
+
+def _gen(args: dict) -> dict:
+    return {"max_new_tokens": args["max_new_tokens"], "temperature": args["temperature"]}
+
+
+def evaluate(adapter_path: str, dataset: str = movielens.NAME, model: str = "", users: int = 16, best_of: int = 4,
+             max_new_tokens: int = 48, temperature: float = 0.7, seed: int = 0, samples: int = 5) -> dict:
+    """Compare base, best-of-N and tuned on held-out users with the judge audience; a JSON-able dict."""
+    from peft import PeftModel
+
+    path = resolve_model(model)
+    llm = models.load_text_model(path, models.resolve_device("auto"), Path(settings.load().model_cache))
+    rows = prompts.prompt_rows(dataset, "held_out", users)
+    texts = [prompts.chat_prompt(llm.tokenizer, r["chat"]) for r in rows]
+    args = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    judge, train = click_reward(dataset, "judge", seed=0), click_reward(dataset, "train", seed=0)
+    outputs = {"base": _sample(llm.model, llm.tokenizer, texts, seed=seed, **_gen(args))[0],
+               "best_of_n": _best_of(llm.model, llm.tokenizer, texts, rows, best_of, args, train)}
+    tuned_model = PeftModel.from_pretrained(llm.model, adapter_path).eval()
+    outputs["tuned"], prompt_ids, completion_ids = _sample(tuned_model, llm.tokenizer, texts, seed=seed, **_gen(args))
+    items = _items(dataset)
+    result = {name: setting_metrics(raw, rows, items, dataset, judge, train) for name, raw in outputs.items()}
+    return {"judge_ctr": {name: result[name]["judge_ctr"]["mean"] for name in outputs}, "settings": result,
+            "kl_to_base": kl_to_base(tuned_model, prompt_ids, completion_ids), "users": len(rows),
+            "best_of": best_of, "adapter": str(adapter_path), "model": path, "dataset": dataset,
+            "samples": _table(rows, items, outputs, samples)}
+
+
+def _items(dataset: str) -> dict[str, dict]:
+    from store import repository
+
+    frame = repository.items(dataset).astype(object)
+    frame = frame.where(frame.notna(), None)  # a missing year is None, not NaN, for the grounding check
+    return {str(r["item_id"]): r for r in frame.to_dict("records")}
+
+
+def _table(rows: list[dict], items: dict, outputs: dict[str, list[str]], limit: int) -> list[dict]:
+    """Before/after copies for the same prompts, as the audience reads them."""
+    return [{"user_id": r["user_id"], "item": items[r["item_id"]]["title"], "angle": r["angle"],
+             **{name: creative_text(raw[k]) for name, raw in outputs.items()}} for k, r in enumerate(rows[:limit])]
+
+
+def evaluate_run(run_id: str, **options) -> dict:
+    """Evaluate a finished (or cancelled) run's adapter and store the result with the run."""
+    run = run_store.get_run(run_id)
+    if not run["adapter_path"]:
+        raise ValueError(f"Run '{run_id}' has no adapter yet ({run['status']})")
+    result = evaluate(run["adapter_path"], run["dataset"], run["config"].get("model", ""), **options)
+    run_store.update_run(run_id, evaluation=result)
+    return result

@@ -1,0 +1,106 @@
+"""Prompt datasets for reward tuning: one ad-writing prompt per (user, item), from train or held-out users.
+
+Users are split once and for all by a hash of their id (80% train, 20% held out), so the users the
+policy is tuned on are never the users it is judged on, whatever the run or the machine.
+
+Items: for each user, the items they really went on to like (rated 4+ in the simulator's held-out,
+latest 20% of their history), best rated and earliest first. These are items the user is likely to
+click, so the reward differences come from the copy, not from a poor item choice; the simulator's
+appeal model never saw them, so tuning cannot simply memorise them.
+
+The prompt is the Studio's own (`generation.copy.prompt_for`, first angle) with the chat template
+applied and the answer started with "Title:", exactly as `generation.writer` asks the model.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pandas as pd
+from datasets import Dataset
+
+from generation import copy
+from rewards import audience
+from store import repository
+
+TRAIN_SHARE = 80  # percent of users in the training split
+ANSWER_PREFIX = "Title:"
+LIKED_RATING = 4.0
+
+
+def split_of(user_id: str, salt: str = "adloop-users") -> str:
+    """'train' or 'held_out' for a user, stable across runs and processes (crc32, not Python's hash)."""
+    return "train" if zlib.crc32(f"{salt}:{user_id}".encode()) % 100 < TRAIN_SHARE else "held_out"
+
+
+def split_users(user_ids: list[str]) -> dict[str, list[str]]:
+    """The users of each split, in the given order."""
+    out: dict[str, list[str]] = {"train": [], "held_out": []}
+    for user_id in user_ids:
+        out[split_of(str(user_id))].append(str(user_id))
+    return out
+
+
+def liked_items(dataset: str, user_ids: list[str], per_user: int) -> dict[str, list[str]]:
+    """Up to `per_user` items each user liked after the simulator's training cut (best rated, earliest first)."""
+    held = audience.world(dataset).population.held_out
+    liked = held[held["user_id"].isin(user_ids) & (held["rating"] >= LIKED_RATING)]
+    liked = liked.sort_values(["user_id", "rating", "timestamp"], ascending=[True, False, True], kind="stable")
+    return {u: g["item_id"].astype(str).head(per_user).tolist() for u, g in liked.groupby("user_id")}
+
+
+def chat_prompt(tokenizer, chat: list[dict]) -> str:
+    """The text the model continues: chat template, generation prompt, then the answer's start."""
+    return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) + ANSWER_PREFIX
+
+
+def _profile(dataset: str, user_id: str) -> dict:
+    """The user's profile from structured signals only (fast; no LLM), cached in the store."""
+    import services  # late: services wires tuning in, so a top-level import would be circular
+
+    return services.cached_profile(dataset, user_id, use_llm=False) or services.profile(dataset, user_id,
+                                                                                         use_llm=False)
+
+
+def prompt_rows(dataset: str, split: str = "train", users: int = 64, items_per_user: int = 1,
+                offset: int = 0) -> list[dict]:
+    """Rows {chat, angle, user_id, item_id}: the first `users` users of the split (after `offset`) with liked items."""
+    if split not in ("train", "held_out"):
+        raise ValueError("split must be 'train' or 'held_out'")
+    population = audience.world(dataset).population.user_ids
+    members = split_users(population)[split][offset:]
+    catalog = repository.items(dataset).set_index("item_id")
+    rows: list[dict] = []
+    for start in range(0, len(members), max(users, 1)):
+        chosen = members[start:start + max(users, 1)]
+        liked = liked_items(dataset, chosen, items_per_user)
+        for user_id in chosen:
+            if len(rows) >= users * items_per_user:
+                return rows
+            rows += _user_rows(dataset, user_id, liked.get(user_id, []), catalog)
+    return rows[: users * items_per_user]
+
+
+def _user_rows(dataset: str, user_id: str, item_ids: list[str], catalog: pd.DataFrame) -> list[dict]:
+    if not item_ids:
+        return []
+    profile = _profile(dataset, user_id)
+    rows = []
+    for item_id in item_ids:
+        item = {"item_id": item_id, **catalog.loc[item_id].to_dict()}
+        angle = copy.angles(profile, item, 1)[0]
+        rows.append({"chat": copy.prompt_for(item, profile, angle), "angle": angle, "user_id": user_id,
+                     "item_id": item_id})
+    return rows
+
+
+def prompt_dataset(dataset: str, tokenizer, split: str = "train", users: int = 64, items_per_user: int = 1) -> Dataset:
+    """A `datasets.Dataset` with `prompt` (templated text ending in "Title:"), `user_id` and `item_id` columns.
+
+    TRL passes `user_id` and `item_id` to the reward function as keyword arguments.
+    """
+    rows = prompt_rows(dataset, split, users, items_per_user)
+    if not rows:
+        raise ValueError(f"No {split} users with liked held-out items in dataset '{dataset}'")
+    return Dataset.from_list([{"prompt": chat_prompt(tokenizer, r["chat"]), "user_id": r["user_id"],
+                               "item_id": r["item_id"]} for r in rows])

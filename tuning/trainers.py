@@ -1,0 +1,229 @@
+"""TRL trainers for the ad writer: GRPO and RLOO on the train audience's click probability, DPO on pairs it ranks.
+
+All three train a LoRA adapter (q/k/v/o projections) rather than the whole model: the adapter is a few MB,
+trains on a laptop CPU and is loaded on top of the base model by the Studio and the evaluation. The KL
+coefficient `beta` is not zero by default for GRPO and RLOO: the first pilot (FACTS.md) showed a naive
+reward hacked within minutes, and the KL term keeps the policy near the base model's fluent copy.
+
+Completions continue a prompt that ends in "Title:" (as the Studio asks the model), are parsed by
+`generation.copy.parse` like the Studio's own variants, and are scored as the labelled creative; a
+completion the Studio could not parse keeps a tenth of its score (`rewards.audience.MALFORMED_FACTOR`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+import settings
+from generation import copy, models
+from rewards import audience
+from store import movielens
+from store import runs as run_store
+from tuning import prompts
+
+METHODS = ("grpo", "rloo", "dpo")
+DEFAULT_BETA = {"grpo": 0.04, "rloo": 0.05, "dpo": 0.1}
+
+
+@dataclass
+class TuningConfig:
+    """Everything a run needs; stored as JSON with the run so a worker (or a resume) rebuilds it exactly."""
+
+    method: str = "grpo"
+    dataset: str = movielens.NAME
+    model: str = ""  # empty: the configured text model (settings); else a model id or local folder
+    users: int = 64  # training users in the prompt dataset
+    items_per_user: int = 1
+    max_steps: int = 20
+    learning_rate: float = 2e-4
+    beta: float | None = None  # KL coefficient; None: DEFAULT_BETA of the method
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    prompts_per_step: int = 2
+    num_generations: int = 4  # GRPO/RLOO completions per prompt; DPO variants per prompt
+    max_completion_length: int = 48
+    temperature: float = 0.9
+    save_steps: int = 10
+    seed: int = 0
+    torch_threads: int = 0  # 0: torch's default; 1 avoids thread contention on a busy 2-core machine
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"Unknown method '{self.method}' (choose from {', '.join(METHODS)})")
+        if self.beta is None:
+            self.beta = DEFAULT_BETA[self.method]
+        if self.num_generations < 2:
+            raise ValueError("num_generations must be at least 2 (a group baseline or a pair needs two)")
+        if self.max_steps < 1 or self.save_steps < 1 or self.users < 1:
+            raise ValueError("max_steps, save_steps and users must be positive")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TuningConfig:
+        """Build from a JSON dict; unknown keys are an error, not silently ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown tuning settings: {', '.join(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve_model(model: str) -> str:
+    """A loadable folder or id: the embedded default is converted to a local folder once."""
+    cfg = settings.load()
+    model = model or cfg.text_model
+    if model == settings.EMBEDDED_TEXT_MODEL:
+        return str(models.embedded_text_model_folder(Path(cfg.model_cache)))
+    return model
+
+
+def load_tokenizer(path: str):
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def creative_text(raw: str) -> str:
+    """The labelled creative the audience reads: parsed and cleaned like a Studio variant, else the raw answer."""
+    parsed = copy.parse(raw)
+    if parsed is None:
+        return prompts.ANSWER_PREFIX + raw
+    return f"Title: {parsed['title']}\nBody: {parsed['body']}\nCTA: {parsed['cta']}"
+
+
+def click_reward(dataset: str, audience_name: str = "train", seed: int = 0) -> Callable[..., list[float]]:
+    """TRL reward callable: the audience's click probability of each parsed completion for its (user, item)."""
+    score = audience.reward_function(dataset, audience_name, seed)
+
+    def click(completions: list, user_id: list, item_id: list, **_columns) -> list[float]:
+        texts = [creative_text(audience.completion_text(c)) for c in completions]
+        return score(texts, user_id=user_id, item_id=item_id)
+
+    click.__name__ = f"{audience_name}_click"  # TRL logs the reward as rewards/<name>/mean
+    return click
+
+
+class StoreCallback(TrainerCallback):
+    """Writes every logged step to the run's metrics and stops training when the run's cancel flag is raised."""
+
+    def __init__(self, run_id: str, attempt: int = 1) -> None:
+        self.run_id = run_id
+        self.attempt = attempt
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            run_store.add_metrics(self.run_id, state.global_step, logs, self.attempt)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if run_store.cancel_requested(self.run_id):
+            control.should_training_stop = True
+        return control
+
+
+def _lora(cfg: TuningConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+
+
+def _common_args(cfg: TuningConfig, output_dir: Path) -> dict:
+    """Trainer arguments shared by the methods: CPU unless CUDA is present, log every step, checkpoint often."""
+    cuda = torch.cuda.is_available()
+    return {"output_dir": str(output_dir), "max_steps": cfg.max_steps, "learning_rate": cfg.learning_rate,
+            "beta": cfg.beta, "logging_steps": 1, "save_strategy": "steps", "save_steps": cfg.save_steps,
+            "report_to": [], "use_cpu": not cuda, "bf16": cuda and torch.cuda.is_bf16_supported(),
+            "seed": cfg.seed, "data_seed": cfg.seed, "disable_tqdm": True, "gradient_accumulation_steps": 1,
+            "lr_scheduler_type": "constant", "warmup_steps": 0}
+
+
+def _policy(path: str):
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
+def build_online(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbacks: list):
+    """GRPO or RLOO: sample `num_generations` completions per prompt, reward them, update the adapter."""
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if cfg.method == "grpo" else (RLOOConfig, RLOOTrainer)
+    args = config_cls(**_common_args(cfg, output_dir), num_generations=cfg.num_generations,
+                      per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+                      max_completion_length=cfg.max_completion_length, temperature=cfg.temperature)
+    data = prompts.prompt_dataset(cfg.dataset, tokenizer, "train", cfg.users, cfg.items_per_user)
+    return trainer_cls(model=_policy(path), reward_funcs=click_reward(cfg.dataset, seed=cfg.seed), args=args,
+                       train_dataset=data, processing_class=tokenizer, peft_config=_lora(cfg), callbacks=callbacks)
+
+
+def dpo_pairs(cfg: TuningConfig, path: str, tokenizer) -> list[dict]:
+    """Sample `num_generations` variants per training prompt from the base model; keep best vs worst by train CTR."""
+    llm = models.load_text_model(path, models.resolve_device("auto"), Path(settings.load().model_cache))
+    rows = prompts.prompt_rows(cfg.dataset, "train", cfg.users, cfg.items_per_user)
+    groups: list[list[dict]] = []
+    for start in range(0, len(rows), 4):
+        chunk = rows[start:start + 4]
+        chats = [r["chat"] for r in chunk for _ in range(cfg.num_generations)]
+        raw = llm.generate(chats, max_new_tokens=cfg.max_completion_length, temperature=max(cfg.temperature, 0.1),
+                           seed=cfg.seed + start, assistant_prefix=prompts.ANSWER_PREFIX)
+        for n in range(len(chunk)):
+            answers = raw[n * cfg.num_generations:(n + 1) * cfg.num_generations]
+            groups.append([{"content": creative_text(" " + a), "raw": " " + a} for a in answers])
+    text_prompts = [prompts.chat_prompt(tokenizer, r["chat"]) for r in rows]
+    pairs = audience.preference_pairs(text_prompts, groups, [r["user_id"] for r in rows],
+                                      [r["item_id"] for r in rows], cfg.dataset, "train", cfg.seed)
+    return [{"prompt": p["prompt"], "chosen": p["chosen"]["raw"], "rejected": p["rejected"]["raw"]} for p in pairs]
+
+
+def build_dpo(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbacks: list):
+    """DPO on the base model's own variants ranked by the train audience (reference: the adapter switched off)."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    pairs = dpo_pairs(cfg, path, tokenizer)
+    if not pairs:
+        raise ValueError("No preference pairs: every prompt's variants scored the same")
+    args = DPOConfig(**_common_args(cfg, output_dir), per_device_train_batch_size=cfg.prompts_per_step,
+                     max_length=512)
+    return DPOTrainer(model=_policy(path), args=args, train_dataset=Dataset.from_list(pairs),
+                      processing_class=tokenizer, peft_config=_lora(cfg), callbacks=callbacks)
+
+
+def build_trainer(cfg: TuningConfig, output_dir: Path, callbacks: list | None = None):
+    """The configured TRL trainer, ready to `train()`."""
+    path = resolve_model(cfg.model)
+    tokenizer = load_tokenizer(path)
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    torch.manual_seed(cfg.seed)
+    build = build_dpo if cfg.method == "dpo" else build_online
+    return build(cfg, path, tokenizer, Path(output_dir), list(callbacks or []))
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    """The newest `checkpoint-N` folder (adapter, optimizer, scheduler, RNG and trainer state), if any."""
+    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+
+def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume: bool = False,
+          attempt: int = 1) -> dict:
+    """Train (or continue from the last checkpoint) and save the final adapter to `output_dir/adapter`."""
+    callbacks = [StoreCallback(run_id, attempt)] if run_id else []
+    trainer = build_trainer(cfg, output_dir, callbacks)
+    checkpoint = last_checkpoint(output_dir) if resume else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+    adapter = Path(output_dir) / "adapter"
+    trainer.save_model(str(adapter))
+    trainer.processing_class.save_pretrained(str(adapter))
+    return {"adapter_path": str(adapter), "global_step": int(trainer.state.global_step),
+            "resumed_from": checkpoint, "model": resolve_model(cfg.model)}
