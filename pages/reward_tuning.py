@@ -40,11 +40,13 @@ with st.form("launch"):
                                          key="batch")
     generations = c[2].number_input("Generations per prompt", 2, 16, defaults["num_generations"], key="generations")
     users = c[3].number_input("Training users", 1, 943, defaults["users"], key="users")
+    completion = st.number_input("Max completion tokens", 8, 256, defaults["max_completion_length"], key="tokens")
     if st.form_submit_button("Launch run", type="primary"):
         config = {"method": method, "max_steps": int(steps), "learning_rate": float(learning_rate),
                   "lora_r": int(lora_r), "lora_alpha": 2 * int(lora_r), "beta": float(beta),
                   "prompts_per_step": int(prompts_per_step), "num_generations": int(generations),
-                  "users": int(users), "save_steps": max(1, min(10, int(steps)))}
+                  "users": int(users), "max_completion_length": int(completion),
+                  "save_steps": max(1, min(10, int(steps)))}
         try:
             st.session_state["selected_run"] = services.launch_run(config)
             st.success(f"Launched run {st.session_state['selected_run']}")
@@ -88,6 +90,11 @@ def live(run_id: str) -> None:
     """Redrawn every 2 s: status, progress and curves of the selected run."""
     run = services.run_details(run_id)
     state = run["status"]
+    seen = st.session_state.setdefault("seen_status", {})
+    if seen.get(run_id) in ("queued", "running") and state not in ("queued", "running"):
+        seen[run_id] = state
+        st.rerun(scope="app")  # the run ended: refresh evaluation, promotion and the run table too
+    seen[run_id] = state
     st.progress(min(run["global_step"] / max(run["max_steps"], 1), 1.0),
                 text=f"{state} · step {run['global_step']} of {run['max_steps']}"
                 + (f" · {eta(run)}" if state == "running" else ""))

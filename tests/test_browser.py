@@ -139,3 +139,37 @@ def test_studio_generates_two_variants_and_shows_their_banners(server: str, page
     expect(page.get_by_role("button", name="Export all accepted variants (ZIP)")).to_be_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "studio.png"), full_page=True)
+
+
+@pytest.fixture
+def no_runs_left_behind() -> Iterator[None]:
+    """Workers outlive the dashboard by design (own session); a test must not leave one training."""
+    yield
+    from tuning import runs
+
+    for run in runs.list_runs():
+        if run["status"] in ("queued", "running"):
+            runs.cancel(run["id"])
+            runs.wait(run["id"], timeout=300)
+
+
+def test_reward_tuning_run_launched_from_the_browser_finishes(server: str, page: Page,
+                                                               no_runs_left_behind: None) -> None:
+    page.goto(server)
+    expect(page.get_by_role("heading", name="Audience")).to_be_visible(timeout=60_000)
+    page.get_by_role("link", name="Reward Tuning").click()
+    expect(page.get_by_role("heading", name="Reward Tuning")).to_be_visible(timeout=60_000)
+    for label, value in (("Steps", "1"), ("Prompts per step (batch)", "1"), ("Generations per prompt", "2"),
+                         ("Training users", "2"), ("Max completion tokens", "16")):
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Tab")  # Enter would submit the form with the fields not yet filled
+    page.get_by_role("button", name="Launch run").click()
+    expect(page.get_by_text("Launched run")).to_be_visible(timeout=60_000)
+    from tuning import runs
+
+    assert len(runs.list_runs()) == 1 and runs.list_runs()[0]["config"]["users"] == 2
+    expect(page.get_by_text("finished · step 1 of 1")).to_be_visible(timeout=480_000)
+    expect(page.get_by_role("button", name="Promote to Studio")).to_be_visible(timeout=30_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "reward_tuning.png"), full_page=True)
