@@ -81,7 +81,9 @@ if variants:
     st.session_state["studio_kept"] = kept
     chosen = sorted(kept) or [v["id"] for v in accepted]
     if chosen:
+        shown = {v["id"] for v in variants[:MAX_CARDS] if v["safety"]["status"] == "passed"}
         services.keep_variants(sorted(kept))
+        services.keep_variants(sorted(shown - kept), kept=False)  # unticking discards in the store too
         st.download_button(f"Export {'kept' if kept else 'all accepted'} variants (ZIP)",
                            services.export_variants(chosen), "adloop_variants.zip", "application/zip",
                            key="export_zip")

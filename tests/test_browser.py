@@ -79,6 +79,15 @@ def page(browser) -> Iterator[Page]:
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
+def open_page(page: Page, server: str, name: str) -> None:
+    """Open the dashboard, then the page by its sidebar link: a deep link to a page of a just-started
+    server opens Streamlit's "page not found" dialog."""
+    page.goto(server)
+    expect(page.get_by_role("heading", name="Audience")).to_be_visible(timeout=60_000)
+    page.get_by_role("link", name=name).click()
+    expect(page.get_by_role("heading", name=name)).to_be_visible(timeout=60_000)
+
+
 def test_audience_page_selects_user_and_shows_profile(server: str, page: Page, demo_store: str) -> None:
     page.goto(server)
     expect(page.get_by_role("heading", name="Audience")).to_be_visible(timeout=60_000)
@@ -98,18 +107,12 @@ def test_audience_page_selects_user_and_shows_profile(server: str, page: Page, d
 
 
 def test_settings_page_is_reachable_from_the_sidebar(server: str, page: Page) -> None:
-    page.goto(server)
-    expect(page.get_by_role("heading", name="Audience")).to_be_visible(timeout=60_000)
-    page.get_by_role("link", name="Settings").click()
-    expect(page.get_by_role("heading", name="Settings")).to_be_visible(timeout=30_000)
+    open_page(page, server, "Settings")
     expect(page.get_by_text("embedded:smollm2-135m-instruct").first).to_be_visible()
 
 
 def test_campaign_lab_runs_a_campaign_and_shows_charts(server: str, page: Page) -> None:
-    page.goto(server)  # a deep link to a page of a just-started server opens Streamlit's "page not found" dialog
-    expect(page.get_by_role("heading", name="Audience")).to_be_visible(timeout=60_000)
-    page.get_by_role("link", name="Campaign Lab").click()
-    expect(page.get_by_role("heading", name="Campaign Lab")).to_be_visible(timeout=60_000)
+    open_page(page, server, "Campaign Lab")
     page.get_by_role("button", name="Run campaign").click(timeout=60_000)
     expect(page.get_by_role("heading", name="Results · thompson · 943 simulated users")).to_be_visible(
         timeout=180_000)
@@ -121,10 +124,7 @@ def test_campaign_lab_runs_a_campaign_and_shows_charts(server: str, page: Page) 
 
 
 def test_studio_generates_two_variants_and_shows_their_banners(server: str, page: Page) -> None:
-    page.goto(server)
-    expect(page.get_by_role("heading", name="Audience")).to_be_visible(timeout=60_000)
-    page.get_by_role("link", name="Studio").click()
-    expect(page.get_by_role("heading", name="Studio")).to_be_visible(timeout=60_000)
+    open_page(page, server, "Studio")
     slider = page.get_by_role("slider")
     slider.focus()
     slider.press("Home")  # 1
@@ -158,10 +158,7 @@ def test_reward_tuning_run_launched_from_the_browser_finishes(server: str, page:
     from tuning import runs
 
     before = {r["id"] for r in runs.list_runs()}
-    page.goto(server)
-    expect(page.get_by_role("heading", name="Audience")).to_be_visible(timeout=60_000)
-    page.get_by_role("link", name="Reward Tuning").click()
-    expect(page.get_by_role("heading", name="Reward Tuning")).to_be_visible(timeout=60_000)
+    open_page(page, server, "Reward Tuning")
     for label, value in (("Steps", "1"), ("Prompts per step (batch)", "1"), ("Generations per prompt", "2"),
                          ("Training users", "2"), ("Max completion tokens", "16")):
         field = page.get_by_label(label, exact=True)
