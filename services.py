@@ -528,11 +528,11 @@ def resume_run(run_id: str) -> dict:
     return runs.resume(run_id)
 
 
-def evaluate_run(run_id: str, users: int = 16, best_of: int = 4) -> dict:
+def evaluate_run(run_id: str, users: int = 16, best_of: int = 4, samples: int = 5) -> dict:
     """Judge a run's adapter on held-out users with the judge audience (never the train one)."""
     from tuning.evaluate import evaluate_run as judge
 
-    return judge(run_id, users=users, best_of=best_of)
+    return judge(run_id, users=users, best_of=best_of, samples=samples)
 
 
 def promote_run(run_id: str) -> str:

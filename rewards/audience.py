@@ -272,16 +272,15 @@ def reward_function(dataset: str, audience_name: str = "train", seed: int = 0) -
 
 
 def preference_pairs(prompts: Sequence, completions: Sequence[Sequence], user_ids: Sequence, item_ids: Sequence,
-                     dataset: str, audience_name: str = "train", seed: int = 0,
-                     min_margin: float = 0.0) -> list[dict]:
-    """DPO rows {prompt, chosen, rejected}: per prompt, its best and worst completion by the audience.
+                     reward: Callable[..., list[float]], min_margin: float = 0.0) -> list[dict]:
+    """DPO rows {prompt, chosen, rejected}: per prompt, its best and worst completion by `reward` (a callable
+    like `reward_function`'s, called once for all completions).
 
     Prompts whose completions score within `min_margin` of each other give no row (no preference).
     """
-    target = audience(audience_name, dataset, seed)
     flat = [c for group in completions for c in group]
     owners = [n for n, group in enumerate(completions) for _ in group]
-    scores = score_completions(target, flat, [user_ids[n] for n in owners], [item_ids[n] for n in owners])
+    scores = np.asarray(reward(flat, user_id=[user_ids[n] for n in owners], item_id=[item_ids[n] for n in owners]))
     rows, start = [], 0
     for prompt, group in zip(prompts, completions, strict=True):
         block = scores[start:start + len(group)]

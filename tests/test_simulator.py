@@ -212,9 +212,9 @@ def test_preference_pairs_follow_the_train_audience(demo_store: str, train: Audi
                formatted(probes.attacks["wrong_genre"][n].creative)] for n in chosen_users]
     users = [probes.clean[n].user_id for n in chosen_users]
     items = [probes.clean[n].item_id for n in chosen_users]
-    rows = preference_pairs(prompts, groups, users, items, demo_store)
-    assert len(rows) == len(prompts)
     reward = reward_function(demo_store)
+    rows = preference_pairs(prompts, groups, users, items, reward)
+    assert len(rows) == len(prompts)
     for row, group, user, item in zip(rows, groups, users, items, strict=True):
         assert set(row) == {"prompt", "chosen", "rejected"}
         assert row["chosen"] in group and row["rejected"] in group

@@ -19,11 +19,14 @@ import numpy as np
 import torch
 
 import settings
-from generation import copy, models, safety
+from generation import copy, models
 from store import movielens
 from store import runs as run_store
 from tuning import prompts
-from tuning.trainers import click_reward, creative_text, resolve_model
+from tuning.reward import catalog, click_reward, creative_text
+from tuning.trainers import resolve_model
+
+TOP_P = 0.9  # the Studio's nucleus sampling (`generation.models.TextModel.generate`), so tuned@1 is what users get
 
 
 def _sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature: float, seed: int,
@@ -36,7 +39,7 @@ def _sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature
         torch.manual_seed(seed + start)
         with torch.inference_mode():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                                 top_p=1.0, top_k=0, pad_token_id=tokenizer.pad_token_id)
+                                 top_p=TOP_P, top_k=0, pad_token_id=tokenizer.pad_token_id)
         width = enc["input_ids"].shape[1]
         for row, mask in zip(out, enc["attention_mask"], strict=True):
             completion = row[width:]
@@ -57,7 +60,10 @@ def _logprob(model, prompt: torch.Tensor, completion: torch.Tensor) -> float:
 
 
 def kl_to_base(peft_model, prompt_ids: list[torch.Tensor], completion_ids: list[torch.Tensor]) -> dict:
-    """Monte-Carlo KL(tuned || base): mean over tuned samples of log p_tuned - log p_base (per sequence and token)."""
+    """Monte-Carlo KL(tuned || base): mean over tuned samples of log p_tuned - log p_base (per sequence and token).
+
+    The samples are drawn with the Studio's top-p, so this estimates how far what the Studio draws has moved.
+    """
     ratios, tokens = [], 0
     for prompt, completion in zip(prompt_ids, completion_ids, strict=True):
         if len(completion) == 0:
@@ -96,24 +102,29 @@ def self_similarity(texts: list[str]) -> float | None:
     return float((sims.sum() - np.trace(sims)) / (len(texts) * (len(texts) - 1)))
 
 
-def _vocabulary(dataset: str) -> tuple[list[str], list[str]]:
-    import services  # late: services wires tuning in
+def paired_uplift(treated: list[float], control: list[float]) -> dict:
+    """Mean per-prompt difference (same users, same items) with its 95% interval: far tighter than comparing
+    two independent means, because most of the spread in CTR is between users, not between copies."""
+    diff = (np.asarray(treated, dtype=float) - np.asarray(control, dtype=float)).tolist()
+    out = mean_ci(diff)
+    if out["ci_low"] is not None:  # a difference may be negative: undo mean_ci's clip to [0, 1]
+        half = 1.96 * float(np.std(diff, ddof=1)) / math.sqrt(len(diff))
+        out.update(ci_low=out["mean"] - half, ci_high=out["mean"] + half)
+    return out
 
-    return services.catalog_vocabulary(dataset)
 
-
-def setting_metrics(raw: list[str], rows: list[dict], items: dict, dataset: str, judge, train) -> dict:
-    """Judge CTR (with CI), train CTR, diversity, factuality, parse rate and length of one setting's copies."""
+def setting_metrics(raw: list[str], rows: list[dict], dataset: str, judge, train) -> dict:
+    """Judge CTR (with CI), train CTR, diversity, factuality, Studio acceptance, parse rate and length."""
     users, item_ids = [r["user_id"] for r in rows], [r["item_id"] for r in rows]
     creatives = [creative_text(t) for t in raw]
-    categories, titles = _vocabulary(dataset)
-    factual = [not safety.catalog_problems(c, items[i], categories, titles) for c, i in zip(creatives, item_ids,
-                                                                                           strict=True)]
-    return {"judge_ctr": mean_ci(judge(raw, user_id=users, item_id=item_ids)),
+    shown = catalog(dataset)
+    judged = judge(raw, user_id=users, item_id=item_ids)
+    return {"judge_ctr": mean_ci(judged), "judge_per_prompt": judged,
             "train_ctr": float(np.mean(train(raw, user_id=users, item_id=item_ids))),
             "distinct_2": distinct_2(creatives), "self_similarity": self_similarity(creatives),
-            "factual_rate": float(np.mean(factual)), "parse_rate": float(np.mean([copy.parse(t) is not None
-                                                                                   for t in raw])),
+            "factual_rate": float(np.mean([shown.factual(t, i) for t, i in zip(raw, item_ids, strict=True)])),
+            "accept_rate": float(np.mean([shown.accepted(t, i) for t, i in zip(raw, item_ids, strict=True)])),
+            "parse_rate": float(np.mean([copy.parse(t) is not None for t in raw])),
             "mean_words": float(np.mean([len(c.split()) for c in creatives]))}
 
 
@@ -145,20 +156,14 @@ def evaluate(adapter_path: str, dataset: str = movielens.NAME, model: str = "", 
                "best_of_n": _best_of(llm.model, llm.tokenizer, texts, rows, best_of, args, train)}
     tuned_model = PeftModel.from_pretrained(llm.model, adapter_path).eval()
     outputs["tuned"], prompt_ids, completion_ids = _sample(tuned_model, llm.tokenizer, texts, seed=seed, **_gen(args))
-    items = _items(dataset)
-    result = {name: setting_metrics(raw, rows, items, dataset, judge, train) for name, raw in outputs.items()}
+    result = {name: setting_metrics(raw, rows, dataset, judge, train) for name, raw in outputs.items()}
+    per_prompt = {name: result[name].pop("judge_per_prompt") for name in outputs}
     return {"judge_ctr": {name: result[name]["judge_ctr"]["mean"] for name in outputs}, "settings": result,
+            "uplift": {"tuned_vs_base": paired_uplift(per_prompt["tuned"], per_prompt["base"]),
+                       "tuned_vs_best_of_n": paired_uplift(per_prompt["tuned"], per_prompt["best_of_n"])},
             "kl_to_base": kl_to_base(tuned_model, prompt_ids, completion_ids), "users": len(rows),
             "best_of": best_of, "adapter": str(adapter_path), "model": path, "dataset": dataset,
-            "samples": _table(rows, items, outputs, samples)}
-
-
-def _items(dataset: str) -> dict[str, dict]:
-    from store import repository
-
-    frame = repository.items(dataset).astype(object)
-    frame = frame.where(frame.notna(), None)  # a missing year is None, not NaN, for the grounding check
-    return {str(r["item_id"]): r for r in frame.to_dict("records")}
+            "samples": _table(rows, catalog(dataset).items, outputs, samples)}
 
 
 def _table(rows: list[dict], items: dict, outputs: dict[str, list[str]], limit: int) -> list[dict]:

@@ -5,15 +5,15 @@ trains on a laptop CPU and is loaded on top of the base model by the Studio and 
 coefficient `beta` is not zero by default for GRPO and RLOO: the first pilot (FACTS.md) showed a naive
 reward hacked within minutes, and the KL term keeps the policy near the base model's fluent copy.
 
-Completions continue a prompt that ends in "Title:" (as the Studio asks the model), are parsed by
-`generation.copy.parse` like the Studio's own variants, and are scored as the labelled creative; a
-completion the Studio could not parse keeps a tenth of its score (`rewards.audience.MALFORMED_FACTOR`).
+The reward (`tuning.reward`) is the train audience's click probability of the parsed completion, reduced
+for copy the Studio would reject. A run can be given a time budget as well as a step count: the
+benchmark's question is what 15 minutes of a laptop CPU buys.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,14 +22,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 import settings
-from generation import copy, models
+from generation import models
 from rewards import audience
 from store import movielens
 from store import runs as run_store
 from tuning import prompts
+from tuning.reward import click_reward
 
-METHODS = ("grpo", "rloo", "dpo")
-DEFAULT_BETA = {"grpo": 0.04, "rloo": 0.05, "dpo": 0.1}
+METHODS = ("grpo", "rloo", "dpo", "diffusion_dpo")
+TEXT_METHODS = ("grpo", "rloo", "dpo")  # tune the copy writer; diffusion_dpo tunes a diffusers UNet
+DEFAULT_BETA = {"grpo": 0.04, "rloo": 0.05, "dpo": 0.1, "diffusion_dpo": 5000.0}
 
 
 @dataclass
@@ -38,7 +40,7 @@ class TuningConfig:
 
     method: str = "grpo"
     dataset: str = movielens.NAME
-    model: str = ""  # empty: the configured text model (settings); else a model id or local folder
+    model: str = ""  # empty: the configured text (or, for diffusion_dpo, image) model; else an id or local folder
     users: int = 64  # training users in the prompt dataset
     items_per_user: int = 1
     max_steps: int = 20
@@ -53,6 +55,8 @@ class TuningConfig:
     max_completion_length: int = 48
     temperature: float = 0.9
     save_steps: int = 10
+    studio_gate: bool = True  # reward copy the Studio would reject at REJECTED_FACTOR of its click probability
+    time_budget_minutes: float = 0.0  # 0: no limit; else training stops (after a checkpoint) when it is spent
     seed: int = 0
     torch_threads: int = 0  # 0: torch's default; 1 avoids thread contention on a busy 2-core machine
 
@@ -65,6 +69,8 @@ class TuningConfig:
             raise ValueError("num_generations must be at least 2 (a group baseline or a pair needs two)")
         if self.max_steps < 1 or self.save_steps < 1 or self.users < 1:
             raise ValueError("max_steps, save_steps and users must be positive")
+        if self.time_budget_minutes < 0:
+            raise ValueError("time_budget_minutes must be 0 (no limit) or positive")
 
     @classmethod
     def from_dict(cls, values: dict) -> TuningConfig:
@@ -95,26 +101,6 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def creative_text(raw: str) -> str:
-    """The labelled creative the audience reads: parsed and cleaned like a Studio variant, else the raw answer."""
-    parsed = copy.parse(raw)
-    if parsed is None:
-        return prompts.ANSWER_PREFIX + raw
-    return f"Title: {parsed['title']}\nBody: {parsed['body']}\nCTA: {parsed['cta']}"
-
-
-def click_reward(dataset: str, audience_name: str = "train", seed: int = 0) -> Callable[..., list[float]]:
-    """TRL reward callable: the audience's click probability of each parsed completion for its (user, item)."""
-    score = audience.reward_function(dataset, audience_name, seed)
-
-    def click(completions: list, user_id: list, item_id: list, **_columns) -> list[float]:
-        texts = [creative_text(audience.completion_text(c)) for c in completions]
-        return score(texts, user_id=user_id, item_id=item_id)
-
-    click.__name__ = f"{audience_name}_click"  # TRL logs the reward as rewards/<name>/mean
-    return click
-
-
 class StoreCallback(TrainerCallback):
     """Writes every logged step to the run's metrics and stops training when the run's cancel flag is raised."""
 
@@ -129,6 +115,19 @@ class StoreCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if run_store.cancel_requested(self.run_id):
             control.should_training_stop = True
+        return control
+
+
+class TimeBudget(TrainerCallback):
+    """Stops training once `deadline` (a `time.monotonic()` value) has passed, saving a checkpoint first."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.monotonic() >= self.deadline:
+            control.should_training_stop = True
+            control.should_save = True
         return control
 
 
@@ -153,7 +152,8 @@ def _policy(path: str):
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
 
-def build_online(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbacks: list):
+def build_online(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbacks: list,
+                 deadline: float | None = None):
     """GRPO or RLOO: sample `num_generations` completions per prompt, reward them, update the adapter."""
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
@@ -162,35 +162,41 @@ def build_online(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, call
                       per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
                       max_completion_length=cfg.max_completion_length, temperature=cfg.temperature)
     data = prompts.prompt_dataset(cfg.dataset, tokenizer, "train", cfg.users, cfg.items_per_user)
-    return trainer_cls(model=_policy(path), reward_funcs=click_reward(cfg.dataset, seed=cfg.seed), args=args,
+    return trainer_cls(model=_policy(path), reward_funcs=_reward(cfg), args=args,
                        train_dataset=data, processing_class=tokenizer, peft_config=_lora(cfg), callbacks=callbacks)
 
 
-def dpo_pairs(cfg: TuningConfig, path: str, tokenizer) -> list[dict]:
-    """Sample `num_generations` variants per training prompt from the base model; keep best vs worst by train CTR."""
+def _reward(cfg: TuningConfig):
+    return click_reward(cfg.dataset, "train", cfg.seed, studio_gate=cfg.studio_gate)
+
+
+def dpo_pairs(cfg: TuningConfig, path: str, tokenizer, deadline: float | None = None) -> list[dict]:
+    """Sample `num_generations` variants per training prompt from the base model; keep best vs worst by the
+    training reward. Sampling stops early at half the time budget, leaving the rest for training."""
     llm = models.load_text_model(path, models.resolve_device("auto"), Path(settings.load().model_cache))
     rows = prompts.prompt_rows(cfg.dataset, "train", cfg.users, cfg.items_per_user)
-    groups: list[list[dict]] = []
+    started, groups = time.monotonic(), []
     for start in range(0, len(rows), 4):
+        if deadline and time.monotonic() > started + (deadline - started) / 2:
+            break
         chunk = rows[start:start + 4]
         chats = [r["chat"] for r in chunk for _ in range(cfg.num_generations)]
         raw = llm.generate(chats, max_new_tokens=cfg.max_completion_length, temperature=max(cfg.temperature, 0.1),
                            seed=cfg.seed + start, assistant_prefix=prompts.ANSWER_PREFIX)
-        for n in range(len(chunk)):
-            answers = raw[n * cfg.num_generations:(n + 1) * cfg.num_generations]
-            groups.append([{"content": creative_text(" " + a), "raw": " " + a} for a in answers])
-    text_prompts = [prompts.chat_prompt(tokenizer, r["chat"]) for r in rows]
-    pairs = audience.preference_pairs(text_prompts, groups, [r["user_id"] for r in rows],
-                                      [r["item_id"] for r in rows], cfg.dataset, "train", cfg.seed)
-    return [{"prompt": p["prompt"], "chosen": p["chosen"]["raw"], "rejected": p["rejected"]["raw"]} for p in pairs]
+        groups += [[" " + a for a in raw[n * cfg.num_generations:(n + 1) * cfg.num_generations]]
+                   for n in range(len(chunk))]
+    rows = rows[:len(groups)]
+    return audience.preference_pairs([prompts.chat_prompt(tokenizer, r["chat"]) for r in rows], groups,
+                                     [r["user_id"] for r in rows], [r["item_id"] for r in rows], _reward(cfg))
 
 
-def build_dpo(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbacks: list):
-    """DPO on the base model's own variants ranked by the train audience (reference: the adapter switched off)."""
+def build_dpo(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbacks: list,
+              deadline: float | None = None):
+    """DPO on the base model's own variants ranked by the training reward (reference: the adapter switched off)."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    pairs = dpo_pairs(cfg, path, tokenizer)
+    pairs = dpo_pairs(cfg, path, tokenizer, deadline)
     if not pairs:
         raise ValueError("No preference pairs: every prompt's variants scored the same")
     args = DPOConfig(**_common_args(cfg, output_dir), per_device_train_batch_size=cfg.prompts_per_step,
@@ -200,14 +206,18 @@ def build_dpo(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbac
 
 
 def build_trainer(cfg: TuningConfig, output_dir: Path, callbacks: list | None = None):
-    """The configured TRL trainer, ready to `train()`."""
+    """The configured TRL trainer, ready to `train()`; its time budget (if any) starts now."""
     path = resolve_model(cfg.model)
     tokenizer = load_tokenizer(path)
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
+    callbacks = list(callbacks or [])
+    deadline = time.monotonic() + 60 * cfg.time_budget_minutes if cfg.time_budget_minutes else None
+    if deadline:
+        callbacks.append(TimeBudget(deadline))
     build = build_dpo if cfg.method == "dpo" else build_online
-    return build(cfg, path, tokenizer, Path(output_dir), list(callbacks or []))
+    return build(cfg, path, tokenizer, Path(output_dir), callbacks, deadline)
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
@@ -218,6 +228,10 @@ def last_checkpoint(output_dir: Path) -> str | None:
 def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume: bool = False,
           attempt: int = 1) -> dict:
     """Train (or continue from the last checkpoint) and save the final adapter to `output_dir/adapter`."""
+    if cfg.method == "diffusion_dpo":
+        from tuning import diffusion_dpo
+
+        return diffusion_dpo.train(cfg, Path(output_dir), run_id=run_id, resume=resume, attempt=attempt)
     callbacks = [StoreCallback(run_id, attempt)] if run_id else []
     trainer = build_trainer(cfg, output_dir, callbacks)
     checkpoint = last_checkpoint(output_dir) if resume else None

@@ -1,0 +1,86 @@
+"""The reward the writer is tuned on: the train audience's click probability, counted in full only for copy
+the Studio would show.
+
+A completion continues a prompt that ends in "Title:" (as the Studio asks the model) and is parsed by
+`generation.copy.parse` like the Studio's own variants; the audience scores the labelled creative. A
+completion the Studio could not parse keeps a tenth of its score (`rewards.audience.MALFORMED_FACTOR`).
+
+Shaping (`studio_gate`): the Studio drops copy that fails its checks (does not name the item, states a
+wrong year or genre, names another title, repeats prompt text such as the worked example's "Viewer:"
+line, or uses a blocked word). Rewarding such copy at full value would teach the policy things the
+product throws away, and the first pilot saw exactly that (copies of the worked example). Rejected copy
+therefore keeps only `REJECTED_FACTOR` of its click probability: still ordered by appeal, so the group
+baseline has signal when every sample fails, but always below the same copy made acceptable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from generation import copy, safety
+from rewards import audience
+from tuning import prompts
+
+REJECTED_FACTOR = 0.25
+
+
+def creative_text(raw: str) -> str:
+    """The labelled creative the audience reads: parsed and cleaned like a Studio variant, else the raw answer."""
+    parsed = copy.parse(raw)
+    if parsed is None:
+        return prompts.ANSWER_PREFIX + raw
+    return f"Title: {parsed['title']}\nBody: {parsed['body']}\nCTA: {parsed['cta']}"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What the Studio's checks compare copy with: each item's facts, every category label and title."""
+
+    items: dict[str, dict]
+    categories: list[str]
+    titles: list[str]
+
+    def accepted(self, raw: str, item_id: str) -> bool:
+        """Whether the Studio would show this completion for the item (parsed, and every check passes)."""
+        parsed = copy.parse(raw)
+        return parsed is not None and safety.check(parsed, self.items[str(item_id)], self.categories, self.titles,
+                                                   {}).passed
+
+    def factual(self, raw: str, item_id: str) -> bool:
+        """No catalog contradiction (year, genre, other title) in the creative as the audience reads it."""
+        return not safety.catalog_problems(creative_text(raw), self.items[str(item_id)], self.categories, self.titles)
+
+
+@lru_cache(maxsize=4)
+def catalog(dataset: str) -> Catalog:
+    """The dataset's catalog for the checks, built once per process (the store is read-only here)."""
+    import services  # late: services wires tuning in, so a top-level import would be circular
+    from store import repository
+
+    frame = repository.items(dataset).astype(object)
+    frame = frame.where(frame.notna(), None)  # a missing year is None, not NaN, for the grounding check
+    categories, titles = services.catalog_vocabulary(dataset)
+    return Catalog({str(r["item_id"]): r for r in frame.to_dict("records")}, categories, titles)
+
+
+def click_reward(dataset: str, audience_name: str = "train", seed: int = 0,
+                 studio_gate: bool = False) -> Callable[..., list[float]]:
+    """TRL reward callable: the audience's click probability of each parsed completion for its (user, item),
+    times `REJECTED_FACTOR` for copy the Studio would reject when `studio_gate` is on."""
+    score = audience.reward_function(dataset, audience_name, seed)
+
+    def click(completions: list, user_id: list, item_id: list, **_columns) -> list[float]:
+        raw = [audience.completion_text(c) for c in completions]
+        values = np.asarray(score([creative_text(t) for t in raw], user_id=user_id, item_id=item_id))
+        if studio_gate:
+            shown = catalog(dataset)
+            values = values * np.where([shown.accepted(t, i) for t, i in zip(raw, item_id, strict=True)], 1.0,
+                                       REJECTED_FACTOR)
+        return values.tolist()
+
+    click.__name__ = f"{audience_name}_click" + ("_gated" if studio_gate else "")  # TRL logs rewards/<name>/mean
+    return click
