@@ -13,7 +13,9 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+import limits
 import services
 from generation.models import ModelUnavailable
 from rewards.variant_file import VariantFileError
@@ -45,9 +47,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
 
 def cmd_import(args: argparse.Namespace) -> None:
     counts = services.import_csv_files(args.name, args.items, args.interactions, replace=args.replace)
-    _print({"dataset": args.name, **counts}, args.json,
-           f"Imported dataset '{args.name}': {counts['users']} users, {counts['items']} items, "
-           f"{counts['interactions']} interactions")
+    _print({"dataset": args.name, **counts}, args.json, services.import_message(args.name, counts))
 
 
 def cmd_eval_intent(args: argparse.Namespace) -> None:
@@ -89,7 +89,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> None:
     services.ensure_demo_data()
-    variants = services.parse_variants(Path(args.variants).read_bytes(), Path(args.variants).name)
+    variants = services.parse_variants_file(args.variants)
     item = args.item or services.default_item(args.dataset)
     run = services.run_campaign(args.dataset, item, variants, args.segment, args.group, args.impressions,
                                 args.allocation, args.seed, args.audience, max_users=args.users,
@@ -107,10 +107,9 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     services.ensure_demo_data()
     segment = (args.segment, args.group) if args.user is None else None
+    out = _output_folder(args.out)
     variants = services.generate(args.dataset, args.item, args.user, segment, args.n, args.seed, args.renderer,
                                  args.users, progress=_stderr_progress(not args.json))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     report = []
     for v in variants:
         banners = {}
@@ -126,6 +125,18 @@ def cmd_generate(args: argparse.Namespace) -> None:
     _print(report, args.json, "\n".join(lines) + f"\nbanners in {out}")
 
 
+def _output_folder(text: str) -> Path:
+    """The --out folder, created before any work: a path that cannot be a folder is reported at once, not after
+    minutes of generation with the variants already stored."""
+    out = Path(text).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise ValueError(f"--out {text!r} cannot be used as a folder: {getattr(exc, 'strerror', None) or exc}"
+                         ) from exc
+    return out
+
+
 def cmd_tune(args: argparse.Namespace) -> None:
     from tuning import runs
 
@@ -133,7 +144,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     config = {"method": args.method, "max_steps": args.steps, "learning_rate": args.learning_rate,
               "lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r, "users": args.users,
               "num_generations": args.generations, "prompts_per_step": args.prompts_per_step,
-              "save_steps": max(1, min(10, args.steps)), "seed": args.seed}
+              "save_steps": max(1, min(10, args.steps)), "seed": args.seed, "target": args.target,
+              "time_budget_minutes": args.minutes, "eval_steps": args.eval_steps, "report_to": args.report_to}
     if args.beta is not None:
         config["beta"] = args.beta
     run_id = services.launch_run(config)
@@ -151,8 +163,11 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     result = services.evaluate_run(args.run, users=args.users, best_of=args.best_of)
-    lines = [f"{name:<10} judge CTR {s['judge_ctr']['mean']:.3%}  distinct-2 {s['distinct_2']:.2f}  "
-             f"factual {s['factual_rate']:.0%}  words {s['mean_words']:.1f}" for name, s in result["settings"].items()]
+    lines = [f"{name:<10} judge CTR {s['judge_ctr']['mean']:.3%}  train {s['train_ctr']:.3%}  "
+             + "  ".join(f"{k} {v:.2f}" for k, v in s.items() if isinstance(v, float) and k != "train_ctr")
+             for name, s in result["settings"].items()]
+    lines += [f"uplift {name}: {u['mean']:+.3%} (95% CI {u['ci_low']:+.3%} to {u['ci_high']:+.3%})"
+              for name, u in result["uplift"].items()]
     _print(result, args.json, "\n".join(lines) + f"\nKL to base: {result['kl_to_base']}")
 
 
@@ -171,10 +186,19 @@ def cmd_settings(args: argparse.Namespace) -> None:
     env = services.environment()
     text = "\n".join(f"{k:<16} {v}  ({env['sources'][k]})" for k, v in env["settings"].items())
     _print(env, args.json, f"{text}\ndevice           {env['device']}\nsettings file    {env['settings_file']}")
+    if env["problems"]:  # the exit status tells a deployment script that the configuration will fail
+        raise ValueError("; ".join(env["problems"]))
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line that names the problem, not a usage block that buries it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="cli.py", description="AdLoop: personalized ad creation from user history")
+    root = _Parser(prog="cli.py", description="AdLoop: personalized ad creation from user history")
     sub = root.add_subparsers(dest="command", required=True)
 
     def command(name: str, handler, help_: str) -> argparse.ArgumentParser:
@@ -197,61 +221,74 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("eval-intent", cmd_eval_intent, "leave-last-one-out ranking quality of profiles vs baselines")
     p.add_argument("--dataset", default=services.DEFAULT_DATASET)
-    p.add_argument("--users", type=_positive, default=None, help="evaluate a random sample of users")
-    p.add_argument("--negatives", type=_positive, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--users", type=limits.EVAL_USERS.argument, default=None, help="evaluate a random sample of users")
+    p.add_argument("--negatives", type=limits.NEGATIVES.argument, default=100)
+    p.add_argument("--seed", type=limits.SEED.argument, default=0)
 
     p = command("simulate", cmd_simulate, "run a simulated campaign over ad variants (A/B or Thompson)")
     p.add_argument("--variants", required=True, help="CSV (title, body, cta) or JSON list of variants")
     p.add_argument("--item", default=None, help="item to promote (default: the most popular)")
     p.add_argument("--dataset", default=services.DEFAULT_DATASET)
-    p.add_argument("--users", type=_positive, default=None, help="simulated users drawn from the segment")
-    p.add_argument("--impressions", type=_positive, default=10_000)
+    p.add_argument("--users", type=limits.CAMPAIGN_USERS.argument, default=None,
+                   help="simulated users drawn from the segment")
+    p.add_argument("--impressions", type=limits.IMPRESSIONS.argument, default=10_000)
     p.add_argument("--allocation", choices=["ab", "thompson"], default="thompson")
     p.add_argument("--segment", default="all", help="all, gender, age_band, occupation or taste")
     p.add_argument("--group", default=None, help="the segment's group, e.g. F or 25-34 or 'Sci-Fi fans'")
     p.add_argument("--audience", choices=["train", "judge"], default="train")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=limits.SEED.argument, default=0)
 
     p = command("validate-simulator", cmd_validate_simulator,
                 "check the simulated audience: appeal AUC, attacks that must lose, CTR calibration")
     p.add_argument("--dataset", default=services.DEFAULT_DATASET)
-    p.add_argument("--users", type=_positive, default=200, help="users sampled for the attack and CTR checks")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--users", type=limits.SIMULATOR_USERS.argument, default=200,
+                   help="users sampled for the attack and CTR checks")
+    p.add_argument("--seed", type=limits.SEED.argument, default=0)
 
     p = command("generate", cmd_generate, "write, check, illustrate and score ad variants for a user or segment")
     p.add_argument("--item", required=True)
     p.add_argument("--user", default=None, help="one user (default: a segment, see --segment)")
-    p.add_argument("--n", type=_positive, default=4, help="variants per user (1-16)")
+    p.add_argument("--n", type=limits.VARIANTS_PER_USER.argument, default=4,
+                   help=f"variants per user (at most {limits.VARIANTS_PER_REQUEST} in all)")
     p.add_argument("--out", required=True, help="folder for the banner PNGs")
     p.add_argument("--dataset", default=services.DEFAULT_DATASET)
     p.add_argument("--segment", default="all", help="all, gender, age_band, occupation or taste")
     p.add_argument("--group", default=None)
-    p.add_argument("--users", type=_positive, default=8, help="users drawn from the segment")
+    p.add_argument("--users", type=limits.SEGMENT_USERS.argument, default=8, help="users drawn from the segment")
     p.add_argument("--renderer", default=None, help="procedural or a diffusers model id/folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=limits.SEED.argument, default=0)
 
     p = command("tune", cmd_tune, "refine the copy writer with TRL (GRPO, RLOO or DPO) from simulated clicks")
-    p.add_argument("--method", choices=["grpo", "rloo", "dpo"], default="grpo")
-    p.add_argument("--steps", type=_positive, default=20)
-    p.add_argument("--learning-rate", type=float, default=2e-4)
-    p.add_argument("--lora-r", type=_positive, default=16)
-    p.add_argument("--beta", type=float, default=None, help="KL coefficient (default: the method's)")
-    p.add_argument("--users", type=_positive, default=64, help="training users")
-    p.add_argument("--generations", type=_positive, default=4, help="completions per prompt")
-    p.add_argument("--prompts-per-step", type=_positive, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout", type=_positive, default=3600, help="seconds to wait for the run")
+    p.add_argument("--method", choices=["grpo", "rloo", "dpo", "diffusion_dpo"], default="grpo")
+    p.add_argument("--target", choices=["copy", "brief"], default="copy",
+                   help="what an LLM method tunes: the ad copy or the banner's art direction")
+    p.add_argument("--minutes", type=limits.TUNING["time_budget_minutes"].argument, default=0.0,
+                   help="time budget (0: none); stops after a checkpoint")
+    p.add_argument("--eval-steps", type=limits.TUNING["eval_steps"].argument, default=10,
+                   help="judge held-out users every N steps (0: never)")
+    p.add_argument("--report-to", nargs="*", default=[], choices=["tensorboard", "trackio"],
+                   help="also log to these trackers (in the run folder)")
+    p.add_argument("--steps", type=limits.TUNING["max_steps"].argument, default=20)
+    p.add_argument("--learning-rate", type=limits.TUNING["learning_rate"].argument, default=2e-4)
+    p.add_argument("--lora-r", type=limits.TUNING["lora_r"].argument, default=16)
+    p.add_argument("--beta", type=limits.TUNING["beta"].argument, default=None,
+                   help="KL coefficient (default: the method's)")
+    p.add_argument("--users", type=limits.TUNING["users"].argument, default=64, help="training users")
+    p.add_argument("--generations", type=limits.TUNING["num_generations"].argument, default=4,
+                   help="completions per prompt")
+    p.add_argument("--prompts-per-step", type=limits.TUNING["prompts_per_step"].argument, default=2)
+    p.add_argument("--seed", type=limits.SEED.argument, default=0)
+    p.add_argument("--timeout", type=limits.WAIT_SECONDS.argument, default=3600, help="seconds to wait for the run")
 
     p = command("evaluate", cmd_evaluate, "judge a run's adapter on held-out users (judge audience)")
     p.add_argument("--run", required=True)
-    p.add_argument("--users", type=_positive, default=16)
-    p.add_argument("--best-of", type=_positive, default=4)
+    p.add_argument("--users", type=limits.HELD_OUT_USERS.argument, default=16)
+    p.add_argument("--best-of", type=limits.BEST_OF.argument, default=4)
 
     p = command("users", cmd_users, "list users")
     p.add_argument("--dataset", default=services.DEFAULT_DATASET)
     p.add_argument("--query", default="")
-    p.add_argument("--limit", type=_positive, default=20)
+    p.add_argument("--limit", type=limits.LIST_LIMIT.argument, default=20)
 
     command("prepare", cmd_prepare, "load the demo dataset, embed its items and convert the embedded LLM")
     command("datasets", cmd_datasets, "list loaded datasets")
@@ -259,22 +296,12 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
-    if not 1 <= number <= 1_000_000:
-        raise argparse.ArgumentTypeError(f"{number} is out of range (1 to 1,000,000)")
-    return number
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.handler(args)
-    except ImportFailed as exc:
-        print(str(exc), file=sys.stderr)
+    except ImportFailed as exc:  # "error: Import failed with N problem(s)", then one line per problem
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except (LookupError, ModelUnavailable, VariantFileError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -20,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import limits
 import settings
 from generation import brief as briefs
-from generation import compose, copy, embeddings, intent, models, render, writer
+from generation import brief_writer, compose, copy, embeddings, intent, models, render, writer
 from rewards import segments, variant_file
 from store import csv_import, movielens, repository
 
@@ -59,6 +62,8 @@ def datasets() -> pd.DataFrame:
 
 
 def users(dataset: str = DEFAULT_DATASET, query: str = "", limit: int | None = None) -> pd.DataFrame:
+    if limit is not None:
+        limits.LIST_LIMIT.check(limit)
     repository.require_dataset(dataset)
     return repository.list_users(dataset, query, limit)
 
@@ -158,16 +163,45 @@ def import_csv_files(name: str, items_path: str | Path, interactions_path: str |
     return csv_import.import_files(name, items_path, interactions_path, replace)
 
 
+def import_message(name: str, counts: dict[str, int]) -> str:
+    """What an import did, in words, for the Audience page and the CLI; says what was redacted, as a receipt."""
+    message = (f"Imported '{name}': {counts['users']} users, {counts['items']} items, {counts['interactions']} "
+               f"interactions; redacted {counts.get('redacted', 0)} personal identifiers")
+    if counts.get("neutralised"):
+        message += f"; neutralised {counts['neutralised']} texts holding instructions or markup"
+    return message + "."
+
+
 def environment() -> dict:
     """What the Settings page shows: resolved settings with their sources, device and loaded models."""
     cfg = settings.load()
     return {"settings": cfg.public(), "sources": cfg.sources, "env_vars": settings.ENV_VARS,
             "device": models.resolve_device(cfg.device), "settings_file": str(settings.settings_file()),
-            "loaded_models": models.loaded()}
+            "loaded_models": models.loaded(), "model_loads": models.load_counts(), "problems": config_problems()}
+
+
+def config_problems() -> list[str]:
+    """Settings that will fail at first use (a broken brand kit, a model folder that is not there), found now so
+    the Settings page can name them before the Studio or a run trips over them."""
+    cfg = settings.load()
+    problems = []
+    try:
+        compose.load_brand_kit(cfg.brand_kit)
+    except ValueError as exc:
+        problems.append(f"brand_kit ({cfg.sources['brand_kit']}): {exc}")
+    for key in ("text_model", "embedding_model", "image_model", "text_adapter", "image_adapter", "brief_adapter"):
+        value = str(getattr(cfg, key, "") or "")
+        if value.startswith(("/", "./", "../", "~")) and not Path(value).expanduser().exists():
+            problems.append(f"{key} ({cfg.sources[key]}): the folder {value} does not exist")
+    return problems
 
 
 def save_settings(changes: dict[str, str]) -> str:
-    """Persist settings to the settings file; they apply to the next model load."""
+    """Persist settings to the settings file; they apply to the next model load. A brand kit that does not load
+    is refused here, naming the file and the key, rather than at the next generation."""
+    kit = changes.get("brand_kit")
+    if isinstance(kit, str) and kit.strip() and kit.strip() != settings.load().brand_kit:
+        compose.load_brand_kit(kit.strip())
     return str(settings.save(changes))
 
 
@@ -176,6 +210,8 @@ def eval_intent(dataset: str = DEFAULT_DATASET, users: int | None = None, negati
     """Leave-last-one-out ranking quality of profiles against popularity and matrix factorization."""
     from evaluation import intent_ranking
 
+    limits.check_all({"users": users, "negatives": negatives, "seed": seed},
+                     {"users": limits.EVAL_USERS, "negatives": limits.NEGATIVES, "seed": limits.SEED})
     ensure_demo_data()
     vectors = embeddings.item_vectors(dataset, progress=lambda f, m: progress(0.1 * f, m))
     started = time.perf_counter()
@@ -213,6 +249,10 @@ def default_item(dataset: str) -> str:
 
 def parse_variants(data: bytes, name: str) -> list[dict[str, str]]:
     return variant_file.parse(data, name)
+
+
+def parse_variants_file(path: str | Path) -> list[dict[str, str]]:
+    return variant_file.read_file(path)
 
 
 def validate_variants(rows: list[dict]) -> list[dict[str, str]]:
@@ -257,7 +297,9 @@ def csv_export(frame: pd.DataFrame) -> bytes:
     def guard(value: object) -> object:
         return f"'{value}" if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
-    return frame.map(guard).to_csv(index=False).encode("utf-8")
+    # CRLF rows (RFC 4180) make the writer quote any cell holding a bare CR; with '\n' rows a CR in a cell is left
+    # unquoted, a spreadsheet splits the row there, and what follows the CR starts a new, unguarded cell
+    return frame.map(guard).to_csv(index=False, lineterminator="\r\n").encode("utf-8")
 
 
 def click_matrix(dataset: str, item_id: str, user_ids: list[str], variants: list[dict],
@@ -278,6 +320,9 @@ def run_campaign(dataset: str, item_id: str, variants: list[dict], segment_kind:
     from rewards import campaign
     from rewards.audience import Impression, audience
 
+    limits.check_all({"impressions": impressions, "max_users": max_users, "seed": seed},
+                     {"impressions": limits.IMPRESSIONS, "max_users": limits.CAMPAIGN_USERS, "seed": limits.SEED})
+    item_id = _known_item(dataset, item_id)  # before minutes of scoring, not after
     variants = validate_variants(variants)
     table = segment_table(dataset)
     user_ids = segments.members(table, segment_kind, segment_value)
@@ -308,6 +353,8 @@ def validate_simulator(dataset: str = DEFAULT_DATASET, users: int = 200, seed: i
     """Is the simulated audience believable? Appeal AUC, attack win rates and CTR calibration, both audiences."""
     from rewards import validation
 
+    limits.SIMULATOR_USERS.check(users)
+    limits.SEED.check(seed)
     ensure_demo_data()
     progress(0.0, "Building the train and judge audiences")
     return validation.validate(dataset, users, seed, progress=lambda f, m: progress(0.1 + 0.9 * f, m))
@@ -336,8 +383,29 @@ def brand_kit() -> compose.BrandKit:
 
 
 def studio_folder(batch: str) -> Path:
-    """Where a generation batch's banners are written."""
+    """Where a generation batch's banners are, once its variants are stored."""
     return settings.home() / "studio" / batch
+
+
+def _draft_folder(batch: str) -> Path:
+    """Where a batch's banners are drawn until its variants are committed: a generation killed halfway leaves
+    a draft, never a folder that looks finished."""
+    return settings.home() / "studio" / f"{batch}.partial"
+
+
+def sweep_studio() -> dict[str, int]:
+    """Settle drafts left by generations that were killed: publish the ones whose variants were committed
+    (killed between the commit and the rename), delete the others. Returns the counts."""
+    counts = {"published": 0, "deleted": 0}
+    for draft in sorted((settings.home() / "studio").glob("*.partial")):
+        batch = draft.name.removesuffix(".partial")
+        if repository.batch_stored(batch):
+            os.replace(draft, studio_folder(batch))
+            counts["published"] += 1
+        else:
+            shutil.rmtree(draft, ignore_errors=True)
+            counts["deleted"] += 1
+    return counts
 
 
 def _targets(variant: dict, profile: dict) -> list[str]:
@@ -368,12 +436,15 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
     or one from the structured signals alone, so a large segment does not wait on N summaries.
     Returns the variants, accepted ones sorted by predicted CTR first, then rejected ones with reasons.
     """
-    if not 1 <= n <= 16:
-        raise ValueError(f"Ask for 1 to 16 variants (got {n})")
-    if not 1 <= max_users <= 1000:
-        raise ValueError(f"A segment run takes 1 to 1,000 users (got {max_users})")
+    limits.check_all({"n": n, "max_users": max_users, "seed": seed},
+                     {"n": limits.VARIANTS_PER_USER, "max_users": limits.SEGMENT_USERS, "seed": limits.SEED})
+    asked = n * (1 if user_id is not None else max_users)
+    if asked > limits.VARIANTS_PER_REQUEST:
+        raise ValueError(f"A request makes at most {limits.VARIANTS_PER_REQUEST} variants; {n} per user for "
+                         f"{max_users} users is {asked}: ask for fewer variants or users")
     item = catalog(dataset).loc[_known_item(dataset, item_id)].to_dict()
     users, segment_label = _studio_users(dataset, user_id, segment, max_users, seed)
+    sweep_studio()
     kit, cfg = brand_kit(), settings.load()
     painter = render.renderer_for(renderer or cfg.image_model)
     progress(0.02, f"Profiling {len(users)} user(s)")
@@ -386,15 +457,19 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
     written = writer.write_variants(llm.generate, models.embedder().encode, jobs, checks,
                                     progress=lambda f, m: progress(0.05 + 0.6 * f, m))
     batch = uuid.uuid4().hex[:12]
+    progress(0.65, "Writing the art direction")
+    arts = _art_direction(item, users, profiles, written, seed)
     rows = []
     for k, (u, variants) in enumerate(zip(users, written, strict=True)):
-        progress(0.65 + 0.3 * k / len(users), f"Drawing banners for user {u}")
+        progress(0.67 + 0.28 * k / len(users), f"Drawing banners for user {u}")
         for v_index, variant in enumerate(variants):
             rows.append(_finish_variant(dataset, batch, u, segment_label, item, variant, profiles[u], kit, painter,
-                                        seed + v_index, f"{u}-v{v_index + 1}", llm))
+                                        seed + v_index, f"{u}-v{v_index + 1}", llm, arts.get((u, v_index))))
     progress(0.95, "Scoring with the simulated audience")
     _score(dataset, item["item_id"], rows)
     ids = repository.save_variants([{k: v for k, v in r.items() if k not in ("targets", "raw")} for r in rows])
+    if _draft_folder(batch).exists():
+        os.replace(_draft_folder(batch), studio_folder(batch))  # after the commit: the banners are now published
     for row, variant_id in zip(rows, ids, strict=True):
         row["id"] = variant_id
     progress(1.0, "Done")
@@ -410,17 +485,42 @@ def _known_item(dataset: str, item_id: str) -> str:
     return item_id
 
 
+def _art_direction(item: dict, users: list[str], profiles: dict[str, dict], written: list[list[dict]],
+                   seed: int) -> dict[tuple[str, int], tuple[briefs.Brief, dict]]:
+    """The brief of every accepted variant by (user, variant index), with who wrote it.
+
+    With the `brief_writer` setting at "llm" the text model (with the `brief_adapter` LoRA, if any) writes
+    all of the request's briefs in one batch; a variant whose answer does not parse gets the rule-based brief
+    alone, and its provenance says so.
+    """
+    jobs = {(u, k): brief_writer.BriefJob(profiles[u], item, seed + k)
+            for u, variants in zip(users, written, strict=True)
+            for k, variant in enumerate(variants) if variant["safety"]["status"] == "passed"}
+    cfg = settings.load()
+    if cfg.brief_writer != "llm" or not jobs:
+        return {key: (briefs.brief_from(*job), {"source": "rules"}) for key, job in jobs.items()}
+    written_briefs = brief_writer.write_briefs(models.text_model(cfg.brief_adapter).generate, list(jobs.values()),
+                                               seed)
+    return {key: (art, {"source": source, "brief_adapter": (cfg.brief_adapter or None) if source == "llm" else None})
+            for key, (art, source) in zip(jobs, written_briefs, strict=True)}
+
+
 def _finish_variant(dataset: str, batch: str, user_id: str, segment_label: str | None, item: dict, variant: dict,
                     profile_: dict, kit: compose.BrandKit, painter: render.Renderer, seed: int, stem: str,
-                    llm: models.TextModel) -> dict:
-    """A stored row for one written variant: its brief and banners (accepted variants only) and provenance."""
+                    llm: models.TextModel, art_direction: tuple[briefs.Brief, dict] | None) -> dict:
+    """A stored row for one written variant: its brief and banners (accepted variants only) and provenance.
+
+    `art_direction` is the accepted variant's brief and who wrote it (`_art_direction`); None when rejected.
+    """
     passed = variant["safety"]["status"] == "passed"
     brief, banners, banner_features = None, None, None
-    if passed:
-        art = briefs.brief_from(profile_, item, seed)
+    if passed and art_direction is not None:
+        art, provenance = art_direction
         made = compose.banners_for_brief(painter, art, variant["title"], variant["cta"], kit, seed)
-        banners = compose.save_banners(made, studio_folder(batch), stem)
-        brief = {"text": briefs.brief_to_text(art), "mood": art.mood, "palette": list(art.palette)}
+        drawn = compose.save_banners(made, _draft_folder(batch), stem)
+        banners = {size: str(studio_folder(batch) / Path(path).name) for size, path in drawn.items()}
+        brief = {"text": briefs.brief_to_text(art), "mood": art.mood, "palette": list(art.palette),
+                 "renderer": painter.name, "image_adapter": painter.adapter, **provenance}
         banner_features = made["300x250"].features()
     return {"batch": batch, "dataset": dataset, "user_id": user_id, "segment": segment_label,
             "item_id": item["item_id"], "title": variant["title"], "body": variant["body"], "cta": variant["cta"],
@@ -488,9 +588,12 @@ def tuning_defaults(method: str = "grpo") -> dict:
 
 
 def launch_run(config: dict) -> str:
-    """Start a tuning run in its own process; returns the run id at once."""
+    """Start a tuning run in its own process; returns the run id at once. Absurd settings (zero or ten million
+    steps, a negative learning rate) and an unknown dataset are refused here, before a run is stored."""
     from tuning import runs
 
+    limits.check_all(config, limits.TUNING)
+    repository.require_dataset(config.get("dataset") or DEFAULT_DATASET)
     return runs.launch(config)
 
 
@@ -498,9 +601,12 @@ def runs_table() -> pd.DataFrame:
     """Every run with its status (dead workers are marked failed on the way)."""
     from tuning import runs
 
-    rows = runs.list_runs()
-    columns = ["id", "method", "status", "global_step", "max_steps", "created_at", "adapter_path", "error"]
-    return pd.DataFrame(rows, columns=[*columns, "evaluation"])[columns]
+    rows = [r | {"target": r["config"].get("target", "copy") if r["method"] != "diffusion_dpo" else "image",
+                 "judge_uplift": ((r["evaluation"] or {}).get("uplift") or {}).get("tuned_vs_base", {}).get("mean")}
+            for r in runs.list_runs()]
+    columns = ["id", "method", "target", "status", "global_step", "max_steps", "judge_uplift", "created_at",
+               "adapter_path", "error"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def run_details(run_id: str) -> dict:
@@ -529,10 +635,28 @@ def resume_run(run_id: str) -> dict:
 
 
 def evaluate_run(run_id: str, users: int = 16, best_of: int = 4, samples: int = 5) -> dict:
-    """Judge a run's adapter on held-out users with the judge audience (never the train one)."""
+    """Judge a run's adapter on held-out users with the judge audience (never the train one), here and now."""
+    _check_evaluation(run_id, users, best_of)
     from tuning.evaluate import evaluate_run as judge
 
     return judge(run_id, users=users, best_of=best_of, samples=samples)
+
+
+def start_evaluation(run_id: str, users: int = 16, best_of: int = 4) -> dict:
+    """The same evaluation in a worker process (for the dashboard: minutes of sampling off the page's thread)."""
+    from tuning import runs
+
+    _check_evaluation(run_id, users, best_of)
+    return runs.evaluate_in_background(run_id, users=users, best_of=best_of)
+
+
+def _check_evaluation(run_id: str, users: int, best_of: int) -> None:
+    """Refuse an unknown run or absurd sizes before the seconds it takes to import the training stack."""
+    from store import runs as run_store
+
+    run_store.get_run(run_id)
+    limits.HELD_OUT_USERS.check(users)
+    limits.BEST_OF.check(best_of)
 
 
 def promote_run(run_id: str) -> str:
@@ -540,10 +664,16 @@ def promote_run(run_id: str) -> str:
     run = run_details(run_id)
     if not run.get("adapter_path") or not Path(run["adapter_path"]).exists():
         raise ValueError(f"Run '{run_id}' has no adapter to promote ({run['status']})")
-    save_settings({"text_adapter": run["adapter_path"]})
+    if run["method"] == "diffusion_dpo":  # a LoRA for the art model, which only fits the model it was trained on
+        save_settings({"image_adapter": run["adapter_path"]} | ({"image_model": run["config"]["model"]}
+                                                                if run["config"].get("model") else {}))
+    elif run["config"].get("target") == "brief":  # the brief writer: the Studio writes art direction with the LLM
+        save_settings({"brief_adapter": run["adapter_path"], "brief_writer": "llm"})
+    else:
+        save_settings({"text_adapter": run["adapter_path"]})
     return run["adapter_path"]
 
 
 def rollback_adapter() -> None:
-    """Return the Studio to the base model."""
-    save_settings({"text_adapter": ""})
+    """Return the Studio to the base models (no copy, brief or image adapter) and to rule-based briefs."""
+    save_settings({key: "" for key in settings.ENV_VARS if key.endswith("_adapter") or key == "brief_writer"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -28,7 +29,19 @@ ENV_VARS = {
     "image_model": "ADLOOP_IMAGE_MODEL",
     "brand_kit": "ADLOOP_BRAND_KIT",
     "text_adapter": "ADLOOP_TEXT_ADAPTER",
+    "image_adapter": "ADLOOP_IMAGE_ADAPTER",
+    "brief_writer": "ADLOOP_BRIEF_WRITER",
+    "brief_adapter": "ADLOOP_BRIEF_ADAPTER",
 }
+BRIEF_WRITERS = ("rules", "llm")  # who writes a banner's art direction: `generation.brief` or the text model
+
+
+DEVICE_PATTERN = re.compile(r"auto|(cpu|cuda|mps|xpu)(:[0-9]+)?")
+MAX_VALUE_CHARS = 4096
+
+
+class ConfigError(ValueError):
+    """A setting cannot be used; the message names the setting and where its value came from."""
 
 
 def home() -> Path:
@@ -52,6 +65,9 @@ class Settings:
     image_model: str
     brand_kit: str
     text_adapter: str
+    image_adapter: str
+    brief_writer: str
+    brief_adapter: str
     sources: dict[str, str]
 
     def public(self) -> dict[str, str]:
@@ -71,6 +87,9 @@ def defaults() -> dict[str, str]:
         "image_model": "procedural",
         "brand_kit": str(REPO_ROOT / "assets" / "brand_kit.json"),
         "text_adapter": "",  # a promoted LoRA adapter folder; empty: the base model
+        "image_adapter": "",  # a promoted diffusers LoRA folder for the image model; empty: the base model
+        "brief_writer": "rules",
+        "brief_adapter": "",  # a LoRA folder for the text model when it writes briefs; empty: the base model
     }
 
 
@@ -81,15 +100,35 @@ def read_settings_file() -> dict[str, str]:
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"Settings file {path} is not valid JSON: {exc}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"Settings file {path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"Settings file {path} must hold a JSON object")
+        raise ConfigError(f"Settings file {path} must hold a JSON object")
     known = {f.name for f in fields(Settings)} - {"sources"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"Settings file {path} has unknown keys: {', '.join(unknown)}")
-    return {k: str(v) for k, v in data.items()}
+        raise ConfigError(f"Settings file {path} has unknown keys: {', '.join(unknown)}")
+    return {k: check_value(k, v, f"settings file {path}") for k, v in data.items()}
+
+
+def check_value(key: str, value: object, source: str) -> str:
+    """The value if `key` can take it; else ConfigError naming the key and `source`.
+
+    Checked where values enter (file, environment, Settings page) so that a typo such as device 'gpu'
+    is reported there, not as a stack trace from torch at the first model load.
+    """
+    if not isinstance(value, str):
+        found = "null" if value is None else {bool: "true/false", dict: "an object", list: "a list"}.get(
+            type(value), "a number")
+        raise ConfigError(f"Setting '{key}' in {source} must be a string (found {found})")
+    if len(value) > MAX_VALUE_CHARS or any(ord(c) < 32 for c in value):
+        raise ConfigError(f"Setting '{key}' in {source} is over {MAX_VALUE_CHARS} characters or has control "
+                          f"characters")
+    if key == "device" and value.strip() and not DEVICE_PATTERN.fullmatch(value.strip()):
+        raise ConfigError(f"Setting 'device' in {source} is '{value}'; use auto, cpu, cuda, cuda:N, mps or xpu")
+    if key == "brief_writer" and value.strip() and value.strip() not in BRIEF_WRITERS:
+        raise ConfigError(f"Setting 'brief_writer' in {source} is '{value}'; use {' or '.join(BRIEF_WRITERS)}")
+    return value
 
 
 def load() -> Settings:
@@ -99,7 +138,7 @@ def load() -> Settings:
         values[key], sources[key] = value, "settings file"
     for key, var in ENV_VARS.items():
         if os.environ.get(var):
-            values[key], sources[key] = os.environ[var], f"${var}"
+            values[key], sources[key] = check_value(key, os.environ[var], f"${var}"), f"${var}"
     return Settings(**values, sources=sources)
 
 
@@ -110,7 +149,7 @@ def save(changes: dict[str, str]) -> Path:
     if bad:
         raise ValueError(f"Unknown settings: {', '.join(bad)}")
     current = read_settings_file()
-    current.update({k: v.strip() for k, v in changes.items()})
+    current.update({k: check_value(k, v, "the saved settings").strip() for k, v in changes.items()})
     base = defaults()
     current = {k: v for k, v in current.items() if v and v != base.get(k)}
     path = settings_file()

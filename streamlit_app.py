@@ -1,10 +1,13 @@
-"""AdLoop dashboard entry point: lists the pages explicitly (st.navigation)."""
+"""AdLoop dashboard entry point: lists the pages explicitly (st.navigation), behind the optional login."""
 
 import streamlit as st
 
+import access
+import settings
+
 st.set_page_config(page_title="AdLoop", page_icon="🎯", layout="wide")
 
-navigation = st.navigation([
+navigation = access.navigation([  # until the visitor signs in (when a login is configured): the login only
     st.Page("pages/audience.py", title="Audience", icon="👥", default=True),
     st.Page("pages/studio.py", title="Studio", icon="🎨", url_path="studio"),
     st.Page("pages/campaign_lab.py", title="Campaign Lab", icon="🧪", url_path="campaign-lab"),
@@ -12,4 +15,7 @@ navigation = st.navigation([
     st.Page("pages/settings_page.py", title="Settings", icon="⚙️", url_path="settings"),
 ])
 st.sidebar.caption("AdLoop · from user history to tuned ad generators")
-navigation.run()
+try:
+    navigation.run()
+except settings.ConfigError as exc:  # a setting that cannot be used (database, settings file): named, not a trace
+    st.error(f"{exc}\n\nFix it in the settings file or the environment variable, then reload.")

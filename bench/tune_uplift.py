@@ -27,18 +27,18 @@ import services  # noqa: E402
 from tuning import runs  # noqa: E402
 
 RECIPES = {  # the tuned defaults per method for a 15-minute CPU budget (see the README's reward tuning section)
-    "dpo": {"learning_rate": 2e-4, "beta": 0.1, "lora_r": 16, "num_generations": 6, "prompts_per_step": 4,
-            "max_steps": 400, "save_steps": 20},
-    "grpo": {"learning_rate": 5e-4, "beta": 0.02, "lora_r": 16, "num_generations": 4, "prompts_per_step": 2,
-             "max_steps": 400, "save_steps": 10},
-    "rloo": {"learning_rate": 5e-4, "beta": 0.02, "lora_r": 16, "num_generations": 4, "prompts_per_step": 2,
-             "max_steps": 400, "save_steps": 10},
+    "dpo": {"learning_rate": 5e-4, "beta": 0.1, "lora_r": 16, "lora_layers": 12, "num_generations": 4,
+            "prompts_per_step": 4, "max_steps": 400, "save_steps": 10},
+    "grpo": {"learning_rate": 5e-4, "beta": 0.02, "lora_r": 16, "lora_layers": 12, "num_generations": 4,
+             "prompts_per_step": 2, "max_steps": 400, "save_steps": 10},
+    "rloo": {"learning_rate": 5e-4, "beta": 0.02, "lora_r": 16, "lora_layers": 12, "num_generations": 4,
+             "prompts_per_step": 2, "max_steps": 400, "save_steps": 10},
 }
 
 
 def config(args: argparse.Namespace) -> dict:
     recipe = dict(RECIPES[args.method])
-    for key in ("learning_rate", "beta", "lora_r", "num_generations", "prompts_per_step"):
+    for key in ("learning_rate", "beta", "lora_r", "lora_layers", "num_generations", "prompts_per_step"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     return {"method": args.method, "users": args.users, "time_budget_minutes": args.minutes,
@@ -86,8 +86,8 @@ def main() -> None:
     parser.add_argument("--best-of", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run", help="evaluate this finished run instead of training a new one")
-    for key, kind in (("learning_rate", float), ("beta", float), ("lora_r", int), ("num_generations", int),
-                      ("prompts_per_step", int)):
+    for key, kind in (("learning_rate", float), ("beta", float), ("lora_r", int), ("lora_layers", int),
+                      ("num_generations", int), ("prompts_per_step", int)):
         parser.add_argument("--" + key.replace("_", "-"), type=kind, default=None, help="override the recipe")
     parser.add_argument("--json", help="also write the evaluation to this file")
     args = parser.parse_args()

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 import settings
 from generation.brief import HEX, Brief, hex_to_rgb, normalise_hex
 from generation.render import Renderer, cover
-from generation.untrusted import clean
+from generation.untrusted import clean, findings
 
 SIZES: tuple[tuple[int, int], ...] = ((300, 250), (728, 90), (160, 600), (1200, 628), (1080, 1080))
 SAFE_MARGIN = 0.06
@@ -62,7 +62,15 @@ def _text(data: Mapping, key: str, source: str, limit: int, required: bool) -> s
         raise ValueError(f"{source}: '{key}' must be a {'non-empty ' if required else ''}string")
     if len(value) > limit:
         raise ValueError(f"{source}: '{key}' is {len(value)} characters long; the limit is {limit}")
+    _plain(value, key, source)
     return clean(value, limit)
+
+
+def _plain(value: str, key: str, source: str) -> None:
+    """Brand kit text is typeset as given, so what cleaning would remove (markup, instructions, links,
+    personal data) is refused with its key rather than silently cut out of a legal disclaimer."""
+    if found := findings(value):
+        raise ValueError(f"{source}: '{key}' contains {', '.join(found)}; brand kit fields hold plain text only")
 
 
 def _colours(value: object, source: str) -> tuple[str, str]:
@@ -87,6 +95,8 @@ def parse_brand_kit(data: object, source: str = "Brand kit") -> BrandKit:
     words = data["banned_words"]
     if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
         raise ValueError(f"{source}: 'banned_words' must be a list of non-empty strings")
+    for word in words:
+        _plain(word, "banned_words", source)
     primary, accent = _colours(data["colours"], source)
     cta = _text(data, "default_cta", source, 25, True) if "default_cta" in data else BrandKit.default_cta
     return BrandKit(_text(data, "name", source, 40, True), _text(data, "voice", source, 300, False),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from generation.intent import categories_of
 from generation.untrusted import clean, fenced
 
 LIMITS = {"title": 60, "body": 150, "cta": 25}
@@ -41,7 +42,7 @@ class Copy:
 
 def item_line(item: dict) -> str:
     """The catalog facts of an item as one data line: title (year) (categories)."""
-    cats = ", ".join(c for c in str(item.get("category") or "").split("|") if c)
+    cats = ", ".join(categories_of(item.get("category")))
     title = clean(item["title"], 120)
     year = item.get("year")
     has_year = year and str(int(year)) in title
@@ -52,7 +53,7 @@ def item_line(item: dict) -> str:
 def angles(profile: dict, item: dict, n: int) -> list[str]:
     """N angles in turn: the user's interests that the item really has (strongest first), then the item's
     other categories. Asking to sell an item through a category it lacks invites false claims."""
-    own = [c for c in str(item.get("category") or "").split("|") if c]
+    own = categories_of(item.get("category"))
     liked = [f["label"] for f in profile.get("intent", {}).get("focus", [])]
     liked += [i["label"] for i in profile.get("interests", [])]
     ordered = [c for c in dict.fromkeys(liked) if c in own] + own

@@ -181,6 +181,7 @@ def load_embedder(model_id: str, device: str) -> Embedder:
 
 
 _models: dict[tuple, object] = {}
+_builds: dict[tuple, int] = {}  # times each model was built: above 1 means sessions raced or a model was dropped
 _registry_lock = threading.Lock()
 
 
@@ -188,15 +189,22 @@ def _shared(key: tuple, build):
     with _registry_lock:
         if key not in _models:
             _models[key] = build()
+            _builds[key] = _builds.get(key, 0) + 1
         return _models[key]
 
 
-def text_model() -> TextModel:
-    """The configured text model, loaded once per process."""
+def text_model(adapter: str | None = None) -> TextModel:
+    """The configured text model, loaded once per process per adapter.
+
+    `adapter` replaces the promoted copy adapter (`text_adapter`) for a task tuned on its own, such as the
+    brief writer's `brief_adapter` ("" for the base model); each adapter is its own registry entry, so
+    switching one never changes the weights another task is generating with.
+    """
     cfg = settings.load()
     device = resolve_device(cfg.device)
-    return _shared(("text", cfg.text_model, device, cfg.text_adapter),
-                   lambda: load_text_model(cfg.text_model, device, Path(cfg.model_cache), cfg.text_adapter))
+    adapter = cfg.text_adapter if adapter is None else adapter
+    return _shared(("text", cfg.text_model, device, adapter),
+                   lambda: load_text_model(cfg.text_model, device, Path(cfg.model_cache), adapter))
 
 
 def embedder() -> Embedder:
@@ -206,8 +214,17 @@ def embedder() -> Embedder:
     return _shared(("embed", cfg.embedding_model, device), lambda: load_embedder(cfg.embedding_model, device))
 
 
+def _label(key: tuple) -> str:
+    return f"{key[0]}: {key[1]} on {key[2]}" + (f" + adapter {key[3]}" if len(key) > 3 and key[3] else "")
+
+
 def loaded() -> list[str]:
     """Which models this process holds, for the Settings page."""
     with _registry_lock:
-        return [f"{key[0]}: {key[1]} on {key[2]}" + (f" + adapter {key[3]}" if len(key) > 3 and key[3] else "")
-                for key in _models]
+        return [_label(key) for key in _models]
+
+
+def load_counts() -> dict[str, int]:
+    """How many times this process loaded each model it holds: 1 unless concurrent sessions loaded one twice."""
+    with _registry_lock:
+        return {_label(key): _builds[key] for key in _models}

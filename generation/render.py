@@ -22,6 +22,7 @@ import time
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -42,6 +43,7 @@ class Renderer(Protocol):
     """Anything that paints a brief as background art of exactly width x height pixels."""
 
     name: str
+    adapter: str | None  # the LoRA folder fused into the model, recorded with what it draws
 
     def render(self, brief: Brief, width: int, height: int, seed: int) -> Image.Image: ...
 
@@ -218,6 +220,7 @@ class ProceduralRenderer:
     """Offline background art from the brief alone; deterministic in (brief, seed), drawn at any size."""
 
     name = PROCEDURAL
+    adapter = None
 
     def render(self, brief: Brief, width: int, height: int, seed: int) -> Image.Image:
         if width < 1 or height < 1:
@@ -248,6 +251,7 @@ class DiffusionModel:
     step: int  # generated sides are multiples of this (the latent grid times the UNet's downsampling)
     safety_checker: bool
     load_seconds: float
+    adapter: str | None = None  # the diffusers LoRA folder fused into the weights, if any
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -260,8 +264,9 @@ def _native_size(pipeline: object) -> tuple[int, int]:
     return (int(sample) * factor if sample else 512), factor * 8
 
 
-def load_diffusion_model(model_id: str, device: str) -> DiffusionModel:
-    """Load any text-to-image pipeline by hub id or local folder; fp16 on CUDA, fp32 elsewhere.
+def load_diffusion_model(model_id: str, device: str, adapter: str | None = None) -> DiffusionModel:
+    """Load any text-to-image pipeline by hub id or local folder; fp16 on CUDA, fp32 elsewhere; with a
+    diffusers LoRA (a promoted Diffusion-DPO adapter) fused in if given.
 
     The pipeline's own safety checker, when the model ships one, is loaded and left on.
     """
@@ -278,16 +283,42 @@ def load_diffusion_model(model_id: str, device: str) -> DiffusionModel:
             f"Cannot load image model '{model_id}': {reason} No text-to-image weights ship with AdLoop; use "
             f"'{PROCEDURAL}', a local diffusers folder, or a hub id on a machine with a connection.") from exc
     pipeline.set_progress_bar_config(disable=True)
+    if adapter:
+        _fuse_adapter(pipeline, model_id, adapter)
     native, step = _native_size(pipeline)
     checker = getattr(pipeline, "safety_checker", None) is not None
-    return DiffusionModel(model_id, pipeline, device, native, step, checker, time.perf_counter() - started)
+    return DiffusionModel(model_id, pipeline, device, native, step, checker, time.perf_counter() - started,
+                          adapter or None)
 
+
+def _fuse_adapter(pipeline: object, model_id: str, adapter: str) -> None:
+    """Load a diffusers LoRA and fuse it into the weights, so generation runs at the base model's speed.
+
+    A folder that holds no such adapter, or one made for another architecture, is an error: silently drawing
+    with the base model would credit the adapter with art it never touched.
+    """
+    from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE
+
+    if not (Path(adapter) / LORA_WEIGHT_NAME_SAFE).is_file():
+        raise ModelUnavailable(f"No diffusers LoRA adapter in '{adapter}' ({LORA_WEIGHT_NAME_SAFE} is missing)")
+    if not hasattr(pipeline, "load_lora_weights"):
+        raise ModelUnavailable(f"Image model '{model_id}' does not take LoRA adapters")
+    try:
+        pipeline.load_lora_weights(adapter)
+        pipeline.fuse_lora()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())
+        raise ModelUnavailable(f"Cannot load LoRA adapter '{adapter}' into '{model_id}': {reason}") from exc
 
 
 def diffusion_model(model_id: str, device: str | None = None) -> DiffusionModel:
-    """The pipeline for (model, device), loaded once per process through the shared model registry."""
-    device = models.resolve_device(device or settings.load().device)
-    return models._shared(("image", model_id, device), lambda: load_diffusion_model(model_id, device))
+    """The pipeline for (model, device, promoted image adapter), loaded once per process through the shared
+    model registry; changing the adapter setting loads a new pipeline rather than mutating a shared one."""
+    cfg = settings.load()
+    device = models.resolve_device(device or cfg.device)
+    adapter = cfg.image_adapter
+    return models._shared(("image", model_id, device, adapter),
+                          lambda: load_diffusion_model(model_id, device, adapter))
 
 
 def aspect_bucket(width: int, height: int) -> float:
@@ -300,9 +331,10 @@ class DiffusersRenderer:
     """Background art from a diffusers text-to-image model, cover-cropped to each banner size."""
 
     def __init__(self, model_id: str, device: str | None = None, steps: int = 30, guidance: float = 7.0,
-                 cache_size: int = 6) -> None:
-        self.model = diffusion_model(model_id, device)
-        self.name = model_id
+                 cache_size: int = 6, model: DiffusionModel | None = None) -> None:
+        """`model`: a privately loaded pipeline (a trainer's, which adds its own LoRA), else the shared one."""
+        self.model = model or diffusion_model(model_id, device)
+        self.name, self.adapter = model_id, self.model.adapter
         self.steps, self.guidance, self.cache_size = int(steps), float(guidance), int(cache_size)
         self._art: OrderedDict[tuple, Image.Image] = OrderedDict()
         self._art_lock = threading.Lock()

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from generation.copy import display_name
+from generation.untrusted import findings
 
 # Claims an ad must not make and words it must not use, whatever the brand.
 BLOCKLIST = [
@@ -72,6 +73,8 @@ def blocklist_problems(text: str) -> list[str]:
     problems = [f"uses the blocked phrase '{w}'" for w in hits]
     if LEAKS.search(text):
         problems.append("repeats prompt text or markup (possible prompt injection)")
+    if found := findings(text):  # what an injected request asks for: links, personal data, speaker labels
+        problems.append(f"contains {', '.join(found)} (possible prompt injection)")
     return problems
 
 

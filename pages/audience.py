@@ -6,9 +6,12 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+import access
 import services
 from generation.models import ModelUnavailable
 from store.csv_import import ImportFailed
+
+access.require_login()  # nothing below runs for a visitor who has not signed in
 
 
 def evidence_table(evidence: list[dict]) -> pd.DataFrame:
@@ -73,8 +76,7 @@ def import_form() -> None:
                     st.error(f"Nothing was imported: {len(exc.problems)} problem(s) shown.")
                     st.code("\n".join(str(p) for p in exc.problems), language=None)
                     return
-                st.success(f"Imported '{name}': {counts['users']} users, {counts['items']} items, "
-                           f"{counts['interactions']} interactions.")
+                st.success(services.import_message(name, counts))
                 st.session_state["dataset"] = name
 
 

@@ -5,8 +5,12 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+import access
 import services
+from limits import IMPRESSIONS, SEED
 from rewards.variant_file import VariantFileError
+
+access.require_login()  # nothing below runs for a visitor who has not signed in
 
 st.title("Campaign Lab")
 st.caption("Simulated users are real users of the dataset; their clicks come from the simulated audience "
@@ -42,13 +46,13 @@ kinds = services.segment_kinds()
 kind = cols[0].selectbox("Segment", list(kinds), format_func=kinds.get, key="segment_kind")
 options = services.segment_values(dataset, kind)
 value = cols[1].selectbox("Group", options, key="segment_value", disabled=kind == "all")
-impressions = cols[2].number_input("Impressions", min_value=100, max_value=200_000, value=20_000, step=1000,
+impressions = cols[2].number_input("Impressions", *IMPRESSIONS.bounds(), value=20_000, step=1000,
                                    key="impressions")
 allocation = cols[3].radio("Allocation", ["thompson", "ab"], key="allocation", horizontal=True,
                            format_func={"thompson": "Thompson bandit", "ab": "A/B split"}.get)
 compare = st.checkbox("Also run the other allocation on the same traffic (regret comparison)", value=True,
                       key="compare")
-seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="seed")
+seed = st.number_input("Seed", *SEED.bounds(), value=0, key="seed")
 
 if st.button("Run campaign", type="primary", key="run_campaign"):
     try:

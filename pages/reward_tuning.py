@@ -7,9 +7,17 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+import access
 import services
+from limits import BEST_OF, HELD_OUT_USERS, TUNING
 
-CURVES = ["reward", "loss", "kl", "rewards/margins", "learning_rate"]
+access.require_login()  # nothing below runs for a visitor who has not signed in
+
+CURVES = ["reward", "judge_ctr", "loss", "kl", "rewards/margins", "implicit_accuracy", "learning_rate"]
+TITLES = {"reward": "train reward (click probability, Studio-gated)", "judge_ctr": "judge CTR, held-out users"}
+ADAPTERS = {"text": "copy", "brief": "brief", "image": "image"}  # settings `<kind>_adapter`, as promoted
+METHODS = {"grpo": "GRPO (online)", "rloo": "RLOO (online)", "dpo": "DPO (offline)",
+           "diffusion_dpo": "Diffusion-DPO (banner art, diffusers)"}
 
 st.title("Reward Tuning")
 st.caption("TRL refines the copy writer with LoRA adapters from simulated clicks (train audience); runs are judged "
@@ -17,36 +25,52 @@ st.caption("TRL refines the copy writer with LoRA adapters from simulated clicks
            "GRPO and RLOO optimise the same clipped objective with a group baseline instead of a value model.")
 
 env = services.environment()
-active = env["settings"].get("text_adapter") or ""
+adapters = {kind: env["settings"].get(f"{kind}_adapter") or "" for kind in ADAPTERS}
 cols = st.columns([4, 1])
 cols[0].info(f"Studio generates with: **{env['settings']['text_model']}**"
-             + (f" + adapter `{active}`" if active else " (base model, no adapter)"))
-if active and cols[1].button("Roll back to base", key="rollback"):
+             + "".join(f" + {ADAPTERS[kind]} adapter `{path}`" for kind, path in adapters.items() if path)
+             + ("" if any(adapters.values()) else " (base model, no adapter)"))
+if any(adapters.values()) and cols[1].button("Roll back to base", key="rollback"):
     services.rollback_adapter()
     st.rerun()
 
+st.subheader("New run")
+method = st.selectbox("Method", list(METHODS), key="method", format_func=METHODS.get)
+defaults = services.tuning_defaults(method)
 with st.form("launch"):
-    st.subheader("New run")
     c = st.columns(4)
-    method = c[0].selectbox("Method", ["grpo", "rloo", "dpo"], key="method",
-                            format_func={"grpo": "GRPO (online)", "rloo": "RLOO (online)", "dpo": "DPO (offline)"}.get)
-    defaults = services.tuning_defaults(method)
-    steps = c[1].number_input("Steps", 1, 2000, 20, key="steps")
-    learning_rate = c[2].number_input("Learning rate", 1e-6, 1e-2, 2e-4, format="%.6f", key="lr")
-    lora_r = c[3].number_input("LoRA rank", 1, 256, defaults["lora_r"], key="lora_r")
+    steps = c[1].number_input("Steps", *TUNING["max_steps"].bounds(), 20, key="steps")
+    minutes = c[1].number_input("Time budget (minutes, 0 = none)", *TUNING["time_budget_minutes"].bounds(), 0.0,
+                                key="minutes")
+    learning_rate = c[2].number_input("Learning rate", *TUNING["learning_rate"].bounds(), 2e-4, format="%.6f",
+                                      key="lr")
+    lora_r = c[3].number_input("LoRA rank", *TUNING["lora_r"].bounds(), defaults["lora_r"], key="lora_r")
     c = st.columns(4)
-    beta = c[0].number_input("KL coefficient (beta)", 0.0, 10.0, float(defaults["beta"]), format="%.3f", key="beta")
-    prompts_per_step = c[1].number_input("Prompts per step (batch)", 1, 64, defaults["prompts_per_step"],
-                                         key="batch")
-    generations = c[2].number_input("Generations per prompt", 2, 16, defaults["num_generations"], key="generations")
-    users = c[3].number_input("Training users", 1, 943, defaults["users"], key="users")
-    completion = st.number_input("Max completion tokens", 8, 256, defaults["max_completion_length"], key="tokens")
+    beta = c[0].number_input("KL coefficient (beta)", *TUNING["beta"].bounds(), float(defaults["beta"]),
+                             format="%.3f", key=f"beta-{method}")  # per method: Diffusion-DPO's scale differs
+    prompts_per_step = c[1].number_input("Prompts per step (batch)", *TUNING["prompts_per_step"].bounds(),
+                                         defaults["prompts_per_step"], key="batch")
+    generations = c[2].number_input("Generations per prompt", *TUNING["num_generations"].bounds(),
+                                    defaults["num_generations"], key="generations")
+    users = c[3].number_input("Training users", *TUNING["users"].bounds(), defaults["users"], key="users")
+    c = st.columns(4)
+    completion = c[0].number_input("Max completion tokens", *TUNING["max_completion_length"].bounds(),
+                                   defaults["max_completion_length"], key="tokens")
+    eval_steps = c[1].number_input("Judge held-out users every N steps (0 = never)", *TUNING["eval_steps"].bounds(),
+                                   defaults["eval_steps"], key="eval_steps")
+    target = c[2].selectbox("Tune", ["copy", "brief"], key="target", help="LLM methods: the ad copy writer, or the "
+                            "art-direction writer scored by banner-level clicks (Diffusion-DPO tunes the image model)",
+                            format_func={"copy": "Ad copy writer", "brief": "Banner brief writer"}.get)
+    gate = c[2].checkbox("Reward only copy the Studio would show", defaults["studio_gate"], key="gate")
+    tensorboard = c[3].checkbox("Also log to TensorBoard", False, key="tensorboard")
     if st.form_submit_button("Launch run", type="primary"):
         config = {"method": method, "max_steps": int(steps), "learning_rate": float(learning_rate),
                   "lora_r": int(lora_r), "lora_alpha": 2 * int(lora_r), "beta": float(beta),
                   "prompts_per_step": int(prompts_per_step), "num_generations": int(generations),
                   "users": int(users), "max_completion_length": int(completion),
-                  "save_steps": max(1, min(10, int(steps)))}
+                  "save_steps": max(1, min(10, int(steps))), "time_budget_minutes": float(minutes),
+                  "eval_steps": int(eval_steps), "studio_gate": bool(gate), "target": target,
+                  "report_to": ["tensorboard"] if tensorboard else []}
         try:
             st.session_state["selected_run"] = services.launch_run(config)
             st.success(f"Launched run {st.session_state['selected_run']}")
@@ -80,7 +104,8 @@ def curves(frame: pd.DataFrame, colour: str | None = None) -> None:
         st.write("No metrics logged yet.")
         return
     for name in shown:
-        chart = px.line(frame, x="step", y=name, color=colour, markers=True, title=name)
+        points = frame.dropna(subset=[name])  # metrics logged at different steps share the frame
+        chart = px.line(points, x="step", y=name, color=colour, markers=True, title=TITLES.get(name, name))
         chart.update_layout(height=260, margin={"t": 40, "b": 10})
         st.plotly_chart(chart, width="stretch", key=f"{name}-{colour}")
 
@@ -94,7 +119,11 @@ def live(run_id: str) -> None:
     if seen.get(run_id) in ("queued", "running") and state not in ("queued", "running"):
         seen[run_id] = state
         st.rerun(scope="app")  # the run ended: refresh evaluation, promotion and the run table too
-    seen[run_id] = state
+    evaluating = (run.get("evaluation") or {}).get("status")
+    if seen.get(f"{run_id}:evaluate") == "running" and evaluating != "running":
+        seen[f"{run_id}:evaluate"] = evaluating
+        st.rerun(scope="app")  # the evaluation ended: show it
+    seen[run_id], seen[f"{run_id}:evaluate"] = state, evaluating
     st.progress(min(run["global_step"] / max(run["max_steps"], 1), 1.0),
                 text=f"{state} · step {run['global_step']} of {run['max_steps']}"
                 + (f" · {eta(run)}" if state == "running" else ""))
@@ -103,7 +132,8 @@ def live(run_id: str) -> None:
     buttons = st.columns(3)
     if state in ("queued", "running") and buttons[0].button("Cancel", key="cancel"):
         services.cancel_run(run_id)
-    if state in ("failed", "cancelled") and run.get("checkpoint") and buttons[1].button("Resume", key="resume"):
+    if state in ("failed", "cancelled") and buttons[1].button("Resume" if run.get("checkpoint") else "Restart",
+                                                              key="resume"):
         services.resume_run(run_id)
     curves(services.run_metrics(run_id))
 
@@ -112,19 +142,27 @@ live(run_id)
 run = services.run_details(run_id)
 
 st.subheader("Evaluation on held-out users (judge audience)")
+evaluation = run.get("evaluation") or {}
 if run.get("adapter_path"):
-    c = st.columns(3)
-    if c[0].button("Evaluate", key="evaluate"):
-        with st.spinner("Sampling base, best-of-4 and tuned copy for held-out users…"):
-            try:
-                services.evaluate_run(run_id)
-            except ValueError as exc:
-                st.error(str(exc))
-        run = services.run_details(run_id)
-    if c[1].button("Promote to Studio", key="promote"):
+    c = st.columns([1, 1, 1, 2])
+    eval_users = c[0].number_input("Held-out users", *HELD_OUT_USERS.bounds(), 16, key="eval_users")
+    best_of = c[1].number_input("Best of N (base)", *BEST_OF.bounds(), 4, key="best_of")
+    if evaluation.get("status") == "running":
+        c[2].button("Evaluating…", disabled=True, key="evaluating")
+    elif c[2].button("Evaluate", key="evaluate"):
+        try:
+            services.start_evaluation(run_id, users=int(eval_users), best_of=int(best_of))
+            st.rerun()
+        except ValueError as exc:
+            st.error(str(exc))
+    if c[3].button("Promote to Studio", key="promote"):
         st.success(f"The Studio now generates with {services.promote_run(run_id)}")
-evaluation = run.get("evaluation")
-if evaluation:
+if evaluation.get("status") == "running":
+    st.info(f"Evaluating on {evaluation['options'].get('users')} held-out users in a worker process: sampling base, "
+            f"best-of-{evaluation['options'].get('best_of')} and tuned copy (a few minutes on a CPU)…")
+elif evaluation.get("status") == "failed":
+    st.error("The evaluation failed:\n" + str(evaluation.get("error", ""))[-1500:])
+elif evaluation.get("settings"):
     settings_ = evaluation["settings"]
     ctr = {name: s["judge_ctr"] for name, s in settings_.items()}
     bars = go.Figure(go.Bar(
@@ -135,6 +173,9 @@ if evaluation:
     bars.update_layout(title=f"Judge CTR with 95% intervals ({evaluation['users']} held-out users)",
                        yaxis_tickformat=".2%")
     st.plotly_chart(bars, width="stretch")
+    for name, uplift in (evaluation.get("uplift") or {}).items():
+        st.metric(f"Paired uplift, {name.replace('_', ' ')}", f"{uplift['mean']:+.2%}",
+                  help=f"95% interval {uplift['ci_low']:+.2%} to {uplift['ci_high']:+.2%}, same prompts")
     table = pd.DataFrame({name: {k: v for k, v in s.items() if k != "judge_ctr"} for name, s in settings_.items()})
     st.dataframe(table, width="stretch")
     st.caption(f"KL to the base model: {evaluation['kl_to_base']}")

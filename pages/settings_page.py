@@ -3,7 +3,11 @@
 import pandas as pd
 import streamlit as st
 
+import access
 import services
+import settings
+
+access.require_login()  # nothing below runs for a visitor who has not signed in
 
 st.title("Settings")
 try:
@@ -17,11 +21,14 @@ rows = [{"setting": k, "value": v, "from": env["sources"][k], "environment varia
         for k, v in env["settings"].items()]
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 st.caption(f"Settings file: `{env['settings_file']}`. Environment variables override it.")
+for problem in env["problems"]:  # settings that would fail at first use: said here, before the Studio trips
+    st.error(problem)
 
 st.subheader("Models loaded in this server process")
 if env["loaded_models"]:
     for line in env["loaded_models"]:
-        st.write(f"- {line}")
+        loads = env["model_loads"].get(line, 1)
+        st.write(f"- {line} · loaded {'once' if loads == 1 else f'{loads} times'}")
 else:
     st.write("None yet: models load on first use.")
 
@@ -37,7 +44,15 @@ with st.form("settings"):
     device = st.selectbox("Device", ["auto", "cpu", "cuda", "mps"],
                           index=["auto", "cpu", "cuda", "mps"].index(env["settings"]["device"])
                           if env["settings"]["device"] in ("auto", "cpu", "cuda", "mps") else 0)
+    writers = list(settings.BRIEF_WRITERS)
+    brief_writer = st.selectbox("Brief writer", writers, index=writers.index(env["settings"]["brief_writer"]),
+                                help="Who writes each banner's art direction: rules from the profile, or the text "
+                                     "model (with the brief adapter, when one is set)")
     if st.form_submit_button("Save settings"):
-        path = services.save_settings({"text_model": text_model, "embedding_model": embedding_model,
-                                       "device": device, "image_model": image_model, "brand_kit": brand_kit})
-        st.success(f"Saved to {path}")
+        try:
+            path = services.save_settings({"text_model": text_model, "embedding_model": embedding_model,
+                                           "device": device, "image_model": image_model, "brand_kit": brand_kit,
+                                           "brief_writer": brief_writer})
+            st.success(f"Saved to {path}")
+        except ValueError as exc:  # a brand kit that does not load, a value the setting cannot take
+            st.error(f"Nothing was saved: {exc}")

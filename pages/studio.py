@@ -3,9 +3,13 @@
 import pandas as pd
 import streamlit as st
 
+import access
 import services
 from generation.compose import SIZES
 from generation.models import ModelUnavailable
+from limits import SEED, SEGMENT_USERS, VARIANTS_PER_USER
+
+access.require_login()  # nothing below runs for a visitor who has not signed in
 
 SIZE_NAMES = [f"{w}x{h}" for w, h in SIZES]
 MAX_CARDS = 12
@@ -32,15 +36,15 @@ else:
     kind = cols[0].selectbox("Segment", list(kinds), format_func=kinds.get, key="studio_segment_kind")
     value = cols[1].selectbox("Group", services.segment_values(dataset, kind), key="studio_segment_value",
                               disabled=kind == "all")
-    max_users = cols[2].number_input("Users from the segment", 1, 200, 8, key="studio_max_users")
+    max_users = cols[2].number_input("Users from the segment", *SEGMENT_USERS.bounds(), 8, key="studio_max_users")
     segment = (kind, None if kind == "all" else value)
 
 cols = st.columns(3)
-n = cols[0].slider("Variants per user", 1, 8, 4, key="studio_n")
+n = cols[0].slider("Variants per user", *VARIANTS_PER_USER.bounds(), 4, key="studio_n")
 renderer = cols[1].text_input("Banner renderer", value=services.environment()["settings"]["image_model"],
                               help="'procedural' (offline) or a diffusers model id / local folder",
                               key="studio_renderer")
-seed = cols[2].number_input("Seed", 0, 2**31 - 1, 0, key="studio_seed")
+seed = cols[2].number_input("Seed", *SEED.bounds(), 0, key="studio_seed")
 
 if st.button("Generate variants", type="primary", key="generate"):
     bar = st.progress(0.0, text="Starting")

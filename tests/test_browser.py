@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+import settings
 from store import repository
 
 REPO = Path(__file__).resolve().parent.parent
@@ -169,6 +170,20 @@ def test_reward_tuning_run_launched_from_the_browser_finishes(server: str, page:
     new = [r for r in runs.list_runs() if r["id"] not in before]
     assert len(new) == 1 and new[0]["config"]["users"] == 2  # one submit, with the values filled in
     expect(page.get_by_text("finished · step 1 of 1")).to_be_visible(timeout=480_000)
-    expect(page.get_by_role("button", name="Promote to Studio")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("judge CTR, held-out users").first).to_be_visible(timeout=30_000)  # live judge curve
+    for label, value in (("Held-out users", "2"), ("Best of N (base)", "2")):
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Tab")
+    page.get_by_role("button", name="Evaluate").click()
+    expect(page.get_by_text("Paired uplift, tuned vs base")).to_be_visible(timeout=480_000)
+    expect(page.get_by_text("Judge CTR with 95% intervals (2 held-out users)")).to_be_visible()
+    page.get_by_role("button", name="Promote to Studio").click()
+    expect(page.get_by_text("The Studio now generates with")).to_be_visible(timeout=30_000)
+    adapter = runs.get(new[0]["id"])["adapter_path"]
+    assert settings.load().text_adapter == adapter  # the server wrote it to the shared settings file
+    page.get_by_role("button", name="Roll back to base").click()
+    expect(page.get_by_text("base model, no adapter")).to_be_visible(timeout=30_000)
+    assert settings.load().text_adapter == ""
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "reward_tuning.png"), full_page=True)

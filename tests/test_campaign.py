@@ -153,4 +153,4 @@ def test_cli_simulate_prints_ctr_with_intervals(demo_store: str, tmp_path: Path,
         assert v["ci95"][0] <= v["ctr"] <= v["ci95"][1]
     bad = subprocess.run([sys.executable, "cli.py", "simulate", "--variants", str(tmp_path / "missing.csv")],
                          cwd=REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 1 and "No such file" in bad.stderr
+    assert bad.returncode == 1 and "missing.csv: file not found" in bad.stderr

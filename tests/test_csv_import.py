@@ -66,9 +66,10 @@ def expect_failure(name: str, items: bytes, events: bytes, *fragments: str, repl
 
 def test_valid_files_import_with_counts_and_readable_history(empty_store: str):
     counts = import_csv("shop", ITEMS, EVENTS)
-    assert counts == {"users": 2, "items": 3, "interactions": 4}
+    assert counts == {"users": 2, "items": 3, "interactions": 4, "redacted": 0, "neutralised": 0}
     assert repository.table_counts() == {"datasets": 1, "users": 2, "items": 3, "interactions": 4,
-                                         "item_embeddings": 0, "profiles": 0, "variants": 0, "impressions": 0}
+                                         "item_embeddings": 0, "profiles": 0, "variants": 0, "impressions": 0,
+                                         "runs": 0, "run_metrics": 0}
     summary = services.datasets().set_index("dataset")
     assert summary.loc["shop", ["users", "items", "interactions"]].tolist() == [2, 3, 4]
 
@@ -100,7 +101,8 @@ def test_files_on_disk_import_and_name_the_file_in_errors(empty_store: str, tmp_
     items, events = tmp_path / "catalog.csv", tmp_path / "events.csv"
     items.write_bytes(ITEMS)
     events.write_bytes(EVENTS)
-    assert services.import_csv_files("disk", items, events) == {"users": 2, "items": 3, "interactions": 4}
+    assert services.import_csv_files("disk", items, events) == {"users": 2, "items": 3, "interactions": 4,
+                                                                 "redacted": 0, "neutralised": 0}
 
     items.write_bytes(b"item_id,title\n1,\n")
     with pytest.raises(ImportFailed, match=r"catalog\.csv, line 2, column 'title': is empty"):
@@ -219,7 +221,8 @@ def test_existing_name_needs_replace(base: dict):
     events = b"user_id,item_id,timestamp,rating\nu9,A,2021-05-01,5\nu9,B,2021-05-02,4\nu8,B,2021-05-03,2\n"
     expect_failure("shop", items, events, "Dataset 'shop' already exists")
 
-    assert import_csv("shop", items, events, replace=True) == {"users": 2, "items": 2, "interactions": 3}
+    assert import_csv("shop", items, events, replace=True) == {"users": 2, "items": 2, "interactions": 3,
+                                                               "redacted": 0, "neutralised": 0}
     summary = repository.dataset_summary().set_index("dataset")
     assert summary.loc["shop", ["users", "items", "interactions"]].tolist() == [2, 2, 3]
     assert summary.loc["base", ["users", "items", "interactions"]].tolist() == [2, 3, 4]  # untouched

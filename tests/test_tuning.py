@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from store import runs as run_store
-from tuning import evaluate, prompts, runs, trainers
+from tuning import evaluate, prompts, reward, runs, targets, trainers
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -31,7 +31,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def base_config(demo_store: str, tiny_model_dir: Path) -> dict:
     return {"dataset": demo_store, "model": str(tiny_model_dir), "users": 2, "max_completion_length": 12,
-            "num_generations": 2, "torch_threads": 1, "seed": 0}
+            "num_generations": 2, "torch_threads": 1, "seed": 0, "eval_steps": 0}
 
 
 def _train(config: dict, tmp_path: Path, run_id: str) -> tuple[dict, list[dict]]:
@@ -65,7 +65,7 @@ def test_prompt_split_is_deterministic_and_disjoint(demo_store: str, tiny_model_
     assert not set(split["train"]) & set(split["held_out"])
     assert 0.7 < len(split["train"]) / len(ids) < 0.9
     tokenizer = trainers.load_tokenizer(str(tiny_model_dir))
-    data = prompts.prompt_dataset(demo_store, tokenizer, "held_out", users=3)
+    data = targets.prompt_dataset("copy", demo_store, tokenizer, "held_out", users=3)
     assert set(data.column_names) == {"prompt", "user_id", "item_id"}
     assert all(p.endswith(prompts.ANSWER_PREFIX) for p in data["prompt"])
     assert all(prompts.split_of(u) == "held_out" for u in data["user_id"])
@@ -74,10 +74,36 @@ def test_prompt_split_is_deterministic_and_disjoint(demo_store: str, tiny_model_
 
 
 def test_creative_text_scores_parsed_copy_above_malformed(demo_store: str) -> None:
-    reward = trainers.click_reward(demo_store)
+    click = reward.click_reward(demo_store)
     good = " Star Wars: The Force Awaits\nBody: A space adventure for the whole family.\nCTA: Watch tonight"
-    scores = reward([good, " ???"], user_id=["1", "1"], item_id=["50", "50"])
+    scores = click([good, " ???"], user_id=["1", "1"], item_id=["50", "50"])
     assert all(0 <= s <= 1 for s in scores) and scores[0] > scores[1]
+
+
+def test_studio_gate_discounts_exactly_the_copy_the_studio_would_reject(demo_store: str) -> None:
+    shown = " Star Wars: The Force Awaits\nBody: A space adventure for the whole family.\nCTA: Watch tonight"
+    rejected = [" The Force Awaits\nBody: A space adventure for the whole family.\nCTA: Watch tonight",  # no name
+                " Star Wars\nBody: Jurassic Park fans, this 1993 classic is for you.\nCTA: Watch tonight",  # facts
+                " Star Wars\nBody: Viewer: loves Thriller. A space adventure.\nCTA: Watch tonight"]  # prompt leak
+    texts = [shown, *rejected]
+    users, items = ["1"] * len(texts), ["50"] * len(texts)
+    plain = reward.click_reward(demo_store)(texts, user_id=users, item_id=items)
+    gated = reward.click_reward(demo_store, studio_gate=True)(texts, user_id=users, item_id=items)
+    assert gated[0] == pytest.approx(plain[0])
+    assert gated[1:] == pytest.approx([reward.REJECTED_FACTOR * p for p in plain[1:]])
+    catalog = reward.catalog(demo_store)
+    assert catalog.accepted(shown, "50") and not any(catalog.accepted(t, "50") for t in rejected)
+    assert not catalog.factual(rejected[1], "50") and catalog.factual(rejected[0], "50")
+
+
+def test_paired_uplift_is_tighter_than_independent_intervals() -> None:
+    control = [0.01, 0.05, 0.02, 0.08, 0.03, 0.04]
+    treated = [c + 0.004 + 0.001 * (k % 2) for k, c in enumerate(control)]  # small, consistent gain per prompt
+    uplift = evaluate.paired_uplift(treated, control)
+    assert uplift["mean"] == pytest.approx(0.0045) and uplift["ci_low"] > 0  # clear when paired
+    assert evaluate.mean_ci(treated)["ci_low"] < evaluate.mean_ci(control)["ci_high"]  # overlapping when not
+    worse = evaluate.paired_uplift(control, treated)
+    assert worse["ci_high"] < 0 and worse["mean"] == pytest.approx(-0.0045)  # a loss is not clipped to zero
 
 
 @pytest.mark.parametrize("method", ["grpo", "rloo"])
@@ -100,6 +126,26 @@ def test_dpo_moves_policy_toward_chosen(base_config: dict, tmp_path: Path) -> No
     assert len(logged) == 4 and result["global_step"] == 4
     assert losses[0] == pytest.approx(0.6931, abs=1e-3)  # the adapter starts as the reference
     assert losses[-1] < losses[0] and margins[-1] > margins[0]
+
+
+def test_time_budget_stops_training_and_keeps_the_adapter(base_config: dict, tmp_path: Path) -> None:
+    config = base_config | {"method": "grpo", "max_steps": 500, "save_steps": 500, "time_budget_minutes": 0.02}
+    result, logged = _train(config, tmp_path, "test-budget")
+    assert 1 <= result["global_step"] < 500 and len(logged) == result["global_step"]
+    assert (Path(result["adapter_path"]) / "adapter_config.json").exists()
+    assert trainers.last_checkpoint(tmp_path).endswith(f"checkpoint-{result['global_step']}")  # saved on stop
+
+
+def test_held_out_judge_and_tensorboard_log_during_training(base_config: dict, tmp_path: Path) -> None:
+    config = base_config | {"method": "grpo", "max_steps": 3, "eval_steps": 2, "eval_users": 3,
+                            "report_to": ["tensorboard"]}
+    _train(config, tmp_path, "test-judge")
+    judged = [(m["step"], m["judge_ctr"]) for m in run_store.metrics("test-judge") if "judge_ctr" in m]
+    assert [step for step, _ in judged] == [0, 2, 3]  # the base model, every 2 steps, and the last step
+    assert all(0 <= ctr <= 1 for _, ctr in judged)
+    assert list(tmp_path.glob("runs/*/events.out.tfevents.*"))  # TensorBoard's event file in the run folder
+    with pytest.raises(ValueError, match="Unknown report_to: wandb"):
+        trainers.TuningConfig(report_to=["wandb"])
 
 
 def _wait_for(condition, run_id: str, timeout: float = 240) -> None:
@@ -166,3 +212,85 @@ def test_evaluate_compares_base_best_of_n_and_tuned(grpo_run, demo_store: str, t
     assert all(prompts.split_of(row["user_id"]) == "held_out" for row in report["samples"])
     assert len(report["samples"]) == 2 and set(report["kl_to_base"]) == {"per_sequence", "per_token"}
     json.dumps(report, allow_nan=False)
+
+
+def test_evaluation_runs_in_a_worker_and_a_dead_one_is_reported(grpo_run, base_config: dict) -> None:
+    result, _ = grpo_run
+    run_id = runs.launch(base_config | {"method": "grpo", "max_steps": 1})
+    assert runs.wait(run_id, timeout=240)["status"] == "finished"
+    run_store.create_run("test-no-adapter", "grpo", base_config["dataset"], {}, "/nonexistent", "", 1)
+    with pytest.raises(ValueError, match="no adapter"):
+        runs.evaluate_in_background("test-no-adapter")
+    started = runs.evaluate_in_background(run_id, users=2, best_of=2)
+    assert started["evaluation"]["status"] == "running" and started["evaluation"]["pid"] != os.getpid()
+    with pytest.raises(ValueError, match="already being evaluated"):
+        runs.evaluate_in_background(run_id, users=2, best_of=2)
+    deadline = time.monotonic() + 240
+    while runs.get(run_id)["evaluation"]["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    evaluation = runs.get(run_id)["evaluation"]
+    assert evaluation["status"] == "finished" and evaluation["users"] == 2, evaluation.get("error")
+    assert set(evaluation["uplift"]) == {"tuned_vs_base", "tuned_vs_best_of_n"}
+    killed = runs.evaluate_in_background(run_id, users=2, best_of=2)["evaluation"]["pid"]
+    os.kill(killed, signal.SIGKILL)
+    _reap_until_dead(run_id, killed)
+    assert runs.get(run_id)["evaluation"]["status"] == "failed"
+
+
+def _reap_until_dead(run_id: str, pid: int) -> None:
+    deadline = time.monotonic() + 30
+    while (runs.refresh(run_id)["evaluation"] or {}).get("status") == "running":
+        assert time.monotonic() < deadline, f"process {pid} still counted as alive"
+        time.sleep(0.2)
+
+
+def test_runs_whose_worker_never_started_or_whose_pid_was_reused_are_failed(base_config: dict) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from store.db import transaction
+    from store.schema import Run
+
+    run_store.create_run("test-never", "grpo", base_config["dataset"], {}, "/tmp", "", 1)
+    assert runs.refresh("test-never")["status"] == "queued"  # just created: its worker may still be starting
+    with transaction() as s:
+        s.get(Run, "test-never").created_at = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=10)
+    assert runs.refresh("test-never")["status"] == "failed"
+    run_store.create_run("test-reused", "grpo", base_config["dataset"], {}, "/tmp", "", 1)
+    run_store.transition("test-reused", "running", ("queued",), pid=os.getpid())  # alive, but not a worker
+    assert runs.refresh("test-reused")["status"] == "failed"
+
+
+def test_accelerate_runs_one_run_over_two_processes(base_config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The multi-GPU path, on two CPU processes: same code, one set of metrics, one adapter."""
+    monkeypatch.setenv("ADLOOP_TRAIN_PROCESSES", "2")
+    assert runs.worker_command("x")[2:4] == ["accelerate.commands.launch", "--num_processes"]
+    assert runs.worker_command("x", "--evaluate", "{}")[1:3] == ["-m", "tuning.worker"]  # evaluation: one process
+    run_id = runs.launch(base_config | {"method": "grpo", "max_steps": 2, "save_steps": 2, "prompts_per_step": 1})
+    done = runs.wait(run_id, timeout=300)
+    assert done["status"] == "finished", runs.log_tail(done)
+    assert [m["step"] for m in runs.metrics(run_id) if "loss" in m] == [1, 2]  # logged by the main process only
+    assert (Path(done["adapter_path"]) / "adapter_config.json").exists()
+    monkeypatch.setenv("ADLOOP_TRAIN_PROCESSES", "zero")
+    with pytest.raises(ValueError, match="ADLOOP_TRAIN_PROCESSES must be a positive whole number"):
+        runs.train_processes()
+
+
+def test_brief_writer_is_tuned_on_banner_clicks_and_judged(base_config: dict, demo_store: str, tmp_path: Path,
+                                                           tiny_model_dir: Path) -> None:
+    from tuning import brief_tuning
+
+    config = base_config | {"method": "grpo", "target": "brief", "max_steps": 2, "max_completion_length": 16}
+    result, logged = _train(config, tmp_path, "test-brief")
+    assert [m["step"] for m in logged] == [1, 2]
+    assert all(0.0 <= m["reward"] <= 1.0 for m in logged) and "rewards/train_banner_click/mean" in logged[0]
+    tokenizer = trainers.load_tokenizer(str(tiny_model_dir))
+    data = targets.prompt_dataset("brief", demo_store, tokenizer, "train", users=2)
+    assert all(p.endswith(brief_tuning.ANSWER_PREFIX) for p in data["prompt"])
+    report = evaluate.evaluate(result["adapter_path"], demo_store, str(tiny_model_dir), users=3, best_of=2,
+                               max_new_tokens=16, samples=2, target="brief")
+    assert report["target"] == "brief" and set(report["settings"]["tuned"]) >= {"judge_ctr", "parse_rate",
+                                                                                  "distinct_moods"}
+    assert all(row["tuned"].startswith(brief_tuning.ANSWER_PREFIX) for row in report["samples"])
+    with pytest.raises(ValueError, match="Unknown target 'logo'"):
+        trainers.TuningConfig(target="logo")

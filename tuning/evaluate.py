@@ -13,49 +13,24 @@ of the tuned samples under both), with a before/after table for reading the copy
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 
-import settings
 from generation import copy, models
 from store import movielens
 from store import runs as run_store
-from tuning import prompts
-from tuning.reward import catalog, click_reward, creative_text
-from tuning.trainers import resolve_model
-
-TOP_P = 0.9  # the Studio's nucleus sampling (`generation.models.TextModel.generate`), so tuned@1 is what users get
-
-
-def _sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature: float, seed: int,
-            batch: int = 16) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
-    """Sampled continuations with their prompt and completion token ids (the ids are what KL is computed on)."""
-    out_texts, prompt_ids, completion_ids = [], [], []
-    tokenizer.padding_side = "left"
-    for start in range(0, len(texts), batch):
-        enc = tokenizer(texts[start:start + batch], return_tensors="pt", padding=True, add_special_tokens=False)
-        torch.manual_seed(seed + start)
-        with torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                                 top_p=TOP_P, top_k=0, pad_token_id=tokenizer.pad_token_id)
-        width = enc["input_ids"].shape[1]
-        for row, mask in zip(out, enc["attention_mask"], strict=True):
-            completion = row[width:]
-            ends = (completion == tokenizer.eos_token_id).nonzero()
-            completion = completion[: int(ends[0]) + 1] if len(ends) else completion
-            prompt_ids.append(row[:width][mask.bool()])
-            completion_ids.append(completion)
-            out_texts.append(tokenizer.decode(completion, skip_special_tokens=True))
-    return out_texts, prompt_ids, completion_ids
+from tuning import targets
+from tuning.reward import catalog, creative_text
+from tuning.sampling import TEMPERATURE, sample
+from tuning.trainers import load_policy, load_tokenizer, resolve_model
 
 
 def _logprob(model, prompt: torch.Tensor, completion: torch.Tensor) -> float:
     """Sum of the log-probabilities of the completion tokens given the prompt."""
-    ids = torch.cat([prompt, completion]).unsqueeze(0)
+    ids = torch.cat([prompt, completion]).unsqueeze(0).to(model.device)
     with torch.inference_mode():
-        logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float().cpu()
     return float(torch.log_softmax(logits, -1).gather(1, completion.unsqueeze(1)).sum())
 
 
@@ -113,25 +88,36 @@ def paired_uplift(treated: list[float], control: list[float]) -> dict:
     return out
 
 
-def setting_metrics(raw: list[str], rows: list[dict], dataset: str, judge, train) -> dict:
-    """Judge CTR (with CI), train CTR, diversity, factuality, Studio acceptance, parse rate and length."""
-    users, item_ids = [r["user_id"] for r in rows], [r["item_id"] for r in rows]
+def copy_metrics(raw: list[str], rows: list[dict], dataset: str) -> dict:
+    """What reward hacking of ad copy would show: diversity, catalog factuality, Studio acceptance, length."""
+    item_ids = [r["item_id"] for r in rows]
     creatives = [creative_text(t) for t in raw]
     shown = catalog(dataset)
-    judged = judge(raw, user_id=users, item_id=item_ids)
-    return {"judge_ctr": mean_ci(judged), "judge_per_prompt": judged,
-            "train_ctr": float(np.mean(train(raw, user_id=users, item_id=item_ids))),
-            "distinct_2": distinct_2(creatives), "self_similarity": self_similarity(creatives),
+    return {"distinct_2": distinct_2(creatives), "self_similarity": self_similarity(creatives),
             "factual_rate": float(np.mean([shown.factual(t, i) for t, i in zip(raw, item_ids, strict=True)])),
             "accept_rate": float(np.mean([shown.accepted(t, i) for t, i in zip(raw, item_ids, strict=True)])),
             "parse_rate": float(np.mean([copy.parse(t) is not None for t in raw])),
             "mean_words": float(np.mean([len(c.split()) for c in creatives]))}
 
 
+def setting_metrics(target: str, raw: list[str], rows: list[dict], dataset: str, judge, train) -> dict:
+    """Judge CTR (with CI and per prompt), train reward, and the target's own quality metrics."""
+    users, item_ids = [r["user_id"] for r in rows], [r["item_id"] for r in rows]
+    judged = judge(raw, user_id=users, item_id=item_ids)
+    if target == "brief":
+        from tuning import brief_tuning
+
+        extra = brief_tuning.metrics(raw, rows, dataset)
+    else:
+        extra = copy_metrics(raw, rows, dataset)
+    return {"judge_ctr": mean_ci(judged), "judge_per_prompt": judged,
+            "train_ctr": float(np.mean(train(raw, user_id=users, item_id=item_ids))), **extra}
+
+
 def _best_of(model, tokenizer, texts: list[str], rows: list[dict], n: int, args: dict, train) -> list[str]:
     """Per prompt, the base sample (of n) the TRAIN audience likes best."""
     repeated = [t for t in texts for _ in range(n)]
-    raw, _, _ = _sample(model, tokenizer, repeated, seed=args["seed"] + 1, **_gen(args))
+    raw, _, _ = sample(model, tokenizer, repeated, seed=args["seed"] + 1, **_gen(args))
     users = [r["user_id"] for r in rows for _ in range(n)]
     scores = np.asarray(train(raw, user_id=users, item_id=[r["item_id"] for r in rows for _ in range(n)]))
     return [raw[k * n + int(np.argmax(scores[k * n:(k + 1) * n]))] for k in range(len(rows))]
@@ -142,34 +128,42 @@ def _gen(args: dict) -> dict:
 
 
 def evaluate(adapter_path: str, dataset: str = movielens.NAME, model: str = "", users: int = 16, best_of: int = 4,
-             max_new_tokens: int = 48, temperature: float = 0.7, seed: int = 0, samples: int = 5) -> dict:
-    """Compare base, best-of-N and tuned on held-out users with the judge audience; a JSON-able dict."""
+             max_new_tokens: int = 48, temperature: float = TEMPERATURE, seed: int = 0, samples: int = 5,
+             target: str = "copy", studio_gate: bool = False) -> dict:
+    """Compare base, best-of-N and tuned on held-out users with the judge audience; a JSON-able dict.
+
+    Best-of-N is picked by the run's own training reward (`studio_gate` as the run had it): it is what
+    reranking with the same signal buys without any tuning. The model is loaded fresh, never the app's
+    shared copy, because the adapter is injected into the model it wraps.
+    """
     from peft import PeftModel
 
     path = resolve_model(model)
-    llm = models.load_text_model(path, models.resolve_device("auto"), Path(settings.load().model_cache))
-    rows = prompts.prompt_rows(dataset, "held_out", users)
-    texts = [prompts.chat_prompt(llm.tokenizer, r["chat"]) for r in rows]
+    tokenizer, base = load_tokenizer(path), load_policy(path, models.resolve_device("auto")).eval()
+    rows = targets.rows(target, dataset, "held_out", users)
+    texts = targets.texts(target, tokenizer, rows)
     args = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
-    judge, train = click_reward(dataset, "judge", seed=0), click_reward(dataset, "train", seed=0)
-    outputs = {"base": _sample(llm.model, llm.tokenizer, texts, seed=seed, **_gen(args))[0],
-               "best_of_n": _best_of(llm.model, llm.tokenizer, texts, rows, best_of, args, train)}
-    tuned_model = PeftModel.from_pretrained(llm.model, adapter_path).eval()
-    outputs["tuned"], prompt_ids, completion_ids = _sample(tuned_model, llm.tokenizer, texts, seed=seed, **_gen(args))
-    result = {name: setting_metrics(raw, rows, dataset, judge, train) for name, raw in outputs.items()}
+    judge = targets.reward(target, dataset, "judge")
+    train = targets.reward(target, dataset, "train", studio_gate=studio_gate)
+    outputs = {"base": sample(base, tokenizer, texts, seed=seed, **_gen(args))[0],
+               "best_of_n": _best_of(base, tokenizer, texts, rows, best_of, args, train)}
+    tuned_model = PeftModel.from_pretrained(base, adapter_path).eval()
+    outputs["tuned"], prompt_ids, completion_ids = sample(tuned_model, tokenizer, texts, seed=seed, **_gen(args))
+    result = {name: setting_metrics(target, raw, rows, dataset, judge, train) for name, raw in outputs.items()}
     per_prompt = {name: result[name].pop("judge_per_prompt") for name in outputs}
     return {"judge_ctr": {name: result[name]["judge_ctr"]["mean"] for name in outputs}, "settings": result,
             "uplift": {"tuned_vs_base": paired_uplift(per_prompt["tuned"], per_prompt["base"]),
                        "tuned_vs_best_of_n": paired_uplift(per_prompt["tuned"], per_prompt["best_of_n"])},
             "kl_to_base": kl_to_base(tuned_model, prompt_ids, completion_ids), "users": len(rows),
-            "best_of": best_of, "adapter": str(adapter_path), "model": path, "dataset": dataset,
-            "samples": _table(rows, catalog(dataset).items, outputs, samples)}
+            "best_of": best_of, "adapter": str(adapter_path), "model": path, "dataset": dataset, "target": target,
+            "samples": _table(target, rows, catalog(dataset).items, outputs, samples)}
 
 
-def _table(rows: list[dict], items: dict, outputs: dict[str, list[str]], limit: int) -> list[dict]:
-    """Before/after copies for the same prompts, as the audience reads them."""
-    return [{"user_id": r["user_id"], "item": items[r["item_id"]]["title"], "angle": r["angle"],
-             **{name: creative_text(raw[k]) for name, raw in outputs.items()}} for k, r in enumerate(rows[:limit])]
+def _table(target: str, rows: list[dict], items: dict, outputs: dict[str, list[str]], limit: int) -> list[dict]:
+    """Before/after outputs for the same prompts: copy as the audience reads it, briefs as written."""
+    shown = creative_text if target == "copy" else (lambda raw: targets.answer_prefix(target) + raw)
+    return [{"user_id": r["user_id"], "item": items[r["item_id"]]["title"], "angle": r.get("angle", ""),
+             **{name: shown(raw[k]) for name, raw in outputs.items()}} for k, r in enumerate(rows[:limit])]
 
 
 def evaluate_run(run_id: str, **options) -> dict:
@@ -177,6 +171,10 @@ def evaluate_run(run_id: str, **options) -> dict:
     run = run_store.get_run(run_id)
     if not run["adapter_path"]:
         raise ValueError(f"Run '{run_id}' has no adapter yet ({run['status']})")
-    result = evaluate(run["adapter_path"], run["dataset"], run["config"].get("model", ""), **options)
-    run_store.update_run(run_id, evaluation=result)
+    config = run["config"]
+    if run["method"] == "diffusion_dpo":
+        raise ValueError("Diffusion-DPO runs tune the image model: judge them by rendering banners in the Studio")
+    result = evaluate(run["adapter_path"], run["dataset"], config.get("model", ""), target=config.get("target", "copy"),
+                      studio_gate=bool(config.get("studio_gate", False)), **options)
+    run_store.update_run(run_id, evaluation={"status": "finished", "options": options, **result})
     return result

@@ -17,7 +17,6 @@ from __future__ import annotations
 import zlib
 
 import pandas as pd
-from datasets import Dataset
 
 from generation import copy
 from rewards import audience
@@ -49,9 +48,9 @@ def liked_items(dataset: str, user_ids: list[str], per_user: int) -> dict[str, l
     return {u: g["item_id"].astype(str).head(per_user).tolist() for u, g in liked.groupby("user_id")}
 
 
-def chat_prompt(tokenizer, chat: list[dict]) -> str:
+def chat_prompt(tokenizer, chat: list[dict], prefix: str = ANSWER_PREFIX) -> str:
     """The text the model continues: chat template, generation prompt, then the answer's start."""
-    return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) + ANSWER_PREFIX
+    return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) + prefix
 
 
 def _profile(dataset: str, user_id: str) -> dict:
@@ -92,15 +91,3 @@ def _user_rows(dataset: str, user_id: str, item_ids: list[str], catalog: pd.Data
         rows.append({"chat": copy.prompt_for(item, profile, angle), "angle": angle, "user_id": user_id,
                      "item_id": item_id})
     return rows
-
-
-def prompt_dataset(dataset: str, tokenizer, split: str = "train", users: int = 64, items_per_user: int = 1) -> Dataset:
-    """A `datasets.Dataset` with `prompt` (templated text ending in "Title:"), `user_id` and `item_id` columns.
-
-    TRL passes `user_id` and `item_id` to the reward function as keyword arguments.
-    """
-    rows = prompt_rows(dataset, split, users, items_per_user)
-    if not rows:
-        raise ValueError(f"No {split} users with liked held-out items in dataset '{dataset}'")
-    return Dataset.from_list([{"prompt": chat_prompt(tokenizer, r["chat"]), "user_id": r["user_id"],
-                               "item_id": r["item_id"]} for r in rows])

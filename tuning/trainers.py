@@ -13,24 +13,26 @@ benchmark's question is what 15 minutes of a laptop CPU buys.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 import settings
 from generation import models
 from rewards import audience
 from store import movielens
 from store import runs as run_store
-from tuning import prompts
-from tuning.reward import click_reward
+from tuning import targets
+from tuning.sampling import TEMPERATURE, sample
 
 METHODS = ("grpo", "rloo", "dpo", "diffusion_dpo")
 TEXT_METHODS = ("grpo", "rloo", "dpo")  # tune the copy writer; diffusion_dpo tunes a diffusers UNet
+REPORT_TO = ("tensorboard", "trackio")  # transformers' integrations; each needs its package installed
 DEFAULT_BETA = {"grpo": 0.04, "rloo": 0.05, "dpo": 0.1, "diffusion_dpo": 5000.0}
 
 
@@ -39,6 +41,7 @@ class TuningConfig:
     """Everything a run needs; stored as JSON with the run so a worker (or a resume) rebuilds it exactly."""
 
     method: str = "grpo"
+    target: str = "copy"  # what the LLM methods tune: "copy" (ad text) or "brief" (art direction for banners)
     dataset: str = movielens.NAME
     model: str = ""  # empty: the configured text (or, for diffusion_dpo, image) model; else an id or local folder
     users: int = 64  # training users in the prompt dataset
@@ -50,11 +53,16 @@ class TuningConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lora_layers: int = 0  # 0: adapt every layer; N: only the top N (cheaper steps: backprop stops below them)
+    gradient_checkpointing: bool = False  # saves memory on large models at ~1/3 more compute; off for small ones
     prompts_per_step: int = 2
     num_generations: int = 4  # GRPO/RLOO completions per prompt; DPO variants per prompt
     max_completion_length: int = 48
     temperature: float = 0.9
     save_steps: int = 10
+    eval_steps: int = 10  # judge CTR of the current policy on held-out users every N steps (0: never)
+    eval_users: int = 8  # held-out users in that live check (the full evaluation uses more)
+    report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"]: also logs under <run folder>/runs
     studio_gate: bool = True  # reward copy the Studio would reject at REJECTED_FACTOR of its click probability
     time_budget_minutes: float = 0.0  # 0: no limit; else training stops (after a checkpoint) when it is spent
     seed: int = 0
@@ -63,12 +71,21 @@ class TuningConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"Unknown method '{self.method}' (choose from {', '.join(METHODS)})")
+        if self.target not in targets.TARGETS:
+            raise ValueError(f"Unknown target '{self.target}' (choose from {', '.join(targets.TARGETS)})")
         if self.beta is None:
             self.beta = DEFAULT_BETA[self.method]
         if self.num_generations < 2:
             raise ValueError("num_generations must be at least 2 (a group baseline or a pair needs two)")
+        if self.lora_layers < 0:
+            raise ValueError("lora_layers must be 0 (every layer) or positive")
         if self.max_steps < 1 or self.save_steps < 1 or self.users < 1:
             raise ValueError("max_steps, save_steps and users must be positive")
+        unknown = sorted(set(self.report_to) - set(REPORT_TO))
+        if unknown:
+            raise ValueError(f"Unknown report_to: {', '.join(unknown)} (choose from {', '.join(REPORT_TO)})")
+        if self.eval_steps < 0 or self.eval_users < 1:
+            raise ValueError("eval_steps must be 0 (never) or positive, and eval_users positive")
         if self.time_budget_minutes < 0:
             raise ValueError("time_budget_minutes must be 0 (no limit) or positive")
 
@@ -101,41 +118,95 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
+def is_main_process() -> bool:
+    """Rank 0 of an `accelerate launch` (or the only process): the one that talks to the store."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when it is true on any: under `accelerate` all ranks must stop at the same step,
+    or the others wait forever in the next gradient all-reduce."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 class StoreCallback(TrainerCallback):
-    """Writes every logged step to the run's metrics and stops training when the run's cancel flag is raised."""
+    """Writes every logged step to the run's metrics (main process only)."""
 
     def __init__(self, run_id: str, attempt: int = 1) -> None:
         self.run_id = run_id
         self.attempt = attempt
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs:
+        if logs and state.is_world_process_zero:
             run_store.add_metrics(self.run_id, state.global_step, logs, self.attempt)
 
-    def on_step_end(self, args, state, control, **kwargs):
-        if run_store.cancel_requested(self.run_id):
-            control.should_training_stop = True
-        return control
 
+class StopSignals(TrainerCallback):
+    """Stops training, after saving a checkpoint, when the run's cancel flag is raised in the store (read by the
+    main process) or its time budget (`deadline`, a `time.monotonic()` value) is spent, on every process at once."""
 
-class TimeBudget(TrainerCallback):
-    """Stops training once `deadline` (a `time.monotonic()` value) has passed, saving a checkpoint first."""
-
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, run_id: str | None, deadline: float | None) -> None:
+        self.run_id = run_id
         self.deadline = deadline
 
     def on_step_end(self, args, state, control, **kwargs):
-        if time.monotonic() >= self.deadline:
+        cancelled = bool(self.run_id) and is_main_process() and run_store.cancel_requested(self.run_id)
+        late = self.deadline is not None and time.monotonic() >= self.deadline
+        if any_process(cancelled or late):
             control.should_training_stop = True
             control.should_save = True
         return control
 
 
-def _lora(cfg: TuningConfig):
-    from peft import LoraConfig
+class HeldOutJudge(TrainerCallback):
+    """Every `eval_steps`, the current policy writes for each of a few held-out users and the JUDGE
+    audience scores them: the live curve that says whether gains on the train reward carry over, logged as
+    `judge_ctr` at step 0 (the base model) and at each evaluation point."""
 
+    def __init__(self, cfg: TuningConfig, path: str, run_id: str, attempt: int) -> None:
+        self.cfg, self.run_id, self.attempt = cfg, run_id, attempt
+        self.tokenizer = load_tokenizer(path)  # its own: sampling pads left, the trainer's may pad right
+        self.rows = targets.rows(cfg.target, cfg.dataset, "held_out", cfg.eval_users)
+        self.texts = targets.texts(cfg.target, self.tokenizer, self.rows)
+        self.judge = targets.reward(cfg.target, cfg.dataset, "judge")
+
+    def _log(self, model, step: int) -> None:
+        training = model.training
+        model.eval()
+        raw, _, _ = sample(model, self.tokenizer, self.texts, self.cfg.max_completion_length, TEMPERATURE,
+                           seed=self.cfg.seed)
+        model.train(training)
+        ctr = self.judge(raw, user_id=[r["user_id"] for r in self.rows], item_id=[r["item_id"] for r in self.rows])
+        run_store.add_metrics(self.run_id, step, {"judge_ctr": float(sum(ctr) / len(ctr))}, self.attempt)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 0:
+            self._log(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.cfg.eval_steps == 0 or control.should_training_stop:
+            self._log(model, state.global_step)
+
+
+def _lora(cfg: TuningConfig, path: str):
+    """The LoRA adapter: on every layer, or on the top `lora_layers` only. Backpropagation then stops at the
+    lowest adapted layer, so a step costs much less on a CPU, and the top layers are where the wording is."""
+    from peft import LoraConfig
+    from transformers import AutoConfig
+
+    layers = None
+    if cfg.lora_layers:
+        depth = AutoConfig.from_pretrained(path).num_hidden_layers
+        layers = list(range(max(depth - cfg.lora_layers, 0), depth))
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+                      target_modules=list(cfg.target_modules), layers_to_transform=layers, task_type="CAUSAL_LM")
 
 
 def _common_args(cfg: TuningConfig, output_dir: Path) -> dict:
@@ -143,13 +214,16 @@ def _common_args(cfg: TuningConfig, output_dir: Path) -> dict:
     cuda = torch.cuda.is_available()
     return {"output_dir": str(output_dir), "max_steps": cfg.max_steps, "learning_rate": cfg.learning_rate,
             "beta": cfg.beta, "logging_steps": 1, "save_strategy": "steps", "save_steps": cfg.save_steps,
-            "report_to": [], "use_cpu": not cuda, "bf16": cuda and torch.cuda.is_bf16_supported(),
+            "report_to": list(cfg.report_to), "use_cpu": not cuda, "bf16": cuda and torch.cuda.is_bf16_supported(),
             "seed": cfg.seed, "data_seed": cfg.seed, "disable_tqdm": True, "gradient_accumulation_steps": 1,
-            "lr_scheduler_type": "constant", "warmup_steps": 0}
+            "lr_scheduler_type": "constant", "warmup_steps": 0, "gradient_checkpointing": cfg.gradient_checkpointing}
 
 
-def _policy(path: str):
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+def load_policy(path: str, device: str | None = None):
+    """A fresh full-precision copy of the model: LoRA training and adapter wrapping modify the model they get.
+    Trainers place it themselves (one device per process under `accelerate`); others pass `device`."""
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model.to(device) if device else model
 
 
 def build_online(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbacks: list,
@@ -161,20 +235,20 @@ def build_online(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, call
     args = config_cls(**_common_args(cfg, output_dir), num_generations=cfg.num_generations,
                       per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
                       max_completion_length=cfg.max_completion_length, temperature=cfg.temperature)
-    data = prompts.prompt_dataset(cfg.dataset, tokenizer, "train", cfg.users, cfg.items_per_user)
-    return trainer_cls(model=_policy(path), reward_funcs=_reward(cfg), args=args,
-                       train_dataset=data, processing_class=tokenizer, peft_config=_lora(cfg), callbacks=callbacks)
+    data = targets.prompt_dataset(cfg.target, cfg.dataset, tokenizer, "train", cfg.users, cfg.items_per_user)
+    return trainer_cls(model=load_policy(path), reward_funcs=_reward(cfg), args=args, train_dataset=data,
+                       processing_class=tokenizer, peft_config=_lora(cfg, path), callbacks=callbacks)
 
 
 def _reward(cfg: TuningConfig):
-    return click_reward(cfg.dataset, "train", cfg.seed, studio_gate=cfg.studio_gate)
+    return targets.reward(cfg.target, cfg.dataset, "train", cfg.seed, studio_gate=cfg.studio_gate)
 
 
 def dpo_pairs(cfg: TuningConfig, path: str, tokenizer, deadline: float | None = None) -> list[dict]:
     """Sample `num_generations` variants per training prompt from the base model; keep best vs worst by the
     training reward. Sampling stops early at half the time budget, leaving the rest for training."""
     llm = models.load_text_model(path, models.resolve_device("auto"), Path(settings.load().model_cache))
-    rows = prompts.prompt_rows(cfg.dataset, "train", cfg.users, cfg.items_per_user)
+    rows = targets.rows(cfg.target, cfg.dataset, "train", cfg.users, cfg.items_per_user)
     started, groups = time.monotonic(), []
     for start in range(0, len(rows), 4):
         if deadline and time.monotonic() > started + (deadline - started) / 2:
@@ -182,11 +256,11 @@ def dpo_pairs(cfg: TuningConfig, path: str, tokenizer, deadline: float | None = 
         chunk = rows[start:start + 4]
         chats = [r["chat"] for r in chunk for _ in range(cfg.num_generations)]
         raw = llm.generate(chats, max_new_tokens=cfg.max_completion_length, temperature=max(cfg.temperature, 0.1),
-                           seed=cfg.seed + start, assistant_prefix=prompts.ANSWER_PREFIX)
+                           seed=cfg.seed + start, assistant_prefix=targets.answer_prefix(cfg.target))
         groups += [[" " + a for a in raw[n * cfg.num_generations:(n + 1) * cfg.num_generations]]
                    for n in range(len(chunk))]
     rows = rows[:len(groups)]
-    return audience.preference_pairs([prompts.chat_prompt(tokenizer, r["chat"]) for r in rows], groups,
+    return audience.preference_pairs(targets.texts(cfg.target, tokenizer, rows), groups,
                                      [r["user_id"] for r in rows], [r["item_id"] for r in rows], _reward(cfg))
 
 
@@ -201,28 +275,49 @@ def build_dpo(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbac
         raise ValueError("No preference pairs: every prompt's variants scored the same")
     args = DPOConfig(**_common_args(cfg, output_dir), per_device_train_batch_size=cfg.prompts_per_step,
                      max_length=512)
-    return DPOTrainer(model=_policy(path), args=args, train_dataset=Dataset.from_list(pairs),
-                      processing_class=tokenizer, peft_config=_lora(cfg), callbacks=callbacks)
+    return DPOTrainer(model=load_policy(path), args=args, train_dataset=Dataset.from_list(pairs),
+                      processing_class=tokenizer, peft_config=_lora(cfg, path), callbacks=callbacks)
 
 
-def build_trainer(cfg: TuningConfig, output_dir: Path, callbacks: list | None = None):
+def build_trainer(cfg: TuningConfig, output_dir: Path, callbacks: list | None = None, run_id: str | None = None):
     """The configured TRL trainer, ready to `train()`; its time budget (if any) starts now."""
     path = resolve_model(cfg.model)
     tokenizer = load_tokenizer(path)
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
-    callbacks = list(callbacks or [])
     deadline = time.monotonic() + 60 * cfg.time_budget_minutes if cfg.time_budget_minutes else None
-    if deadline:
-        callbacks.append(TimeBudget(deadline))
+    callbacks = [StopSignals(run_id, deadline), *(callbacks or [])]  # first: the others see a stop in its step
     build = build_dpo if cfg.method == "dpo" else build_online
     return build(cfg, path, tokenizer, Path(output_dir), callbacks, deadline)
 
 
+def _complete(checkpoint: Path) -> bool:
+    """The trainer writes `trainer_state.json` last: a checkpoint is whole once that file parses."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def last_checkpoint(output_dir: Path) -> str | None:
-    """The newest `checkpoint-N` folder (adapter, optimizer, scheduler, RNG and trainer state), if any."""
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+    """The newest complete `checkpoint-N` folder (adapter, optimizer, scheduler, RNG and trainer state), if any;
+    one a killed worker left half-written is passed over."""
+    folders = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for folder in sorted(folders, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if _complete(folder):
+            return str(folder)
+    return None
+
+
+def _callbacks(cfg: TuningConfig, run_id: str | None, attempt: int) -> list:
+    """Store metrics and the live held-out judge, for a run's main process; stop signals are added when the
+    trainer is built (every process needs them)."""
+    if not run_id or not is_main_process():
+        return []
+    judge = [HeldOutJudge(cfg, resolve_model(cfg.model), run_id, attempt)] if cfg.eval_steps else []
+    return [StoreCallback(run_id, attempt), *judge]
 
 
 def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume: bool = False,
@@ -232,12 +327,12 @@ def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume
         from tuning import diffusion_dpo
 
         return diffusion_dpo.train(cfg, Path(output_dir), run_id=run_id, resume=resume, attempt=attempt)
-    callbacks = [StoreCallback(run_id, attempt)] if run_id else []
-    trainer = build_trainer(cfg, output_dir, callbacks)
+    trainer = build_trainer(cfg, output_dir, _callbacks(cfg, run_id, attempt), run_id)
     checkpoint = last_checkpoint(output_dir) if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
     adapter = Path(output_dir) / "adapter"
-    trainer.save_model(str(adapter))
-    trainer.processing_class.save_pretrained(str(adapter))
+    trainer.save_model(str(adapter))  # writes on the main process only
+    if is_main_process():
+        trainer.processing_class.save_pretrained(str(adapter))
     return {"adapter_path": str(adapter), "global_step": int(trainer.state.global_step),
             "resumed_from": checkpoint, "model": resolve_model(cfg.model)}

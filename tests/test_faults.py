@@ -1,0 +1,170 @@
+"""Faults: workers and generations killed with SIGKILL at random points, a dashboard restarted after it, run
+folders that cannot be written. Nothing committed is lost and the store stays consistent.
+
+The kill points are drawn from a seeded generator, so a failure can be replayed with the same seed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from streamlit.testing.v1 import AppTest
+
+import services
+from store import runs as run_store
+from store.db import transaction
+from tuning import runs, trainers, worker
+
+REPO = Path(__file__).resolve().parent.parent
+KILLS = 3
+
+
+def assert_store_consistent() -> None:
+    """SQLite's own checks, plus the invariants the run manager promises."""
+    with transaction() as s:
+        assert s.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+        assert not s.execute(text("PRAGMA foreign_key_check")).fetchall()
+    for run in run_store.list_runs():
+        assert run["status"] in run_store.STATES
+        logged = run_store.metrics(run["id"])
+        assert run["global_step"] == max((m["step"] for m in logged), default=0), run["id"]
+        for attempt in {m["attempt"] for m in logged}:
+            steps = [m["step"] for m in logged if m["attempt"] == attempt and "loss" in m]
+            assert steps == sorted(steps) and len(steps) == len(set(steps)), (run["id"], attempt, steps)
+
+
+def _wait_status(run_id: str, wanted: set[str], timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while (run := runs.refresh(run_id))["status"] not in wanted:
+        assert time.monotonic() < deadline, run
+        time.sleep(0.2)
+    return run
+
+
+@pytest.fixture
+def tiny_run_config(demo_store: str, tiny_model_dir: Path) -> dict:
+    return {"dataset": demo_store, "model": str(tiny_model_dir), "users": 2, "max_completion_length": 8,
+            "num_generations": 2, "prompts_per_step": 1, "torch_threads": 1, "eval_steps": 0, "method": "grpo",
+            "max_steps": 12, "save_steps": 2}
+
+
+def test_killing_a_tuning_run_at_random_points_loses_no_committed_step(tiny_run_config: dict) -> None:
+    chance = random.Random(7)
+    run_id = runs.launch(tiny_run_config)
+    committed: list[tuple[int, int]] = []
+    for _ in range(KILLS):
+        running = _wait_status(run_id, {"running", "finished"})
+        if running["status"] == "finished":
+            break
+        time.sleep(chance.uniform(1.0, 8.0))
+        before = [(m["attempt"], m["step"]) for m in run_store.metrics(run_id)]
+        os.kill(runs.refresh(run_id)["pid"], signal.SIGKILL)
+        failed = _wait_status(run_id, {"failed", "finished"})
+        after = [(m["attempt"], m["step"]) for m in run_store.metrics(run_id)]
+        assert after[:len(before)] == before and after[:len(committed)] == committed  # nothing committed is lost
+        committed = after
+        assert_store_consistent()
+        if failed["status"] == "finished":
+            break
+        assert "ended without reporting a result" in failed["error"]
+        runs.resume(run_id)  # from the last complete checkpoint, or from the start if none was saved yet
+    if runs.refresh(run_id)["status"] == "failed":
+        runs.resume(run_id)
+    done = runs.wait(run_id, timeout=300)
+    assert done["status"] == "finished" and done["global_step"] == 12, done["error"]
+    assert_store_consistent()
+
+
+def test_a_half_written_checkpoint_is_passed_over(tmp_path: Path) -> None:
+    for step, state in ((2, '{"global_step": 2}'), (4, '{"global_st')):  # the second was cut off mid-write
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-6").mkdir()  # killed before the trainer state was written at all
+    assert trainers.last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+
+
+def test_a_restarted_dashboard_shows_the_killed_run_as_resumable(tiny_run_config: dict, tiny_llm: str) -> None:
+    run_id = runs.launch(tiny_run_config | {"max_steps": 200})
+    deadline = time.monotonic() + 240
+    while trainers.last_checkpoint(Path(runs.refresh(run_id)["folder"])) is None:
+        assert time.monotonic() < deadline and runs.refresh(run_id)["status"] in run_store.ACTIVE
+        time.sleep(0.2)
+    os.kill(runs.refresh(run_id)["pid"], signal.SIGKILL)
+    runs._children.clear()  # a restarted dashboard knows nothing of the workers the old one started
+    app = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
+    app.run()
+    app.switch_page("pages/reward_tuning.py").run()
+    app.selectbox(key="selected_run").set_value(run_id).run()
+    assert not app.exception, app.exception
+    table = next(df.value for df in app.dataframe if "method" in df.value.columns)
+    assert table.set_index("id").loc[run_id, "status"] == "failed"
+    assert any(b.label == "Resume" for b in app.button)
+    assert_store_consistent()
+
+
+def test_killing_a_segment_generation_leaves_whole_batches_only(demo_store: str, tiny_model_dir: Path) -> None:
+    chance = random.Random(11)
+    env = os.environ | {"ADLOOP_TEXT_MODEL": str(tiny_model_dir)}
+    command = [sys.executable, "cli.py", "generate", "--item", "50", "--segment", "gender", "--group", "F",
+               "--users", "6", "--n", "2", "--out", str(services.studio_folder("cli-out")), "--json"]
+    for _ in range(KILLS):
+        before = services.repository.variants(demo_store)
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(chance.uniform(2.0, 20.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        after = services.repository.variants(demo_store)
+        new = after[~after["id"].isin(before["id"])]
+        assert new.empty or new.groupby("batch").size().eq(12).all()  # a batch is all 6 users x 2, or nothing
+        assert_store_consistent()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    services.sweep_studio()
+    assert not list((services.settings.home() / "studio").glob("*.partial"))
+    stored = services.repository.variants(demo_store)
+    for banners in stored["banners"].dropna():
+        assert all(Path(p).exists() for p in banners.values())
+
+
+def test_drafts_of_killed_generations_are_settled(demo_store: str) -> None:
+    studio = services.settings.home() / "studio"
+    committed = services.repository.variants(demo_store)["batch"].iloc[0]
+    for batch in (committed, "never-committed"):
+        draft = studio / f"{batch}.partial"
+        draft.mkdir(parents=True, exist_ok=True)
+        (draft / "banner-300x250.png").write_bytes(b"png")
+    services.studio_folder(committed).mkdir(parents=True, exist_ok=True)
+    for leftover in services.studio_folder(committed).iterdir():
+        leftover.unlink()
+    services.studio_folder(committed).rmdir()
+    assert services.sweep_studio() == {"published": 1, "deleted": 1}
+    assert (services.studio_folder(committed) / "banner-300x250.png").exists()
+    assert not (studio / "never-committed.partial").exists() and not services.studio_folder("never-committed").exists()
+
+
+def test_an_unwritable_or_full_run_folder_is_refused_before_anything_is_stored(
+        tiny_run_config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = len(run_store.list_runs())
+    blocked = services.settings.home() / "blocked-home"
+    blocked.mkdir(exist_ok=True)
+    (blocked / "runs").write_text("a file where the runs folder should be")
+    monkeypatch.setattr(runs, "runs_folder", lambda: blocked / "runs")
+    with pytest.raises(ValueError, match="Cannot write the run folder .*blocked-home/runs"):
+        runs.launch(tiny_run_config)
+    monkeypatch.undo()
+    monkeypatch.setenv("ADLOOP_MIN_FREE_MB", str(10**12))  # more than any disk has: the disk is "full"
+    with pytest.raises(ValueError, match=r"Only \d+ MB free where runs are saved"):
+        runs.launch(tiny_run_config)
+    assert len(run_store.list_runs()) == before
+    full = OSError(errno.ENOSPC, "No space left on device", "/runs/x/checkpoint-4/optimizer.pt")
+    assert worker.reason(full).startswith("The disk is full (/runs/x/checkpoint-4/optimizer.pt)")
+    assert "permission denied" in worker.reason(PermissionError(errno.EACCES, "Permission denied", "/runs/x"))

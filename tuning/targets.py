@@ -1,0 +1,71 @@
+"""What a run tunes: the ad-copy writer or the art-direction (brief) writer.
+
+Both are the same LLM asked different things, so the trainers, the live held-out judge and the
+evaluation are shared. A target supplies only its prompts (the same train/held-out split and the same
+(user, item) pairs), the text its answers are started with, its reward (copy: the click probability of
+the parsed ad, optionally gated by the Studio's checks; brief: the click probability of the banner the
+brief produces) and the extra metrics a person needs to spot reward hacking in its outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from datasets import Dataset
+
+from tuning import prompts
+
+TARGETS = ("copy", "brief")
+
+
+def _require(target: str) -> None:
+    if target not in TARGETS:
+        raise ValueError(f"Unknown target '{target}' (choose from {', '.join(TARGETS)})")
+
+
+def rows(target: str, dataset: str, split: str, users: int, items_per_user: int = 1) -> list[dict]:
+    """Prompt rows {chat, user_id, item_id, ...} of the split's first `users` users."""
+    _require(target)
+    if target == "brief":
+        from tuning import brief_tuning
+
+        return brief_tuning.prompt_rows(dataset, split, users, items_per_user)
+    return prompts.prompt_rows(dataset, split, users, items_per_user)
+
+
+def answer_prefix(target: str) -> str:
+    """The start of every answer, written into the prompt so the model continues the format."""
+    _require(target)
+    if target == "brief":
+        from tuning import brief_tuning
+
+        return brief_tuning.ANSWER_PREFIX
+    return prompts.ANSWER_PREFIX
+
+
+def texts(target: str, tokenizer, chosen: list[dict]) -> list[str]:
+    """The templated prompt text of each row, ending in the target's answer prefix."""
+    return [prompts.chat_prompt(tokenizer, r["chat"], answer_prefix(target)) for r in chosen]
+
+
+def reward(target: str, dataset: str, audience_name: str = "train", seed: int = 0,
+           studio_gate: bool = False) -> Callable[..., list[float]]:
+    """The TRL-style reward callable of the target, scored by the named audience."""
+    _require(target)
+    if target == "brief":
+        from tuning import brief_tuning
+
+        return brief_tuning.banner_reward(dataset, audience_name, seed)
+    from tuning.reward import click_reward
+
+    return click_reward(dataset, audience_name, seed, studio_gate=studio_gate)
+
+
+def prompt_dataset(target: str, dataset: str, tokenizer, split: str = "train", users: int = 64,
+                   items_per_user: int = 1) -> Dataset:
+    """A `datasets.Dataset` with `prompt`, `user_id` and `item_id` (TRL passes the ids to the reward)."""
+    chosen = rows(target, dataset, split, users, items_per_user)
+    if not chosen:
+        raise ValueError(f"No {split} users with liked held-out items in dataset '{dataset}'")
+    return Dataset.from_list([{"prompt": text, "user_id": r["user_id"], "item_id": r["item_id"]}
+                              for text, r in zip(texts(target, tokenizer, chosen), chosen, strict=True)])
