@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import services
 import settings
@@ -21,13 +20,7 @@ WELL_FORMED = (" crimson, deep teal, #FC0\nMood: dark\nComposition: left-weighte
                "Scene: a rain-soaked alley under neon light\nSomething the model rambles on with")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a busy 2-core machine two spinning threads make generation many times slower."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest: threads stall a busy machine
 
 
 def test_parse_answer_reads_a_well_formed_answer() -> None:

@@ -13,19 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from store import runs as run_store
 from tuning import evaluate, prompts, reward, runs, targets, trainers
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a busy 2-core machine two spinning threads make tiny-model steps 20x slower."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest: threads stall a busy machine
 
 
 @pytest.fixture(scope="module")
