@@ -30,6 +30,8 @@ cols = st.columns([4, 1])
 cols[0].info(f"Studio generates with: **{env['settings']['text_model']}**"
              + "".join(f" + {ADAPTERS[kind]} adapter `{path}`" for kind, path in adapters.items() if path)
              + ("" if any(adapters.values()) else " (base model, no adapter)"))
+if "promoted" in st.session_state:
+    st.success(st.session_state.pop("promoted"))
 if any(adapters.values()) and cols[1].button("Roll back to base", key="rollback"):
     services.rollback_adapter()
     st.rerun()
@@ -156,7 +158,8 @@ if run.get("adapter_path"):
         except ValueError as exc:
             st.error(str(exc))
     if c[3].button("Promote to Studio", key="promote"):
-        st.success(f"The Studio now generates with {services.promote_run(run_id)}")
+        st.session_state["promoted"] = f"The Studio now generates with {services.promote_run(run_id)}"
+        st.rerun()  # redraw the header: it shows the active adapters and the roll-back button
 if evaluation.get("status") == "running":
     st.info(f"Evaluating on {evaluation['options'].get('users')} held-out users in a worker process: sampling base, "
             f"best-of-{evaluation['options'].get('best_of')} and tuned copy (a few minutes on a CPU)…")

@@ -155,7 +155,8 @@ def evaluate(adapter_path: str, dataset: str = movielens.NAME, model: str = "", 
             "uplift": {"tuned_vs_base": paired_uplift(per_prompt["tuned"], per_prompt["base"]),
                        "tuned_vs_best_of_n": paired_uplift(per_prompt["tuned"], per_prompt["best_of_n"])},
             "kl_to_base": kl_to_base(tuned_model, prompt_ids, completion_ids), "users": len(rows),
-            "best_of": best_of, "adapter": str(adapter_path), "model": path, "dataset": dataset, "target": target,
+            "judge_per_prompt": per_prompt, "best_of": best_of, "adapter": str(adapter_path), "model": path,
+            "dataset": dataset, "target": target,
             "samples": _table(target, rows, catalog(dataset).items, outputs, samples)}
 
 
