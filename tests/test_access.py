@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from live_server import IDLE, PAGE_TITLES, REPO, streamlit_server
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 from streamlit.testing.v1 import AppTest
 
 import access
@@ -180,17 +180,6 @@ def test_oidc_gate_asks_for_the_provider_login_and_honours_the_allowed_list(demo
 
 
 # --- a real browser -------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1200})
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield tab
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def _secrets_file(folder: Path, text: str) -> Path:

@@ -23,17 +23,6 @@ def server(demo_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield url
 
 
-@pytest.fixture
-def page(browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1600})
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield tab
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
-
-
 def open_page(page: Page, server: str, name: str) -> None:
     """Open the dashboard, then the page by its sidebar link: a deep link to a page of a just-started
     server opens Streamlit's "page not found" dialog."""
