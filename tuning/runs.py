@@ -106,13 +106,19 @@ def worker_command(run_id: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), *cpu, *worker]
 
 
+def _worker_env() -> dict[str, str]:
+    """This process's environment, with the store it is using pinned: the worker must read and write the very
+    run this process created, whatever a settings file says by the time it starts."""
+    return os.environ | {"DATABASE_URL": settings.load().database_url}
+
+
 def _spawn(run_id: str, key: str, *extra: str) -> int:
     """Start the worker in its own session, output appended to the run's log; returns its pid."""
     run = run_store.get_run(run_id)
     with open(run["log_path"], "ab") as log:
         process = subprocess.Popen(worker_command(run_id, *extra), cwd=settings.REPO_ROOT,
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, env=os.environ.copy())
+                                   start_new_session=True, env=_worker_env())
     _children[key] = process
     return process.pid
 
