@@ -21,7 +21,12 @@ from store import runs as run_store
 
 def _start(run_id: str) -> dict | None:
     """Mark the run running (pid, attempt); None when it must not start (cancelled while queued)."""
-    run = run_store.get_run(run_id)
+    try:
+        run = run_store.get_run(run_id)
+    except run_store.UnknownRun as exc:  # say which store was searched: a worker must share its launcher's
+        import settings
+
+        raise run_store.UnknownRun(f"{exc} in {settings.mask_password(settings.load().database_url)}") from None
     if run["cancel_requested"]:
         run_store.transition(run_id, "cancelled", ("queued",), pid=None)
         return None
