@@ -162,7 +162,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    result = services.evaluate_run(args.run, users=args.users, best_of=args.best_of)
+    result = services.evaluate_run(args.run, users=args.users, best_of=args.best_of, draws=args.draws)
     lines = [f"{name:<10} judge CTR {s['judge_ctr']['mean']:.3%}  train {s['train_ctr']:.3%}  "
              + "  ".join(f"{k} {v:.2f}" for k, v in s.items() if isinstance(v, float) and k != "train_ctr")
              for name, s in result["settings"].items()]
@@ -284,6 +284,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--users", type=limits.HELD_OUT_USERS.argument, default=16)
     p.add_argument("--best-of", type=limits.BEST_OF.argument, default=4)
+    p.add_argument("--draws", type=limits.DRAWS.argument, default=1,
+                   help="outputs per prompt and setting, averaged (less noise, more sampling)")
 
     p = command("users", cmd_users, "list users")
     p.add_argument("--dataset", default=services.DEFAULT_DATASET)

@@ -74,6 +74,7 @@ EVAL_USERS = Limit("users evaluated", 1, 100_000)
 NEGATIVES = Limit("sampled negatives", 1, 10_000)
 HELD_OUT_USERS = Limit("held-out users", 2, 256)
 BEST_OF = Limit("best-of-N samples", 2, 16)
+DRAWS = Limit("draws per prompt", 1, 16)
 
 # Reward Tuning: keys are TuningConfig fields
 TUNING = {

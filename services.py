@@ -634,29 +634,31 @@ def resume_run(run_id: str) -> dict:
     return runs.resume(run_id)
 
 
-def evaluate_run(run_id: str, users: int = 16, best_of: int = 4, samples: int = 5) -> dict:
-    """Judge a run's adapter on held-out users with the judge audience (never the train one), here and now."""
-    _check_evaluation(run_id, users, best_of)
+def evaluate_run(run_id: str, users: int = 16, best_of: int = 4, samples: int = 5, draws: int = 1) -> dict:
+    """Judge a run's adapter on held-out users with the judge audience (never the train one), here and now;
+    `draws` outputs per prompt and setting are averaged (less noise, proportionally more sampling)."""
+    _check_evaluation(run_id, users, best_of, draws)
     from tuning.evaluate import evaluate_run as judge
 
-    return judge(run_id, users=users, best_of=best_of, samples=samples)
+    return judge(run_id, users=users, best_of=best_of, samples=samples, draws=draws)
 
 
-def start_evaluation(run_id: str, users: int = 16, best_of: int = 4) -> dict:
+def start_evaluation(run_id: str, users: int = 16, best_of: int = 4, draws: int = 1) -> dict:
     """The same evaluation in a worker process (for the dashboard: minutes of sampling off the page's thread)."""
     from tuning import runs
 
-    _check_evaluation(run_id, users, best_of)
-    return runs.evaluate_in_background(run_id, users=users, best_of=best_of)
+    _check_evaluation(run_id, users, best_of, draws)
+    return runs.evaluate_in_background(run_id, users=users, best_of=best_of, draws=draws)
 
 
-def _check_evaluation(run_id: str, users: int, best_of: int) -> None:
+def _check_evaluation(run_id: str, users: int, best_of: int, draws: int) -> None:
     """Refuse an unknown run or absurd sizes before the seconds it takes to import the training stack."""
     from store import runs as run_store
 
     run_store.get_run(run_id)
     limits.HELD_OUT_USERS.check(users)
     limits.BEST_OF.check(best_of)
+    limits.DRAWS.check(draws)
 
 
 def promote_run(run_id: str) -> str:

@@ -58,7 +58,8 @@ def train(cfg: dict) -> tuple[str, float]:
 
 
 def report(result: dict) -> None:
-    print(f"\nheld-out users: {result['users']}, judge audience, best-of-{result['best_of']} picked by train audience")
+    print(f"\nheld-out users: {result['users']}, judge audience, best-of-{result['best_of']} picked by train audience, "
+          f"{result['draws']} draws per prompt and setting averaged")
     print(f"{'setting':<11}{'judge CTR':>10} {'95% CI':>17}{'train':>8}{'accept':>8}{'factual':>8}{'dist-2':>8}"
           f"{'self-sim':>9}{'words':>7}")
     for name, s in result["settings"].items():
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=128, help="training users (one prompt each)")
     parser.add_argument("--eval-users", type=int, default=64, help="held-out users judged")
     parser.add_argument("--best-of", type=int, default=4)
+    parser.add_argument("--draws", type=int, default=2, help="outputs per prompt and setting, averaged")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run", help="evaluate this finished run instead of training a new one")
     for key, kind in (("learning_rate", float), ("beta", float), ("lora_r", int), ("lora_layers", int),
@@ -94,7 +96,7 @@ def main() -> None:
     services.ensure_demo_data()
     run_id = args.run or train(config(args))[0]
     started = time.perf_counter()
-    result = services.evaluate_run(run_id, users=args.eval_users, best_of=args.best_of, samples=6)
+    result = services.evaluate_run(run_id, users=args.eval_users, best_of=args.best_of, samples=6, draws=args.draws)
     print(f"evaluated in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
     report(result)
     if args.json:

@@ -9,7 +9,7 @@ import streamlit as st
 
 import access
 import services
-from limits import BEST_OF, HELD_OUT_USERS, TUNING
+from limits import BEST_OF, DRAWS, HELD_OUT_USERS, TUNING
 
 access.require_login()  # nothing below runs for a visitor who has not signed in
 
@@ -146,18 +146,20 @@ run = services.run_details(run_id)
 st.subheader("Evaluation on held-out users (judge audience)")
 evaluation = run.get("evaluation") or {}
 if run.get("adapter_path"):
-    c = st.columns([1, 1, 1, 2])
+    c = st.columns([1, 1, 1, 1, 2])
     eval_users = c[0].number_input("Held-out users", *HELD_OUT_USERS.bounds(), 16, key="eval_users")
     best_of = c[1].number_input("Best of N (base)", *BEST_OF.bounds(), 4, key="best_of")
+    draws = c[2].number_input("Draws per prompt", *DRAWS.bounds(), 1, key="draws",
+                              help="Outputs per prompt and setting, averaged: narrower intervals, more sampling")
     if evaluation.get("status") == "running":
-        c[2].button("Evaluating…", disabled=True, key="evaluating")
-    elif c[2].button("Evaluate", key="evaluate"):
+        c[3].button("Evaluating…", disabled=True, key="evaluating")
+    elif c[3].button("Evaluate", key="evaluate"):
         try:
-            services.start_evaluation(run_id, users=int(eval_users), best_of=int(best_of))
+            services.start_evaluation(run_id, users=int(eval_users), best_of=int(best_of), draws=int(draws))
             st.rerun()
         except ValueError as exc:
             st.error(str(exc))
-    if c[3].button("Promote to Studio", key="promote"):
+    if c[4].button("Promote to Studio", key="promote"):
         st.session_state["promoted"] = f"The Studio now generates with {services.promote_run(run_id)}"
         st.rerun()  # redraw the header: it shows the active adapters and the roll-back button
 if evaluation.get("status") == "running":

@@ -22,7 +22,7 @@ import cli
 import services
 from generation import pii
 from generation.untrusted import clean
-from store import repository
+from store import db, repository
 
 # (identifier, the placeholder kind it must become)
 FOUND = [
@@ -127,6 +127,9 @@ def test_identifiers_never_reach_store_prompts_output_logs_or_exports(
             assert_no_secrets(archive.read(name).decode("latin-1"), f"the export's {name}")
     assert_no_secrets(services.csv_export(repository.variants("private", batch=None)).decode(), "the variants CSV")
     assert_no_secrets("\n".join(r.getMessage() for r in caplog.records), "the logs")
+    # SQLite's locks are per process and closing ANY descriptor of the file drops them all: with connections
+    # still open, reading the database here would let the next process to close it delete the live WAL.
+    db.dispose_all()
     for file in (f for f in isolated_home.rglob("*") if f.is_file()):  # database, WAL, banners, run logs
         assert_no_secrets(file.read_bytes().decode("latin-1"), str(file))
 

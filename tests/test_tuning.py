@@ -195,8 +195,11 @@ def test_cancel_stops_a_run(base_config: dict) -> None:
 def test_evaluate_compares_base_best_of_n_and_tuned(grpo_run, demo_store: str, tiny_model_dir: Path) -> None:
     result, _ = grpo_run
     report = evaluate.evaluate(result["adapter_path"], demo_store, str(tiny_model_dir), users=4, best_of=2,
-                               max_new_tokens=12, samples=2)
-    assert set(report["judge_ctr"]) == {"base", "best_of_n", "tuned"}
+                               max_new_tokens=12, samples=2, draws=2)
+    assert set(report["judge_ctr"]) == {"base", "best_of_n", "tuned"} and report["draws"] == 2
+    assert all(len(v) == 4 for v in report["judge_per_prompt"].values())
+    # each pick is its group's best by the train reward, so the picks beat the pool they came from on it
+    assert report["settings"]["best_of_n"]["train_ctr"] >= report["settings"]["base"]["train_ctr"]
     for name, setting in report["settings"].items():
         ctr = setting["judge_ctr"]
         assert 0 <= ctr["ci_low"] <= ctr["mean"] <= ctr["ci_high"] <= 1 and ctr["n"] == 4, name

@@ -4,6 +4,7 @@ Settings, all on the same held-out prompts (users the tuning never saw, `tuning.
 - `base`: the base model, one sample per prompt;
 - `best_of_n`: the base model's best of N samples, chosen by the TRAIN audience (what reranking alone buys);
 - `tuned`: base model + the run's LoRA adapter, one sample per prompt.
+Each can be drawn several times per prompt (`draws`) and averaged, for a less noisy estimate of the same.
 The judge audience has its own appeal model and click-model form, so a policy that games the train
 reward's particular form does not also win here. Besides CTR: diversity (distinct-2, embedding
 self-similarity), catalog factuality, length, and the KL of the tuned policy to the base (from log-probs
@@ -100,27 +101,42 @@ def copy_metrics(raw: list[str], rows: list[dict], dataset: str) -> dict:
             "mean_words": float(np.mean([len(c.split()) for c in creatives]))}
 
 
-def setting_metrics(target: str, raw: list[str], rows: list[dict], dataset: str, judge, train) -> dict:
-    """Judge CTR (with CI and per prompt), train reward, and the target's own quality metrics."""
+def setting_metrics(target: str, draws: list[list[str]], rows: list[dict], dataset: str, judge, train) -> dict:
+    """Judge CTR per prompt (mean over the draws) with its CI, the train reward, and the target's own quality
+    metrics averaged over the draws (each draw holds one output per prompt, so diversity stays comparable)."""
     users, item_ids = [r["user_id"] for r in rows], [r["item_id"] for r in rows]
-    judged = judge(raw, user_id=users, item_id=item_ids)
+    judged = np.mean([judge(raw, user_id=users, item_id=item_ids) for raw in draws], axis=0).tolist()
     if target == "brief":
         from tuning import brief_tuning
 
-        extra = brief_tuning.metrics(raw, rows, dataset)
+        extra = [brief_tuning.metrics(raw, rows, dataset) for raw in draws]
     else:
-        extra = copy_metrics(raw, rows, dataset)
+        extra = [copy_metrics(raw, rows, dataset) for raw in draws]
+    averaged = {k: None if any(e[k] is None for e in extra) else float(np.mean([e[k] for e in extra]))
+                for k in extra[0]}
     return {"judge_ctr": mean_ci(judged), "judge_per_prompt": judged,
-            "train_ctr": float(np.mean(train(raw, user_id=users, item_id=item_ids))), **extra}
+            "train_ctr": float(np.mean([train(raw, user_id=users, item_id=item_ids) for raw in draws])),
+            **averaged}
 
 
-def _best_of(model, tokenizer, texts: list[str], rows: list[dict], n: int, args: dict, train) -> list[str]:
-    """Per prompt, the base sample (of n) the TRAIN audience likes best."""
-    repeated = [t for t in texts for _ in range(n)]
-    raw, _, _ = sample(model, tokenizer, repeated, seed=args["seed"] + 1, **_gen(args))
-    users = [r["user_id"] for r in rows for _ in range(n)]
-    scores = np.asarray(train(raw, user_id=users, item_id=[r["item_id"] for r in rows for _ in range(n)]))
-    return [raw[k * n + int(np.argmax(scores[k * n:(k + 1) * n]))] for k in range(len(rows))]
+def _draw(model, tokenizer, texts: list[str], copies: int, args: dict) -> tuple[list[list[str]], list, list]:
+    """`copies` independent samples per prompt, as that many lists with one output per prompt (plus the token
+    ids of the first list, for the KL)."""
+    raw, prompt_ids, completion_ids = sample(model, tokenizer, [t for t in texts for _ in range(copies)],
+                                             seed=args["seed"], **_gen(args))
+    return [raw[k::copies] for k in range(copies)], prompt_ids[::copies], completion_ids[::copies]
+
+
+def _best_of(pool: list[list[str]], rows: list[dict], n: int, train) -> list[list[str]]:
+    """Split the base pool into groups of `n` draws; per prompt and group, the sample the TRAIN audience likes best."""
+    users, item_ids = [r["user_id"] for r in rows], [r["item_id"] for r in rows]
+    picks = []
+    for group in range(len(pool) // n):
+        candidates = pool[group * n:(group + 1) * n]
+        scores = np.asarray([train(raw, user_id=users, item_id=item_ids) for raw in candidates])
+        best = scores.argmax(axis=0)
+        picks.append([candidates[int(best[k])][k] for k in range(len(rows))])
+    return picks
 
 
 def _gen(args: dict) -> dict:
@@ -129,12 +145,15 @@ def _gen(args: dict) -> dict:
 
 def evaluate(adapter_path: str, dataset: str = movielens.NAME, model: str = "", users: int = 16, best_of: int = 4,
              max_new_tokens: int = 48, temperature: float = TEMPERATURE, seed: int = 0, samples: int = 5,
-             target: str = "copy", studio_gate: bool = False) -> dict:
+             target: str = "copy", studio_gate: bool = False, draws: int = 1) -> dict:
     """Compare base, best-of-N and tuned on held-out users with the judge audience; a JSON-able dict.
 
-    Best-of-N is picked by the run's own training reward (`studio_gate` as the run had it): it is what
-    reranking with the same signal buys without any tuning. The model is loaded fresh, never the app's
-    shared copy, because the adapter is injected into the model it wraps.
+    `draws` independent outputs per prompt and setting are judged and averaged: a setting's score per
+    prompt is then the expected CTR of ONE output (still "at 1 sample"), measured with less noise. The
+    base model draws `draws x best_of` samples: all of them estimate base@1, and each group of `best_of`
+    gives one best-of-N pick, chosen by the run's own training reward (`studio_gate` as the run had it),
+    i.e. what reranking with the same signal buys without any tuning. The model is loaded fresh, never the
+    app's shared copy, because the adapter is injected into the model it wraps.
     """
     from peft import PeftModel
 
@@ -145,19 +164,19 @@ def evaluate(adapter_path: str, dataset: str = movielens.NAME, model: str = "", 
     args = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
     judge = targets.reward(target, dataset, "judge")
     train = targets.reward(target, dataset, "train", studio_gate=studio_gate)
-    outputs = {"base": sample(base, tokenizer, texts, seed=seed, **_gen(args))[0],
-               "best_of_n": _best_of(base, tokenizer, texts, rows, best_of, args, train)}
+    pool = _draw(base, tokenizer, texts, draws * best_of, args)[0]
+    outputs = {"base": pool, "best_of_n": _best_of(pool, rows, best_of, train)}
     tuned_model = PeftModel.from_pretrained(base, adapter_path).eval()
-    outputs["tuned"], prompt_ids, completion_ids = sample(tuned_model, tokenizer, texts, seed=seed, **_gen(args))
+    outputs["tuned"], prompt_ids, completion_ids = _draw(tuned_model, tokenizer, texts, draws, args)
     result = {name: setting_metrics(target, raw, rows, dataset, judge, train) for name, raw in outputs.items()}
     per_prompt = {name: result[name].pop("judge_per_prompt") for name in outputs}
     return {"judge_ctr": {name: result[name]["judge_ctr"]["mean"] for name in outputs}, "settings": result,
             "uplift": {"tuned_vs_base": paired_uplift(per_prompt["tuned"], per_prompt["base"]),
                        "tuned_vs_best_of_n": paired_uplift(per_prompt["tuned"], per_prompt["best_of_n"])},
             "kl_to_base": kl_to_base(tuned_model, prompt_ids, completion_ids), "users": len(rows),
-            "judge_per_prompt": per_prompt, "best_of": best_of, "adapter": str(adapter_path), "model": path,
-            "dataset": dataset, "target": target,
-            "samples": _table(target, rows, catalog(dataset).items, outputs, samples)}
+            "judge_per_prompt": per_prompt, "best_of": best_of, "draws": draws, "adapter": str(adapter_path),
+            "model": path, "dataset": dataset, "target": target,
+            "samples": _table(target, rows, catalog(dataset).items, {k: v[0] for k, v in outputs.items()}, samples)}
 
 
 def _table(target: str, rows: list[dict], items: dict, outputs: dict[str, list[str]], limit: int) -> list[dict]:
