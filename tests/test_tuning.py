@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from store import runs as run_store
-from tuning import evaluate, prompts, reward, runs, targets, trainers
+from tuning import evaluate, prompts, reward, runs, sampling, targets, trainers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest: threads stall a busy machine
 
@@ -289,3 +289,22 @@ def test_brief_writer_is_tuned_on_banner_clicks_and_judged(base_config: dict, de
     assert all(row["tuned"].startswith(brief_tuning.ANSWER_PREFIX) for row in report["samples"])
     with pytest.raises(ValueError, match="Unknown target 'logo'"):
         trainers.TuningConfig(target="logo")
+
+
+@pytest.mark.embedded
+def test_copies_share_the_prefill_and_decode_as_if_sampled_one_by_one(demo_store: str,
+                                                                      embedded_model_dir: Path) -> None:
+    """The cached prompt (left-padded, positions from the mask) must continue exactly like a full prompt: with a
+    near-zero temperature every copy equals the model's greedy answer to its own prompt. The real model, because
+    a random tiny one is too insensitive to positions to catch a shifted prefill."""
+    path = str(embedded_model_dir)
+    tokenizer, model = trainers.load_tokenizer(path), trainers.load_policy(path).eval()
+    texts = targets.texts("copy", tokenizer, targets.rows("copy", demo_store, "held_out", 3))
+    texts[1] = texts[1][60:]  # a shorter prompt, so the batch is padded
+    tokenizer.padding_side = "left"
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    greedy = model.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    expected = [tokenizer.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True) for row in greedy]
+    copies, _, completions = sampling.sample(model, tokenizer, texts, 10, 1e-5, seed=0, copies=3, batch=6)
+    assert copies == [answer for answer in expected for _ in range(3)]
+    assert all(0 < len(c) <= 10 for c in completions)

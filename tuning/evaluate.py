@@ -122,8 +122,8 @@ def setting_metrics(target: str, draws: list[list[str]], rows: list[dict], datas
 def _draw(model, tokenizer, texts: list[str], copies: int, args: dict) -> tuple[list[list[str]], list, list]:
     """`copies` independent samples per prompt, as that many lists with one output per prompt (plus the token
     ids of the first list, for the KL)."""
-    raw, prompt_ids, completion_ids = sample(model, tokenizer, [t for t in texts for _ in range(copies)],
-                                             seed=args["seed"], **_gen(args))
+    raw, prompt_ids, completion_ids = sample(model, tokenizer, texts, seed=args["seed"], copies=copies, batch=32,
+                                             **_gen(args))
     return [raw[k::copies] for k in range(copies)], prompt_ids[::copies], completion_ids[::copies]
 
 

@@ -245,23 +245,23 @@ def _reward(cfg: TuningConfig):
 
 
 def dpo_pairs(cfg: TuningConfig, path: str, tokenizer, deadline: float | None = None) -> list[dict]:
-    """Sample `num_generations` variants per training prompt from the base model; keep best vs worst by the
-    training reward. Sampling stops early at half the time budget, leaving the rest for training."""
-    llm = models.load_text_model(path, models.resolve_device("auto"), Path(settings.load().model_cache))
+    """Sample `num_generations` variants per training prompt from the base model (with the Studio's nucleus,
+    sharing each prompt's prefill); keep best vs worst by the training reward. Sampling stops early at half
+    the time budget, leaving the rest for training."""
+    model, sampler = load_policy(path, models.resolve_device("auto")).eval(), load_tokenizer(path)  # pads left
     rows = targets.rows(cfg.target, cfg.dataset, "train", cfg.users, cfg.items_per_user)
+    texts = targets.texts(cfg.target, tokenizer, rows)
+    per_chunk = max(16 // cfg.num_generations, 1)
     started, groups = time.monotonic(), []
-    for start in range(0, len(rows), 4):
+    for start in range(0, len(rows), per_chunk):
         if deadline and time.monotonic() > started + (deadline - started) / 2:
             break
-        chunk = rows[start:start + 4]
-        chats = [r["chat"] for r in chunk for _ in range(cfg.num_generations)]
-        raw = llm.generate(chats, max_new_tokens=cfg.max_completion_length, temperature=max(cfg.temperature, 0.1),
-                           seed=cfg.seed + start, assistant_prefix=targets.answer_prefix(cfg.target))
-        groups += [[" " + a for a in raw[n * cfg.num_generations:(n + 1) * cfg.num_generations]]
-                   for n in range(len(chunk))]
+        raw, _, _ = sample(model, sampler, texts[start:start + per_chunk], cfg.max_completion_length,
+                           max(cfg.temperature, 0.1), seed=cfg.seed + start, copies=cfg.num_generations)
+        groups += [raw[n:n + cfg.num_generations] for n in range(0, len(raw), cfg.num_generations)]
     rows = rows[:len(groups)]
-    return audience.preference_pairs(targets.texts(cfg.target, tokenizer, rows), groups,
-                                     [r["user_id"] for r in rows], [r["item_id"] for r in rows], _reward(cfg))
+    return audience.preference_pairs(texts[:len(groups)], groups, [r["user_id"] for r in rows],
+                                     [r["item_id"] for r in rows], _reward(cfg))
 
 
 def build_dpo(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbacks: list,
