@@ -1,6 +1,6 @@
 """Does reward tuning pay on a laptop? Judge CTR of tuned@1 vs base@1 vs base best-of-4 on held-out users.
 
-    .venv/bin/python bench/tune_uplift.py [--method dpo] [--minutes 15] [--users 128] [--eval-users 64]
+    .venv/bin/python bench/tune_uplift.py [--method dpo] [--minutes 15] [--users 128] [--eval-users 96] [--draws 2]
 
 1. Launches a tuning run on the configured (default: embedded) text model through the product's own run
    manager (its own worker process, recorded in the store, visible on the Reward Tuning page), with a
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--method", choices=sorted(RECIPES), default="dpo")
     parser.add_argument("--minutes", type=float, default=15.0, help="time budget for sampling + training")
     parser.add_argument("--users", type=int, default=128, help="training users (one prompt each)")
-    parser.add_argument("--eval-users", type=int, default=64, help="held-out users judged")
+    parser.add_argument("--eval-users", type=int, default=96, help="held-out users judged")
     parser.add_argument("--best-of", type=int, default=4)
     parser.add_argument("--draws", type=int, default=2, help="outputs per prompt and setting, averaged")
     parser.add_argument("--seed", type=int, default=0)
