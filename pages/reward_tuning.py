@@ -175,7 +175,9 @@ elif evaluation.get("settings"):
         error_y={"type": "data", "symmetric": False,
                  "array": [(c["ci_high"] or c["mean"]) - c["mean"] for c in ctr.values()],
                  "arrayminus": [c["mean"] - (c["ci_low"] or c["mean"]) for c in ctr.values()]}))
-    bars.update_layout(title=f"Judge CTR with 95% intervals ({evaluation['users']} held-out users)",
+    draws = evaluation.get("draws", 1)
+    bars.update_layout(title=f"Judge CTR with 95% intervals ({evaluation['users']} held-out users"
+                             + (f", {draws} draws each)" if draws > 1 else ")"),
                        yaxis_tickformat=".2%")
     st.plotly_chart(bars, width="stretch")
     for name, uplift in (evaluation.get("uplift") or {}).items():
