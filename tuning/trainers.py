@@ -244,11 +244,12 @@ def _reward(cfg: TuningConfig):
     return targets.reward(cfg.target, cfg.dataset, "train", cfg.seed, studio_gate=cfg.studio_gate)
 
 
-def dpo_pairs(cfg: TuningConfig, path: str, tokenizer, deadline: float | None = None) -> list[dict]:
-    """Sample `num_generations` variants per training prompt from the base model (with the Studio's nucleus,
-    sharing each prompt's prefill); keep best vs worst by the training reward. Sampling stops early at half
-    the time budget, leaving the rest for training."""
-    model, sampler = load_policy(path, models.resolve_device("auto")).eval(), load_tokenizer(path)  # pads left
+def dpo_pairs(cfg: TuningConfig, model, path: str, tokenizer, deadline: float | None = None) -> list[dict]:
+    """Sample `num_generations` variants per training prompt from `model`, the base model about to be tuned
+    (with the Studio's nucleus, sharing each prompt's prefill); keep best vs worst by the training reward.
+    Sampling stops early at half the time budget, leaving the rest for training."""
+    sampler = load_tokenizer(path)  # its own: sampling pads left, the trainer's may pad right
+    model.eval()
     rows = targets.rows(cfg.target, cfg.dataset, "train", cfg.users, cfg.items_per_user)
     texts = targets.texts(cfg.target, tokenizer, rows)
     per_chunk = max(16 // cfg.num_generations, 1)
@@ -270,12 +271,13 @@ def build_dpo(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbac
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    pairs = dpo_pairs(cfg, path, tokenizer, deadline)
+    model = load_policy(path, models.resolve_device("auto"))  # samples the pairs, then is trained on them
+    pairs = dpo_pairs(cfg, model, path, tokenizer, deadline)
     if not pairs:
         raise ValueError("No preference pairs: every prompt's variants scored the same")
     args = DPOConfig(**_common_args(cfg, output_dir), per_device_train_batch_size=cfg.prompts_per_step,
                      max_length=512)
-    return DPOTrainer(model=load_policy(path), args=args, train_dataset=Dataset.from_list(pairs),
+    return DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
                       processing_class=tokenizer, peft_config=_lora(cfg, path), callbacks=callbacks)
 
 
