@@ -60,6 +60,7 @@ SEED = Limit("the seed", 0, 2**31 - 1)
 
 # Studio: every variant costs an LLM generation and three banners, so a request is capped as a whole.
 VARIANTS_PER_USER = Limit("variants per user", 1, 16)
+CANDIDATES = Limit("candidates per variant", 1, 8)
 SEGMENT_USERS = Limit("users drawn from a segment", 1, 64)
 VARIANTS_PER_REQUEST = 64
 

@@ -429,15 +429,17 @@ def _studio_users(dataset: str, user_id: str | None, segment: tuple[str, str | N
 
 def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tuple[str, str | None] | None = None,
              n: int = 4, seed: int = 0, renderer: str | None = None, max_users: int = 16,
-             progress: Progress = _quiet) -> list[dict]:
+             candidates: int = writer.DEFAULT_CANDIDATES, progress: Progress = _quiet) -> list[dict]:
     """Write, check, illustrate, score and store N variants of an item for a user or a segment's users.
 
     One user gets a full profile (with the LLM summary); a segment's users get their cached profile
-    or one from the structured signals alone, so a large segment does not wait on N summaries.
+    or one from the structured signals alone, so a large segment does not wait on N summaries. Each
+    variant is the best of `candidates` samples by the train audience's predicted CTR for its user.
     Returns the variants, accepted ones sorted by predicted CTR first, then rejected ones with reasons.
     """
-    limits.check_all({"n": n, "max_users": max_users, "seed": seed},
-                     {"n": limits.VARIANTS_PER_USER, "max_users": limits.SEGMENT_USERS, "seed": limits.SEED})
+    limits.check_all({"n": n, "max_users": max_users, "seed": seed, "candidates": candidates},
+                     {"n": limits.VARIANTS_PER_USER, "max_users": limits.SEGMENT_USERS, "seed": limits.SEED,
+                      "candidates": limits.CANDIDATES})
     asked = n * (1 if user_id is not None else max_users)
     if asked > limits.VARIANTS_PER_REQUEST:
         raise ValueError(f"A request makes at most {limits.VARIANTS_PER_REQUEST} variants; {n} per user for "
@@ -452,9 +454,10 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
                 (cached_profile(dataset, u) or profile(dataset, u, use_llm=False)) for u in users}
     llm = models.text_model()
     labels, titles = catalog_vocabulary(dataset)
-    checks = writer.Checks(labels, titles, {"banned_words": list(kit.banned_words), "default_cta": kit.default_cta})
-    jobs = [writer.Job(item, profiles[u], n, seed + 7919 * k) for k, u in enumerate(users)]
+    checks = writer.Checks(labels, titles, kit.check_terms())
+    jobs = [writer.Job(item, profiles[u], n, seed + 7919 * k, u) for k, u in enumerate(users)]
     written = writer.write_variants(llm.generate, models.embedder().encode, jobs, checks,
+                                    score=_reranker(dataset, item["item_id"]), candidates=candidates,
                                     progress=lambda f, m: progress(0.05 + 0.6 * f, m))
     batch = uuid.uuid4().hex[:12]
     progress(0.65, "Writing the art direction")
@@ -474,6 +477,17 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
         row["id"] = variant_id
     progress(1.0, "Done")
     return sorted(rows, key=lambda r: (r["safety"]["status"] != "passed", -(r["score"] or 0)))
+
+
+def _reranker(dataset: str, item_id: str) -> writer.Scorer:
+    """The writer's reranking signal: each candidate's predicted CTR for its own user (train audience)."""
+    def score(user_ids: list[str], variants: list[dict]) -> list[float]:
+        from rewards.audience import Impression, audience
+
+        crowd = audience("train", dataset)
+        return crowd.probabilities([Impression(u, item_id, v) for u, v in zip(user_ids, variants, strict=True)])
+
+    return score
 
 
 def _known_item(dataset: str, item_id: str) -> str:
@@ -526,23 +540,21 @@ def _finish_variant(dataset: str, batch: str, user_id: str, segment_label: str |
             "item_id": item["item_id"], "title": variant["title"], "body": variant["body"], "cta": variant["cta"],
             "angle": variant["angle"], "model": llm.model_id, "adapter": llm.adapter, "prompt": variant["prompt"],
             "seed": variant["seed"], "profile_version": profile_.get("version", intent.ALGORITHM_VERSION),
-            "safety": variant["safety"], "score": None, "brief": brief, "banners": banners,
+            "safety": variant["safety"], "score": None, "candidates": variant.get("candidates"), "brief": brief,
+            "banners": banners,
             "targets": _targets(variant, profile_), "raw": variant.get("raw", ""),
             "banner_features": banner_features}
 
 
 def _score(dataset: str, item_id: str, rows: list[dict]) -> None:
-    """Expected CTR of each accepted variant for its own user, from the train audience, in one batch."""
-    from rewards.audience import Impression, audience
-
+    """Expected CTR of each accepted variant (now with its banner) for its own user, from the train audience."""
     accepted = [r for r in rows if r["safety"]["status"] == "passed"]
     creatives = [{"title": r["title"], "body": r["body"], "cta": r["cta"], "banner": r.pop("banner_features")}
                  for r in accepted]
     for r in rows:
         r.pop("banner_features", None)
     if accepted:
-        scores = audience("train", dataset).probabilities(
-            [Impression(r["user_id"], item_id, c) for r, c in zip(accepted, creatives, strict=True)])
+        scores = _reranker(dataset, item_id)([r["user_id"] for r in accepted], creatives)
         for r, s in zip(accepted, scores, strict=True):
             r["score"] = round(float(s), 5)
 

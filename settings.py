@@ -32,7 +32,9 @@ ENV_VARS = {
     "image_adapter": "ADLOOP_IMAGE_ADAPTER",
     "brief_writer": "ADLOOP_BRIEF_WRITER",
     "brief_adapter": "ADLOOP_BRIEF_ADAPTER",
+    "engine": "ADLOOP_ENGINE",
 }
+ENGINES = ("auto", "llama.cpp", "transformers")  # who runs text generation: see generation.engine
 BRIEF_WRITERS = ("rules", "llm")  # who writes a banner's art direction: `generation.brief` or the text model
 
 
@@ -68,6 +70,7 @@ class Settings:
     image_adapter: str
     brief_writer: str
     brief_adapter: str
+    engine: str
     sources: dict[str, str]
 
     def public(self) -> dict[str, str]:
@@ -90,6 +93,7 @@ def defaults() -> dict[str, str]:
         "image_adapter": "",  # a promoted diffusers LoRA folder for the image model; empty: the base model
         "brief_writer": "rules",
         "brief_adapter": "",  # a LoRA folder for the text model when it writes briefs; empty: the base model
+        "engine": "auto",  # llama.cpp on the CPU, transformers on CUDA/MPS
     }
 
 
@@ -126,6 +130,8 @@ def check_value(key: str, value: object, source: str) -> str:
                           f"characters")
     if key == "device" and value.strip() and not DEVICE_PATTERN.fullmatch(value.strip()):
         raise ConfigError(f"Setting 'device' in {source} is '{value}'; use auto, cpu, cuda, cuda:N, mps or xpu")
+    if key == "engine" and value.strip() and value.strip() not in ENGINES:
+        raise ConfigError(f"Setting 'engine' in {source} is '{value}'; use {', '.join(ENGINES)}")
     if key == "brief_writer" and value.strip() and value.strip() not in BRIEF_WRITERS:
         raise ConfigError(f"Setting 'brief_writer' in {source} is '{value}'; use {' or '.join(BRIEF_WRITERS)}")
     return value

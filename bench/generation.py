@@ -51,7 +51,7 @@ def main() -> None:
     services.prepare()
     kit = services.brand_kit()
     labels, titles = services.catalog_vocabulary(DATASET)
-    checks = writer.Checks(labels, titles, {"banned_words": list(kit.banned_words), "default_cta": kit.default_cta})
+    checks = writer.Checks(labels, titles, kit.check_terms())
     print(f"model {models.text_model().model_id} on {models.text_model().device}")
 
     one = jobs(["1"], args.variants, 0)

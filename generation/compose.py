@@ -55,6 +55,12 @@ class BrandKit:
     accent: str
     default_cta: str = "Learn more"  # replaces a call to action that is not one
 
+    def check_terms(self) -> dict:
+        """What the copy checks read from the kit: banned words, and the text copy may quote (its name,
+        default call to action and disclaimer) as facts (`generation.grounding`)."""
+        return {"name": self.name, "banned_words": list(self.banned_words), "default_cta": self.default_cta,
+                "required_disclaimer": self.required_disclaimer}
+
 
 def _text(data: Mapping, key: str, source: str, limit: int, required: bool) -> str:
     value = data[key]

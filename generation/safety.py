@@ -1,4 +1,5 @@
-"""Checks every variant must pass before it is shown as fine: catalog grounding, brand kit, blocklist.
+"""Checks every variant must pass before it is shown as fine: catalog grounding (`generation.grounding`),
+brand kit, blocklist.
 
 A variant that fails carries its reasons; the Studio regenerates it or shows it as rejected, never
 silently as fine.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from generation import grounding
 from generation.copy import display_name
 from generation.untrusted import findings
 
@@ -21,7 +23,6 @@ BLOCKLIST = [
 # Signs that the model repeated its instructions or followed an injected one.
 LEAKS = re.compile(r"<\|[^|]*\|>|</?data>|system prompt|ignore (all |any |the )?(previous|above)|instructions?\b|"
                    r"\bviewer:|\bangle:|\bitem:|https?://|www\.", re.IGNORECASE)
-YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
 
 
 @dataclass
@@ -38,22 +39,28 @@ def _mentions(text: str, phrase: str) -> bool:
 
 
 def catalog_problems(text: str, item: dict, categories: list[str], other_titles: list[str]) -> list[str]:
-    """Facts the copy gets wrong about the item: another year, a category it lacks, another item's title."""
+    """Facts the copy gets wrong about the item: a category it lacks, another item's title."""
     problems = []
-    year = int(item["year"]) if item.get("year") else None
-    for found in {int(y) for y in YEAR.findall(text)}:
-        if found != year:
-            problems.append(f"says {found}, but the item is from {year or 'an unknown year'}")
     own = {c.lower() for c in str(item.get("category") or "").split("|") if c}
     for label in categories:
         if label.lower() not in own and len(label) > 3 and _mentions(text, label):
             problems.append(f"calls it {label}, which the catalog does not list for this item")
-    own_title = str(item["title"]).lower()
+    own_title, own_name = str(item["title"]).lower(), display_name(str(item["title"])).lower()
     for title in other_titles:
-        if len(title) >= 8 and title.lower() not in own_title and _mentions(text, title):
+        if len(title) >= 8 and title.lower() not in own_title and title.lower() != own_name and _mentions(
+                text, title):
             problems.append(f"names another item ('{title}')")
             break
     return problems
+
+
+def fact_problems(copy: dict[str, str], item: dict, categories: list[str], other_titles: list[str],
+                  brand_kit: dict) -> list[str]:
+    """Everything the copy says about the item that the catalog contradicts or does not support: the one
+    factuality check of the Studio, the tuning reward's gate and the evaluation."""
+    text = " ".join(copy.get(k, "") for k in ("title", "body", "cta"))
+    return catalog_problems(text, item, categories, other_titles) + grounding.problems(
+        copy, grounding.facts_for(item, brand_kit))
 
 
 def names_item(text: str, title: str) -> bool:
@@ -85,7 +92,7 @@ def check(copy: dict[str, str], item: dict, categories: list[str], other_titles:
     reasons = [f"{k} is empty" for k in ("title", "body", "cta") if not copy.get(k, "").strip()]
     if not names_item(text, str(item["title"])):
         reasons.append("does not name the item")
-    reasons += catalog_problems(text, item, categories, other_titles)
+    reasons += fact_problems(copy, item, categories, other_titles, brand_kit)
     reasons += brand_problems(text, brand_kit)
     reasons += blocklist_problems(text)
     return Verdict(not reasons, reasons)

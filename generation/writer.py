@@ -1,10 +1,13 @@
-"""The variant writer: batched generation, then parse, de-duplicate and check, regenerating what fails.
+"""The variant writer: K candidates per slot, checked, reranked, distinct; regenerating what fails.
 
-Work comes as jobs (an item, a profile, how many variants); every round sends all variants still
-missing, across all jobs, through the model in batches. A variant that cannot be parsed, repeats
-another of its job, or fails a safety check is written again with a new seed; after the last round
-the failures are kept and marked rejected with their reasons, so nothing is silently dropped or
-silently shown as fine.
+Work comes as jobs (an item, a profile, how many variants). Every round sends each slot still empty,
+across all jobs, through the model in batches; each slot gets `candidates` samples of its prompt (they
+share the prompt's prefill in the engine). A candidate is kept only if it parses, passes every safety
+check, and repeats no title of its job (same words ignoring case and punctuation, or a hook whose
+embedding is a near-duplicate of one already kept) nor its text. Of the candidates left, the one the
+`score` callable (the train audience's predicted CTR for the job's user) rates highest fills the slot.
+A slot with no usable candidate is written again with new seeds; after the last round its best failure
+is kept and marked rejected with its reasons, so nothing is silently dropped or shown as fine.
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ import numpy as np
 
 from generation import copy, safety
 
-DUPLICATE_SIMILARITY = 0.92
+DUPLICATE_SIMILARITY = 0.92  # title and body together
+TITLE_SIMILARITY = 0.9  # the hooks of two titles (the text after the item's name)
+MAX_NEW_TOKENS = 48
+DEFAULT_CANDIDATES = 4  # samples per slot, reranked: chosen by measurement (README, bench/generation.py)
+STOP_LINES = 3  # title, body and CTA lines: the answer ends with the call to action's line
+Scorer = Callable[[list[str], list[dict]], list[float]]  # (user ids, variants) -> predicted CTR of each
 
 
 @dataclass
@@ -28,9 +36,12 @@ class Job:
     profile: dict
     n: int
     seed: int
+    user_id: str = ""
     accepted: list[dict] = field(default_factory=list)
-    failed: dict[int, dict] = field(default_factory=dict)  # slot -> latest failed attempt
-    vectors: list[np.ndarray] = field(default_factory=list)
+    failed: dict[int, dict] = field(default_factory=dict)  # slot -> best failed candidate so far
+    drawn: dict[int, int] = field(default_factory=dict)  # slot -> candidates drawn for it
+    vectors: list[np.ndarray] = field(default_factory=list)  # title and body of accepted variants
+    hooks: list[np.ndarray] = field(default_factory=list)  # title hooks of accepted variants
 
     def result(self) -> list[dict]:
         return self.accepted + list(self.failed.values())
@@ -45,66 +56,117 @@ class Checks:
     brand_kit: dict
 
 
-def _is_duplicate(text: str, vector: np.ndarray, job: Job) -> bool:
-    if any(copy.normalised(a) == text for a in job.accepted):
+@dataclass
+class Candidate:
+    """One sample for a slot, with its verdict and (when it passed) its predicted CTR."""
+
+    record: dict
+    fields: dict | None
+    text_vector: np.ndarray | None = None
+    hook_vector: np.ndarray | None = None
+    score: float = 0.0
+
+
+def _repeat_reason(candidate: Candidate, job: Job) -> str | None:
+    """Why a passing candidate repeats a variant already kept in its job, or None."""
+    fields = candidate.fields or {}
+    if any(copy.title_key(a["title"]) == copy.title_key(fields["title"]) for a in job.accepted):
+        return "repeats the title of another variant"
+    if job.hooks and float(np.max(np.stack(job.hooks) @ candidate.hook_vector)) >= TITLE_SIMILARITY:
+        return "title is a near-duplicate of another variant's"
+    if any(copy.normalised(a) == copy.normalised(fields) for a in job.accepted) or (
+            job.vectors and float(np.max(np.stack(job.vectors) @ candidate.text_vector)) >= DUPLICATE_SIMILARITY):
+        return "near-duplicate of another variant"
+    return None
+
+
+def _fill_slot(job: Job, slot: int, candidates: list[Candidate]) -> bool:
+    """Keep the best passing, non-repeating candidate in the slot; else remember the best failure."""
+    passing = sorted((c for c in candidates if c.record["safety"]["status"] == "passed"), key=lambda c: -c.score)
+    job.drawn[slot] = job.drawn.get(slot, 0) + len(candidates)
+    for candidate in passing:
+        if reason := _repeat_reason(candidate, job):
+            candidate.record["safety"] = safety.Verdict(False, [reason]).to_dict()
+            continue
+        job.failed.pop(slot, None)
+        job.accepted.append(candidate.record | {"candidates": job.drawn[slot]})
+        job.vectors.append(candidate.text_vector)
+        job.hooks.append(candidate.hook_vector)
         return True
-    return bool(job.vectors) and float(np.max(np.stack(job.vectors) @ vector)) >= DUPLICATE_SIMILARITY
-
-
-def _judge(job: Job, slot: int, record: dict, vector: np.ndarray | None, checks: Checks) -> bool:
-    """Accept the attempt into its job or remember it as the slot's latest failure; True if accepted."""
-    if vector is None:
-        job.failed[slot] = record | {"title": "", "body": "", "cta": "",
-                                     "safety": {"status": "rejected", "reasons": ["could not be parsed"]}}
-        return False
-    fields = {k: record[k] for k in ("title", "body", "cta")}
-    verdict = safety.check(fields, job.item, checks.categories, checks.other_titles, checks.brand_kit)
-    if verdict.passed and _is_duplicate(copy.normalised(fields), vector, job):
-        verdict = safety.Verdict(False, ["near-duplicate of another variant"])
-    record["safety"] = verdict.to_dict()
-    if not verdict.passed:
-        job.failed[slot] = record
-        return False
-    job.failed.pop(slot, None)
-    job.accepted.append(record)
-    job.vectors.append(vector)
-    return True
+    best = min(candidates, key=lambda c: len(c.record["safety"]["reasons"]))
+    job.failed[slot] = best.record | {"candidates": job.drawn[slot]}
+    return False
 
 
 def write_variants(generate: Callable, encode: Callable[[list[str]], np.ndarray], jobs: list[Job], checks: Checks,
-                   rounds: int = 3, batch_size: int = 16,
+                   score: Scorer | None = None, candidates: int = 1, rounds: int = 3, batch_size: int = 32,
                    progress: Callable[[float, str], None] | None = None) -> list[list[dict]]:
     """Variants for every job: each job's accepted variants first, then its rejected ones with reasons."""
     pending = [(j, slot, angle) for j in jobs for slot, angle in enumerate(copy.angles(j.profile, j.item, j.n))]
     total = len(pending)
+    per_call = max(1, batch_size // max(candidates, 1))
     for round_ in range(rounds):
         retry = []
-        for start in range(0, len(pending), batch_size):
-            chunk = pending[start:start + batch_size]
+        for start in range(0, len(pending), per_call):
+            chunk = pending[start:start + per_call]
             if progress:
                 done = total - len(pending) + start
                 progress(done / max(total, 1), f"Round {round_ + 1}: writing variants {start + 1}-"
-                                               f"{start + len(chunk)} of {len(pending)}")
-            retry += _write_chunk(generate, encode, chunk, round_, checks)
+                                               f"{start + len(chunk)} of {len(pending)} ({candidates} candidates each)")
+            retry += _write_chunk(generate, encode, chunk, round_, checks, score, candidates)
         pending = retry
         if not pending:
             break
     return [job.result() for job in jobs]
 
 
+def _judge(job: Job, record: dict, fields: dict | None, checks: Checks) -> Candidate:
+    if fields is None:
+        record |= {"title": "", "body": "", "cta": "",
+                   "safety": {"status": "rejected", "reasons": ["could not be parsed"]}}
+        return Candidate(record, None)
+    record |= fields
+    record["safety"] = safety.check(fields, job.item, checks.categories, checks.other_titles,
+                                    checks.brand_kit).to_dict()
+    return Candidate(record, fields)
+
+
+def _embed(encode: Callable, found: list[Candidate]) -> None:
+    """Text and title-hook vectors of the candidates that passed the checks (the only ones compared)."""
+    if not found:
+        return
+    vectors = encode([copy.normalised(c.fields) for c in found] + [copy.hook(c.fields["title"], c.record["item"])
+                                                                    or c.fields["title"] for c in found])
+    for k, c in enumerate(found):
+        c.text_vector, c.hook_vector = vectors[k], vectors[len(found) + k]
+
+
 def _write_chunk(generate: Callable, encode: Callable, chunk: list[tuple[Job, int, str]], round_: int,
-                 checks: Checks) -> list[tuple[Job, int, str]]:
-    """One batched model call for a chunk of (job, slot, angle); returns the ones to write again."""
+                 checks: Checks, score: Scorer | None, candidates: int) -> list[tuple[Job, int, str]]:
+    """One batched model call for a chunk of (job, slot, angle); returns the slots to write again."""
     seed = chunk[0][0].seed + 1000 * round_ + chunk[0][1]
     chats = [copy.prompt_for(job.item, job.profile, angle) for job, _, angle in chunk]
-    answers = generate(chats, max_new_tokens=56, temperature=0.7, seed=seed, assistant_prefix="Title:")
+    starts = [copy.answer_start(job.item) for job, _, _ in chunk]
+    answers = generate(chats, max_new_tokens=MAX_NEW_TOKENS, temperature=0.7, seed=seed, assistant_prefix=starts,
+                       copies=candidates, stop_lines=STOP_LINES)
     default_cta = checks.brand_kit.get("default_cta", "Learn more")
-    parsed = [copy.parse(raw, default_cta) for raw in answers]
-    texts = [copy.normalised(p) for p in parsed if p is not None]
-    vectors = iter(encode(texts)) if texts else iter(())
+    drawn: list[list[Candidate]] = []
+    for k, ((job, _, angle), chat, start) in enumerate(zip(chunk, chats, starts, strict=True)):
+        slot_answers = answers[k * candidates:(k + 1) * candidates]
+        drawn.append([_judge(job, {"angle": angle, "seed": seed, "raw": raw, "prompt": json.dumps(chat),
+                                   "item": job.item}, copy.parse(raw, default_cta, start), checks)
+                      for raw in slot_answers])
+    passed = [c for group in drawn for c in group if c.record["safety"]["status"] == "passed"]
+    _embed(encode, passed)
+    if score is not None and passed:
+        users = [job.user_id for (job, _, _), group in zip(chunk, drawn, strict=True) for c in group
+                 if c.record["safety"]["status"] == "passed"]
+        for c, value in zip(passed, score(users, [c.fields for c in passed]), strict=True):
+            c.score = float(value)
     retry = []
-    for (job, slot, angle), chat, raw, fields in zip(chunk, chats, answers, parsed, strict=True):
-        record = {"angle": angle, "seed": seed, "raw": raw, "prompt": json.dumps(chat)} | (fields or {})
-        if not _judge(job, slot, record, next(vectors) if fields is not None else None, checks):
+    for (job, slot, angle), group in zip(chunk, drawn, strict=True):
+        for c in group:
+            c.record.pop("item")
+        if not _fill_slot(job, slot, group):
             retry.append((job, slot, angle))
     return retry

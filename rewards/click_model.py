@@ -70,7 +70,7 @@ def signals(batch: Batch, population: Population, appeal: Appeal, catalog: Catal
         "sim_item": _rowdot(embeddings[c], catalog.vectors[i]),
         "top_mention": np.minimum((features.mentions[c] * population.top[u]).sum(axis=1), 1.0),
         "own_title": checks[:, 0], "wrong_title": checks[:, 1], "wrong_year": checks[:, 2],
-        "wrong_category": checks[:, 3],
+        "wrong_category": checks[:, 3], "ungrounded": checks[:, 4],
         "length_gap": np.abs(np.log((numeric["words"][c] + 1) / (traits["preferred_words"][u] + 1))),
         "readability": numeric["readability"][c],
         "cta": numeric["cta"][c] * traits["cta_response"][u],
@@ -95,7 +95,7 @@ def train_probability(s: dict[str, np.ndarray]) -> np.ndarray:
              + 0.3 * s["top_mention"] + 0.25 * s["own_title"]
              - 0.7 * s["length_gap"] + 0.6 * (s["readability"] - 0.7) + 0.3 * (s["cta"] - 1) - 0.8 * s["tone_gap"]
              - 1.6 * s["shouting"] - 0.6 * s["clickbait"] - 2.2 * s["stuffing"] - 1.5 * s["repetition"]
-             - 1.6 * s["wrong_title"] - 1.3 * s["wrong_year"] - 1.3 * s["wrong_category"]
+             - 1.6 * s["wrong_title"] - 1.3 * s["wrong_year"] - 1.3 * s["wrong_category"] - 1.6 * s["ungrounded"]
              + 0.5 * s["palette_fit"] + 0.25 * s["mood_fit"] + 0.8 * s["legibility"]
              - 0.3 * np.log1p(s["position"]) - 0.35 * np.log1p(s["seen"]))
     return _sigmoid(logit)
@@ -111,5 +111,5 @@ def judge_probability(s: dict[str, np.ndarray]) -> np.ndarray:
          + 0.3 * s["palette_fit"] + 0.35 * s["mood_fit"] + 1.2 * s["legibility"] * (s["legibility"] < 0))
     quality = np.exp(-(1.5 * s["stuffing"] ** 2 + 1.2 * s["repetition"] + 1.2 * s["shouting"]
                        + 0.5 * s["clickbait"]))
-    trust = 0.3 ** (s["wrong_title"] + s["wrong_year"] + s["wrong_category"])
+    trust = 0.3 ** (s["wrong_title"] + s["wrong_year"] + s["wrong_category"] + s["ungrounded"])
     return examined * quality * trust * (1 - np.exp(-np.exp(z)))

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from generation import intent
+from generation import grounding, intent
 from generation.brief import MOODS
 
 CTA_VERBS = {"watch", "stream", "see", "rent", "buy", "book", "get", "start", "play", "discover", "try", "join",
@@ -87,6 +87,7 @@ class Catalog:
     patterns: list[re.Pattern]
     known_names: frozenset[str]  # multi-word names of all items, for spotting a wrong title
     longest_name: int
+    facts: list[grounding.Facts]  # what copy about each item may state (the Studio's grounding check)
 
     @classmethod
     def build(cls, items: pd.DataFrame, vectors: Mapping[str, np.ndarray]) -> Catalog:
@@ -103,7 +104,9 @@ class Catalog:
         return cls(ids, {i: n for n, i in enumerate(ids)}, items["title"].astype(str).tolist(), names, years,
                    labels, category_text, genres, np.stack([vectors[i] for i in ids]).astype(np.float32),
                    [_category_pattern(label) for label in labels], known,
-                   max((len(n.split()) for n in known), default=2))
+                   max((len(n.split()) for n in known), default=2),
+                   [grounding.facts_for(row) for row in items.astype(object).where(items.notna(), None).to_dict(
+                       "records")])
 
     def item_categories(self, item: int) -> list[str]:
         return [self.categories[g] for g in np.flatnonzero(self.genres[item])]
@@ -114,6 +117,7 @@ class CreativeFeatures:
     """Per distinct creative: numeric features (arrays) and the facts it states (for the catalog check)."""
 
     texts: list[str]  # what is embedded: title and body
+    fields: list[dict[str, str]]  # title, body and CTA as written, for the grounding check
     numeric: dict[str, np.ndarray]
     mentions: np.ndarray  # creatives x categories, bool: categories the copy names
     normal: list[str]  # normalised full text, for finding the item's own name
@@ -242,6 +246,7 @@ def creative_features(creatives: Sequence[Mapping], catalog: Catalog) -> Creativ
     keys = rows[0].numeric.keys() if rows else []
     return CreativeFeatures(
         texts=[creative_text(c) for c in creatives],
+        fields=[{k: _field(c, k) for k in grounding.FIELDS} for c in creatives],
         numeric={k: np.array([r.numeric[k] for r in rows], dtype=np.float32) for k in keys},
         mentions=np.array([r.mentions for r in rows], dtype=bool).reshape(len(rows), len(catalog.categories)),
         normal=[r.normal for r in rows], untitled=[r.untitled for r in rows],
@@ -252,7 +257,9 @@ def creative_features(creatives: Sequence[Mapping], catalog: Catalog) -> Creativ
 
 
 def contradictions(features: CreativeFeatures, catalog: Catalog, creative: int, item: int) -> tuple[float, ...]:
-    """(own title named, wrong title, wrong year, wrong category) of one creative shown for one item."""
+    """(own title named, wrong title, wrong year, wrong category, ungrounded) of one creative shown for one item;
+    ungrounded: it names, numbers, claims or quotes something the item's facts do not support, by the
+    Studio's own check (`generation.grounding`), so no audience pays for copy the Studio rejects."""
     own = catalog.names[item]
     padded = f" {features.normal[creative]} "
     named_own = any(f" {n} " in padded for n in own)
@@ -265,12 +272,13 @@ def contradictions(features: CreativeFeatures, catalog: Catalog, creative: int, 
             rest = rest.replace(f" {name} ", " ")
         wrong &= np.array([bool(p.search(rest)) for p in catalog.patterns], dtype=bool)
     wrong_category = bool(wrong.any())
-    return float(named_own), float(wrong_title), float(wrong_year), float(wrong_category)
+    ungrounded = not grounding.grounded(features.fields[creative], catalog.facts[item])
+    return float(named_own), float(wrong_title), float(wrong_year), float(wrong_category), float(ungrounded)
 
 
 def pair_checks(features: CreativeFeatures, catalog: Catalog, creatives: np.ndarray,
                 items: np.ndarray) -> np.ndarray:
-    """Catalog checks for every impression, computed once per distinct (creative, item) pair: n x 4."""
+    """Catalog checks for every impression, computed once per distinct (creative, item) pair: n x 5."""
     pairs, inverse = np.unique(np.stack([creatives, items], axis=1), axis=0, return_inverse=True)
     checks = np.array([contradictions(features, catalog, c, i) for c, i in pairs], dtype=np.float32)
-    return checks.reshape(len(pairs), 4)[inverse.reshape(-1)]
+    return checks.reshape(len(pairs), 5)[inverse.reshape(-1)]

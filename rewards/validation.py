@@ -32,9 +32,9 @@ LIKED = 0.75  # ratings in the top quarter of the dataset's scale count as liked
 CTR_RANGE = (0.005, 0.05)
 TITLES = ["{name}: {adj} {cat} from {year}", "Your next {cat} night: {name}", "{name} ({year}), a {cat} to remember"]
 BODIES = ["{name} is {adj} {cat} film from {year}. It deserves a place on your list tonight.",
-          "Released in {year}, {name} is {cat} at its best, with a story worth your evening.",
-          "Fans of {cat} rank {name} from {year} among the good ones. Settle in and enjoy it."]
-ADJECTIVES = ["a memorable", "an acclaimed", "a much-loved", "a remarkable", "a gripping"]
+          "Released in {year}, {name} is {cat} done well, with a story worth your evening.",
+          "Fans of {cat} keep coming back to {name} from {year}. Settle in and enjoy it."]
+ADJECTIVES = ["a memorable", "a beloved", "a much-loved", "a remarkable", "a gripping"]  # no unsupported claims
 CTAS = ["Watch now", "Stream it tonight", "Add it to your list"]
 Progress = Callable[[float, str], None]
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -51,7 +51,23 @@ def _open(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         event.listen(eng, "connect", _sqlite_pragmas)
     Base.metadata.create_all(eng)
+    _add_new_columns(eng)
     return eng
+
+
+def _add_new_columns(eng: Engine) -> None:
+    """Columns added to a table after a store was created (create_all makes only missing tables): a store made
+    by an earlier version gains them, empty, instead of failing on its first read."""
+    tables = inspect(eng)
+    with eng.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            if not tables.has_table(table.name):
+                continue
+            present = {c["name"] for c in tables.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    kind = column.type.compile(dialect=eng.dialect)
+                    connection.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
 
 
 @contextmanager

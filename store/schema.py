@@ -119,6 +119,7 @@ class Variant(Base):
     profile_version: Mapped[str] = mapped_column(String(64))
     safety: Mapped[dict] = mapped_column(JSON)
     score: Mapped[float | None] = mapped_column(Float)
+    candidates: Mapped[int | None] = mapped_column(Integer)  # samples drawn for this variant's slot (reranked)
     brief: Mapped[dict | None] = mapped_column(JSON)
     banners: Mapped[dict | None] = mapped_column(JSON)
     kept: Mapped[bool] = mapped_column(default=False)

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from generation import copy, models
+from generation import models
 from store import movielens
 from store import runs as run_store
 from tuning import targets
@@ -92,12 +92,12 @@ def paired_uplift(treated: list[float], control: list[float]) -> dict:
 def copy_metrics(raw: list[str], rows: list[dict], dataset: str) -> dict:
     """What reward hacking of ad copy would show: diversity, catalog factuality, Studio acceptance, length."""
     item_ids = [r["item_id"] for r in rows]
-    creatives = [creative_text(t) for t in raw]
     shown = catalog(dataset)
+    creatives = [creative_text(t, shown.items[i]) for t, i in zip(raw, item_ids, strict=True)]
     return {"distinct_2": distinct_2(creatives), "self_similarity": self_similarity(creatives),
             "factual_rate": float(np.mean([shown.factual(t, i) for t, i in zip(raw, item_ids, strict=True)])),
             "accept_rate": float(np.mean([shown.accepted(t, i) for t, i in zip(raw, item_ids, strict=True)])),
-            "parse_rate": float(np.mean([copy.parse(t) is not None for t in raw])),
+            "parse_rate": float(np.mean([shown.fields(t, i) is not None for t, i in zip(raw, item_ids, strict=True)])),
             "mean_words": float(np.mean([len(c.split()) for c in creatives]))}
 
 
@@ -181,9 +181,13 @@ def evaluate(adapter_path: str, dataset: str = movielens.NAME, model: str = "", 
 
 def _table(target: str, rows: list[dict], items: dict, outputs: dict[str, list[str]], limit: int) -> list[dict]:
     """Before/after outputs for the same prompts: copy as the audience reads it, briefs as written."""
-    shown = creative_text if target == "copy" else (lambda raw: targets.answer_prefix(target) + raw)
+    def shown(raw: str, row: dict) -> str:
+        if target == "copy":
+            return creative_text(raw, items[row["item_id"]])
+        return targets.answer_prefix(target, row) + raw
+
     return [{"user_id": r["user_id"], "item": items[r["item_id"]]["title"], "angle": r.get("angle", ""),
-             **{name: shown(raw[k]) for name, raw in outputs.items()}} for k, r in enumerate(rows[:limit])]
+             **{name: shown(raw[k], r) for name, raw in outputs.items()}} for k, r in enumerate(rows[:limit])]
 
 
 def evaluate_run(run_id: str, **options) -> dict:

@@ -9,7 +9,8 @@ click, so the reward differences come from the copy, not from a poor item choice
 appeal model never saw them, so tuning cannot simply memorise them.
 
 The prompt is the Studio's own (`generation.copy.prompt_for`, first angle) with the chat template
-applied and the answer started with "Title:", exactly as `generation.writer` asks the model.
+applied and the answer started with "Title: <the item's name>:" (`generation.copy.answer_start`), exactly
+as `generation.writer` asks the model; each row carries that start as `prefix`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from rewards import audience
 from store import repository
 
 TRAIN_SHARE = 80  # percent of users in the training split
-ANSWER_PREFIX = "Title:"
 LIKED_RATING = 4.0
 
 
@@ -48,7 +48,7 @@ def liked_items(dataset: str, user_ids: list[str], per_user: int) -> dict[str, l
     return {u: g["item_id"].astype(str).head(per_user).tolist() for u, g in liked.groupby("user_id")}
 
 
-def chat_prompt(tokenizer, chat: list[dict], prefix: str = ANSWER_PREFIX) -> str:
+def chat_prompt(tokenizer, chat: list[dict], prefix: str) -> str:
     """The text the model continues: chat template, generation prompt, then the answer's start."""
     return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) + prefix
 
@@ -63,7 +63,8 @@ def _profile(dataset: str, user_id: str) -> dict:
 
 def prompt_rows(dataset: str, split: str = "train", users: int = 64, items_per_user: int = 1,
                 offset: int = 0) -> list[dict]:
-    """Rows {chat, angle, user_id, item_id}: the first `users` users of the split (after `offset`) with liked items."""
+    """Rows {chat, prefix, angle, user_id, item_id}: the first `users` users of the split (after `offset`) with
+    liked items."""
     if split not in ("train", "held_out"):
         raise ValueError("split must be 'train' or 'held_out'")
     population = audience.world(dataset).population.user_ids
@@ -88,6 +89,6 @@ def _user_rows(dataset: str, user_id: str, item_ids: list[str], catalog: pd.Data
     for item_id in item_ids:
         item = {"item_id": item_id, **catalog.loc[item_id].to_dict()}
         angle = copy.angles(profile, item, 1)[0]
-        rows.append({"chat": copy.prompt_for(item, profile, angle), "angle": angle, "user_id": user_id,
-                     "item_id": item_id})
+        rows.append({"chat": copy.prompt_for(item, profile, angle), "prefix": copy.answer_start(item),
+                     "angle": angle, "user_id": user_id, "item_id": item_id})
     return rows

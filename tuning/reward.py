@@ -1,16 +1,18 @@
 """The reward the writer is tuned on: the train audience's click probability, counted in full only for copy
 the Studio would show.
 
-A completion continues a prompt that ends in "Title:" (as the Studio asks the model) and is parsed by
-`generation.copy.parse` like the Studio's own variants; the audience scores the labelled creative. A
-completion the Studio could not parse keeps a tenth of its score (`rewards.audience.MALFORMED_FACTOR`).
+A completion continues a prompt that ends in "Title: <the item's name>:" (as the Studio asks the model)
+and is parsed by `generation.copy.parse` like the Studio's own variants; the audience scores the labelled
+creative. A completion the Studio could not parse keeps a tenth of its score
+(`rewards.audience.MALFORMED_FACTOR`).
 
 Shaping (`studio_gate`): the Studio drops copy that fails its checks (does not name the item, states a
-wrong year or genre, names another title, repeats prompt text such as the worked example's "Viewer:"
-line, or uses a blocked word). Rewarding such copy at full value would teach the policy things the
-product throws away, and the first pilot saw exactly that (copies of the worked example). Rejected copy
-therefore keeps only `REJECTED_FACTOR` of its click probability: still ordered by appeal, so the group
-baseline has signal when every sample fails, but always below the same copy made acceptable.
+wrong year or genre, names another title, names, numbers, claims or quotes anything the catalog does not
+support, repeats prompt text such as the worked example's "Viewer:" line, or uses a blocked word).
+Rewarding such copy at full value would teach the policy things the product throws away, and the first pilot
+saw exactly that (copies of the worked example). Rejected copy therefore keeps only `REJECTED_FACTOR` of its
+click probability: still ordered by appeal, so the group baseline has signal when every sample fails, but
+always below the same copy made acceptable.
 """
 
 from __future__ import annotations
@@ -23,36 +25,47 @@ import numpy as np
 
 from generation import copy, safety
 from rewards import audience
-from tuning import prompts
 
 REJECTED_FACTOR = 0.25
 
 
-def creative_text(raw: str) -> str:
-    """The labelled creative the audience reads: parsed and cleaned like a Studio variant, else the raw answer."""
-    parsed = copy.parse(raw)
+def creative_text(raw: str, item: dict) -> str:
+    """The labelled creative the audience reads: parsed and cleaned like a Studio variant, else the raw answer
+    after the start that code wrote."""
+    start = copy.answer_start(item)
+    parsed = copy.parse(raw, start=start)
     if parsed is None:
-        return prompts.ANSWER_PREFIX + raw
+        return start + raw
     return f"Title: {parsed['title']}\nBody: {parsed['body']}\nCTA: {parsed['cta']}"
 
 
 @dataclass(frozen=True)
 class Catalog:
-    """What the Studio's checks compare copy with: each item's facts, every category label and title."""
+    """What the Studio's checks compare copy with: each item's facts, every category label and title, the
+    brand kit's terms."""
 
     items: dict[str, dict]
     categories: list[str]
     titles: list[str]
+    brand: dict
+
+    def fields(self, raw: str, item_id: str) -> dict[str, str] | None:
+        item = self.items[str(item_id)]
+        return copy.parse(raw, self.brand.get("default_cta", "Learn more"), copy.answer_start(item))
 
     def accepted(self, raw: str, item_id: str) -> bool:
         """Whether the Studio would show this completion for the item (parsed, and every check passes)."""
-        parsed = copy.parse(raw)
+        parsed = self.fields(raw, item_id)
         return parsed is not None and safety.check(parsed, self.items[str(item_id)], self.categories, self.titles,
-                                                   {}).passed
+                                                   self.brand).passed
 
     def factual(self, raw: str, item_id: str) -> bool:
-        """No catalog contradiction (year, genre, other title) in the creative as the audience reads it."""
-        return not safety.catalog_problems(creative_text(raw), self.items[str(item_id)], self.categories, self.titles)
+        """Nothing the catalog contradicts or does not support (the Studio's fact checks), in the parsed copy
+        or, when it does not parse, in the raw answer read as a title."""
+        item = self.items[str(item_id)]
+        fields = self.fields(raw, item_id) or {"title": copy.answer_start(item).removeprefix("Title: ") + raw,
+                                               "body": "", "cta": ""}
+        return not safety.fact_problems(fields, item, self.categories, self.titles, self.brand)
 
 
 @lru_cache(maxsize=4)
@@ -64,7 +77,8 @@ def catalog(dataset: str) -> Catalog:
     frame = repository.items(dataset).astype(object)
     frame = frame.where(frame.notna(), None)  # a missing year is None, not NaN, for the grounding check
     categories, titles = services.catalog_vocabulary(dataset)
-    return Catalog({str(r["item_id"]): r for r in frame.to_dict("records")}, categories, titles)
+    return Catalog({str(r["item_id"]): r for r in frame.to_dict("records")}, categories, titles,
+                   services.brand_kit().check_terms())
 
 
 def click_reward(dataset: str, audience_name: str = "train", seed: int = 0,
@@ -75,7 +89,9 @@ def click_reward(dataset: str, audience_name: str = "train", seed: int = 0,
 
     def click(completions: list, user_id: list, item_id: list, **_columns) -> list[float]:
         raw = [audience.completion_text(c) for c in completions]
-        values = np.asarray(score([creative_text(t) for t in raw], user_id=user_id, item_id=item_id))
+        items = catalog(dataset).items
+        values = np.asarray(score([creative_text(t, items[str(i)]) for t, i in zip(raw, item_id, strict=True)],
+                                  user_id=user_id, item_id=item_id))
         if studio_gate:
             shown = catalog(dataset)
             values = values * np.where([shown.accepted(t, i) for t, i in zip(raw, item_id, strict=True)], 1.0,

@@ -33,19 +33,20 @@ def rows(target: str, dataset: str, split: str, users: int, items_per_user: int 
     return prompts.prompt_rows(dataset, split, users, items_per_user)
 
 
-def answer_prefix(target: str) -> str:
-    """The start of every answer, written into the prompt so the model continues the format."""
+def answer_prefix(target: str, row: dict) -> str:
+    """The start of the row's answer, written into the prompt so the model continues the format: the brief's
+    first label, or the copy's headline with the item's name (`generation.copy.answer_start`)."""
     _require(target)
     if target == "brief":
         from tuning import brief_tuning
 
         return brief_tuning.ANSWER_PREFIX
-    return prompts.ANSWER_PREFIX
+    return row["prefix"]
 
 
 def texts(target: str, tokenizer, chosen: list[dict]) -> list[str]:
-    """The templated prompt text of each row, ending in the target's answer prefix."""
-    return [prompts.chat_prompt(tokenizer, r["chat"], answer_prefix(target)) for r in chosen]
+    """The templated prompt text of each row, ending in its answer's start."""
+    return [prompts.chat_prompt(tokenizer, r["chat"], answer_prefix(target, r)) for r in chosen]
 
 
 def reward(target: str, dataset: str, audience_name: str = "train", seed: int = 0,

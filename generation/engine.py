@@ -1,0 +1,214 @@
+"""llama.cpp as the CPU inference engine: many sequences decoded together, prompts prefilled once.
+
+Chosen by measurement (`bench/generation.py`, README): on this project's 2-core CPU, 8 Studio prompts
+took 9.3 s with transformers fp32 `generate`, 6.6 s with CTranslate2 int8 and 2.2 s in llama.cpp (Q8_0)
+decoding the 8 sequences as one batch. The engine does the model work and the sampling (its own sampler
+chain: temperature, nucleus, seeded draw); this module only tells it which tokens belong to which
+sequence, as llama.cpp's own batched and parallel examples do:
+
+- the prompts' common prefix (the system rules and the worked example, the same for every request) is
+  kept in the cache of sequence 0 between calls, so a request prefills only what is new;
+- each distinct prompt is prefilled once, and its `copies` samples share that cache (llama.cpp's unified
+  cache shares the cells instead of copying them), so K candidates per slot cost K answers, not K prompts;
+- a sequence stops at the end of its sequence token or after `stop_lines` line breaks (the end of the
+  call to action), and finished sequences leave the batch.
+
+Token ids come from the transformers tokenizer of the same model, so prompts, answers and the token ids
+that training and KL use are identical on both paths.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONTEXT = 8192  # cache cells shared by all sequences of a call
+MAX_SEQUENCES = 64  # sequences per decode (sequence 0 holds the common prefix)
+BATCH_TOKENS = 2048
+
+
+class EngineUnavailable(RuntimeError):
+    """llama.cpp cannot run this model here (not installed, or the file does not load)."""
+
+
+def _library():
+    try:
+        import llama_cpp
+    except (ImportError, OSError) as exc:  # OSError: the shared library does not load on this CPU
+        raise EngineUnavailable(f"llama.cpp is not available ({exc}); run `make setup`") from exc
+    return llama_cpp
+
+
+def threads() -> int:
+    """The cores this process may use."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+@dataclass
+class _Sequence:
+    """One answer being decoded: its cache sequence id, sampler, position, tokens and line breaks so far."""
+
+    seq: int
+    sampler: object
+    position: int
+    logits_at: int
+    tokens: list[int] = field(default_factory=list)
+    lines: int = 0
+
+
+class LlamaCpp:
+    """A GGUF model loaded in llama.cpp; `complete` is safe to call from many threads (one call at a time)."""
+
+    def __init__(self, path: Path, newline_ids: set[int], n_threads: int | None = None):
+        lib = _library()
+        self.lib, self.path, self.newline_ids = lib, Path(path), frozenset(newline_ids)
+        lib.llama_backend_init()
+        lib.llama_log_set(_SILENT, None)
+        self.model = lib.llama_model_load_from_file(str(path).encode(), lib.llama_model_default_params())
+        if not self.model:
+            raise EngineUnavailable(f"llama.cpp cannot load '{path}'")
+        params = lib.llama_context_default_params()
+        params.n_ctx, params.n_batch, params.n_ubatch = CONTEXT, BATCH_TOKENS, 512
+        params.n_seq_max, params.kv_unified = MAX_SEQUENCES, True
+        params.n_threads = params.n_threads_batch = n_threads or threads()
+        self.context = lib.llama_init_from_model(self.model, params)
+        if not self.context:
+            raise EngineUnavailable(f"llama.cpp cannot make a context for '{path}'")
+        self.vocab = lib.llama_model_get_vocab(self.model)
+        self.memory = lib.llama_get_memory(self.context)
+        self.batch = lib.llama_batch_init(BATCH_TOKENS, 0, MAX_SEQUENCES)
+        self.prefix: list[int] = []  # tokens held by sequence 0
+        self.lock = threading.Lock()
+
+    def complete(self, prompts: list[list[int]], copies: int = 1, max_new_tokens: int = 48, temperature: float = 0.0,
+                 top_p: float = 0.9, seed: int = 0, stop_lines: int = 0) -> list[list[int]]:
+        """`copies` answers (token ids) to each prompt, in order: prompt 0's copies, then prompt 1's..."""
+        out: list[list[int]] = []
+        with self.lock:
+            for chunk in self._chunks(prompts, copies, max_new_tokens):
+                out += self._complete(chunk, copies, max_new_tokens, temperature, top_p, seed + len(out), stop_lines)
+        return out
+
+    def _chunks(self, prompts: list[list[int]], copies: int, max_new_tokens: int):
+        """Groups of prompts whose sequences and cache cells fit one call."""
+        chunk: list[list[int]] = []
+        cells = 0
+        for prompt in prompts:
+            need = len(prompt) + copies * max_new_tokens
+            if chunk and ((len(chunk) + 1) * copies > MAX_SEQUENCES - 1 or cells + need > CONTEXT - 256):
+                yield chunk
+                chunk, cells = [], 0
+            if need > CONTEXT - 256 or copies > MAX_SEQUENCES - 1:
+                raise ValueError(f"A prompt of {len(prompt)} tokens with {copies} answers of {max_new_tokens} does "
+                                 f"not fit the engine's {CONTEXT}-token cache")
+            chunk.append(prompt)
+            cells += need
+        if chunk:
+            yield chunk
+
+    def _fill(self, entries: list[tuple[int, int, list[int], bool]]) -> None:
+        """Decode (token, position, sequence ids, wants logits) entries, in slices the batch can hold."""
+        for start in range(0, len(entries), BATCH_TOKENS):
+            part = entries[start:start + BATCH_TOKENS]
+            self.batch.n_tokens = len(part)
+            for i, (token, position, seqs, logits) in enumerate(part):
+                self.batch.token[i], self.batch.pos[i], self.batch.n_seq_id[i] = token, position, len(seqs)
+                for j, seq in enumerate(seqs):
+                    self.batch.seq_id[i][j] = seq
+                self.batch.logits[i] = logits
+            if self.lib.llama_decode(self.context, self.batch) != 0:
+                raise RuntimeError("llama.cpp could not decode the batch (cache full?)")
+
+    def _share_prefix(self, prompts: list[list[int]]) -> int:
+        """Keep the prompts' common prefix (all but each prompt's last token) in sequence 0; its length."""
+        limit = min(len(p) for p in prompts) - 1
+        common = 0
+        while common < limit and all(p[common] == prompts[0][common] for p in prompts):
+            common += 1
+        kept = 0
+        while kept < min(common, len(self.prefix)) and self.prefix[kept] == prompts[0][kept]:
+            kept += 1
+        self.lib.llama_memory_seq_rm(self.memory, 0, kept, -1)
+        self._fill([(prompts[0][p], p, [0], False) for p in range(kept, common)])
+        self.prefix = prompts[0][:common]
+        return common
+
+    def _sampler(self, seed: int, temperature: float, top_p: float):
+        lib = self.lib
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if temperature <= 0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+            return chain
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(temperature))
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(top_p, 1))
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    def _start(self, prompts: list[list[int]], copies: int, common: int, temperature: float, top_p: float,
+               seed: int) -> list[_Sequence]:
+        """Prefill each distinct prompt's own tokens once, in its first sequence; every copy of it, and every
+        repeat of the same prompt, shares that cache."""
+        entries, owner = [], {}  # prompt -> (its first sequence, batch index of its last token's logits)
+        for k, prompt in enumerate(prompts):
+            if tuple(prompt) not in owner:
+                first = 1 + k * copies
+                self.lib.llama_memory_seq_cp(self.memory, 0, first, 0, common)
+                entries += [(prompt[p], p, [first], p == len(prompt) - 1) for p in range(common, len(prompt))]
+                owner[tuple(prompt)] = (first, len(entries) - 1)
+        self._fill(entries)
+        sequences = []
+        for k, prompt in enumerate(prompts):
+            first, logits_at = owner[tuple(prompt)]
+            for c in range(copies):
+                seq = 1 + k * copies + c
+                if seq != first:
+                    self.lib.llama_memory_seq_cp(self.memory, first, seq, -1, -1)
+                sequences.append(_Sequence(seq, self._sampler(seed + seq, temperature, top_p), len(prompt), logits_at))
+        return sequences
+
+    def _complete(self, prompts: list[list[int]], copies: int, max_new_tokens: int, temperature: float, top_p: float,
+                  seed: int, stop_lines: int) -> list[list[int]]:
+        common = self._share_prefix(prompts)
+        sequences = self._start(prompts, copies, common, temperature, top_p, seed)
+        try:
+            active = list(sequences)
+            for _ in range(max_new_tokens):
+                running = []
+                for s in active:
+                    token = self.lib.llama_sampler_sample(s.sampler, self.context, s.logits_at)
+                    if self.lib.llama_vocab_is_eog(self.vocab, token):
+                        continue
+                    s.tokens.append(token)
+                    s.lines += token in self.newline_ids
+                    if not (stop_lines and s.lines >= stop_lines) and len(s.tokens) < max_new_tokens:
+                        running.append(s)
+                active = running
+                if not active:
+                    break
+                for i, s in enumerate(active):
+                    s.logits_at = i
+                self._fill([(s.tokens[-1], s.position + len(s.tokens) - 1, [s.seq], True) for s in active])
+        finally:
+            for s in sequences:
+                self.lib.llama_sampler_free(s.sampler)
+                self.lib.llama_memory_seq_rm(self.memory, s.seq, -1, -1)
+        return [s.tokens for s in sequences]
+
+    def close(self) -> None:
+        self.lib.llama_batch_free(self.batch)
+        self.lib.llama_free(self.context)
+        self.lib.llama_model_free(self.model)
+
+
+def _quiet_log(_level, _text, _user_data) -> None:
+    """llama.cpp logs every load to stderr; the dashboard and CLI report loading themselves."""
+
+
+try:
+    import llama_cpp as _lib
+
+    _SILENT = _lib.llama_log_callback(_quiet_log)
+except (ImportError, OSError):
+    _SILENT = None
