@@ -17,6 +17,7 @@ from typing import NoReturn
 
 import limits
 import services
+from generation import writer
 from generation.models import ModelUnavailable
 from rewards.variant_file import VariantFileError
 from store.csv_import import ImportFailed
@@ -109,7 +110,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     segment = (args.segment, args.group) if args.user is None else None
     out = _output_folder(args.out)
     variants = services.generate(args.dataset, args.item, args.user, segment, args.n, args.seed, args.renderer,
-                                 args.users, progress=_stderr_progress(not args.json))
+                                 args.users, args.candidates, progress=_stderr_progress(not args.json))
     report = []
     for v in variants:
         banners = {}
@@ -118,7 +119,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
             shutil.copyfile(path, target)
             banners[size] = str(target)
         report.append({k: v[k] for k in ("id", "user_id", "item_id", "title", "body", "cta", "score", "model",
-                                         "adapter", "seed", "safety", "angle", "targets", "profile_version")}
+                                         "adapter", "seed", "safety", "angle", "targets", "profile_version",
+                                         "candidates")}
                       | {"banners": banners})
     lines = [f"{'ok ' if v['safety']['status'] == 'passed' else 'REJ'} {v['score'] or 0:6.2%}  {v['title']} | "
              f"{v['body']} | {v['cta']}" for v in report]
@@ -256,6 +258,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--group", default=None)
     p.add_argument("--users", type=limits.SEGMENT_USERS.argument, default=8, help="users drawn from the segment")
     p.add_argument("--renderer", default=None, help="procedural or a diffusers model id/folder")
+    p.add_argument("--candidates", type=limits.CANDIDATES.argument, default=writer.DEFAULT_CANDIDATES,
+                   help="samples drawn per variant; the one the train audience rates best is kept")
     p.add_argument("--seed", type=limits.SEED.argument, default=0)
 
     p = command("tune", cmd_tune, "refine the copy writer with TRL (GRPO, RLOO or DPO) from simulated clicks")

@@ -457,7 +457,7 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
     checks = writer.Checks(labels, titles, kit.check_terms())
     jobs = [writer.Job(item, profiles[u], n, seed + 7919 * k, u) for k, u in enumerate(users)]
     written = writer.write_variants(llm.generate, models.embedder().encode, jobs, checks,
-                                    score=_reranker(dataset, item["item_id"]), candidates=candidates,
+                                    score=reranker(dataset, item["item_id"]), candidates=candidates,
                                     progress=lambda f, m: progress(0.05 + 0.6 * f, m))
     batch = uuid.uuid4().hex[:12]
     progress(0.65, "Writing the art direction")
@@ -479,7 +479,7 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
     return sorted(rows, key=lambda r: (r["safety"]["status"] != "passed", -(r["score"] or 0)))
 
 
-def _reranker(dataset: str, item_id: str) -> writer.Scorer:
+def reranker(dataset: str, item_id: str) -> writer.Scorer:
     """The writer's reranking signal: each candidate's predicted CTR for its own user (train audience)."""
     def score(user_ids: list[str], variants: list[dict]) -> list[float]:
         from rewards.audience import Impression, audience
@@ -554,7 +554,7 @@ def _score(dataset: str, item_id: str, rows: list[dict]) -> None:
     for r in rows:
         r.pop("banner_features", None)
     if accepted:
-        scores = _reranker(dataset, item_id)([r["user_id"] for r in accepted], creatives)
+        scores = reranker(dataset, item_id)([r["user_id"] for r in accepted], creatives)
         for r, s in zip(accepted, scores, strict=True):
             r["score"] = round(float(s), 5)
 

@@ -1,19 +1,27 @@
-"""Copy-generation speed on the configured (default: embedded) model: batched writer vs a naive loop, same run.
+"""Copy-generation speed and quality: the fast engine against transformers fp32, in the same run, same prompts.
 
-    .venv/bin/python bench/generation.py [--variants 8] [--segment 64] [--per-user 2] [--naive 16]
+    .venv/bin/python bench/generation.py [--repeats 5] [--users 16] [--json]
 
-1. Latency of 8 variants for one user: the writer's batched call vs one unbatched model call per variant.
-2. Throughput for a segment of 64 users: variants per second of the batched writer (batches of 16 across
-   users) vs the naive loop, which is timed on its first `--naive` variants (the whole loop would take many
-   minutes) and reported as a rate.
-3. The whole Studio request (profile, copy, checks, banners, scoring) for 8 variants, for context.
+1. Latency of 8 variants for one user (user 1, Star Wars): the Studio's writer with one candidate per slot
+   and one round, on the configured engine (llama.cpp on a CPU) and on transformers fp32 `generate` as the
+   Studio ran it before (no stop: answers run to the token limit), and with the same stop at the end of the
+   call to action; p50 over `--repeats` seeds.
+2. Candidates per slot (K = 1, 2, 4): for `--users` held-out users x 4 variants each, one round: seconds,
+   share of slots filled by a passing candidate (the first-draw accepted share), share of candidates that
+   pass, and the train audience's mean predicted CTR of the kept variants. The Studio's default K is the
+   smallest whose accepted share and CTR are within a point of the next.
+3. The whole Studio request (profile, copy with the default K, checks, briefs, banners in every size,
+   scores, store) for 4 variants, p50 of 3.
+4. Repeated titles and unsupported names among everything accepted (both must be 0).
 
-Both paths run one round (no regeneration) so they do the same model work; acceptance counts are printed.
+With --json the last line is one JSON object with these figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,61 +29,146 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import services  # noqa: E402
-from generation import models, writer  # noqa: E402
+import settings  # noqa: E402
+from generation import copy, grounding, models, writer  # noqa: E402
+from tuning import prompts  # noqa: E402
 
 DATASET = services.DEFAULT_DATASET
-ITEM = "50"
+ITEM, USER = "50", "1"
 
 
-def jobs(users: list[str], per_user: int, seed: int) -> list[writer.Job]:
-    item = services.catalog(DATASET).loc[ITEM].to_dict()
-    return [writer.Job(item, services.profile(DATASET, u, use_llm=False), per_user, seed + k)
-            for k, u in enumerate(users)]
+def checks() -> writer.Checks:
+    labels, titles = services.catalog_vocabulary(DATASET)
+    return writer.Checks(labels, titles, services.brand_kit().check_terms())
 
 
-def timed(batch_size: int, work: list[writer.Job], checks: writer.Checks) -> tuple[float, int]:
-    llm, embedder = models.text_model(), models.embedder()
+def user_jobs(pairs: list[tuple[str, str]], n: int, seed: int) -> list[writer.Job]:
+    catalog = services.catalog(DATASET)
+    return [writer.Job(catalog.loc[item].to_dict() | {"item_id": item},
+                       services.profile(DATASET, user, use_llm=False), n, seed + k, user)
+            for k, (user, item) in enumerate(pairs)]
+
+
+def write(generate, jobs: list[writer.Job], candidates: int, score=None) -> tuple[float, list[list[dict]]]:
     started = time.perf_counter()
-    results = writer.write_variants(llm.generate, embedder.encode, work, checks, rounds=1, batch_size=batch_size)
-    seconds = time.perf_counter() - started
-    return seconds, sum(v["safety"]["status"] == "passed" for r in results for v in r)
+    out = writer.write_variants(generate, models.embedder().encode, jobs, checks(), score=score,
+                                candidates=candidates, rounds=1)
+    return time.perf_counter() - started, out
+
+
+def no_stop(llm: models.TextModel):
+    """The Studio's generate call as it was: no stop at the end of the call to action."""
+    def generate(chats, **options):
+        return llm.generate(chats, **(options | {"stop_lines": 0}))
+    return generate
+
+
+def latency(repeats: int, fast: models.TextModel, slow: models.TextModel) -> dict:
+    runs: dict[str, list[float]] = {"fast": [], "transformers": [], "transformers_stop": []}
+    accepted = []
+    for seed in range(repeats):
+        seconds, out = write(fast.generate, user_jobs([(USER, ITEM)], 8, seed), 1)
+        runs["fast"].append(seconds)
+        accepted.append(sum(v["safety"]["status"] == "passed" for v in out[0]) / 8)
+        runs["transformers"].append(write(no_stop(slow), user_jobs([(USER, ITEM)], 8, seed), 1)[0])
+        runs["transformers_stop"].append(write(slow.generate, user_jobs([(USER, ITEM)], 8, seed), 1)[0])
+    p50 = {k: statistics.median(v) for k, v in runs.items()}
+    print(f"8 variants for user {USER}, item {ITEM}, p50 of {repeats}: {fast.engine} {p50['fast']:.2f} s; "
+          f"transformers fp32 {p50['transformers']:.2f} s (as before, no stop), "
+          f"{p50['transformers_stop']:.2f} s (same stop); speed-up {p50['transformers'] / p50['fast']:.1f}x "
+          f"({p50['transformers_stop'] / p50['fast']:.1f}x with the same stop); accepted "
+          f"{statistics.mean(accepted):.0%}")
+    return {"p50_seconds_8_variants": round(p50["fast"], 3),
+            "transformers_fp32_p50_seconds": round(p50["transformers"], 3),
+            "transformers_fp32_same_stop_p50_seconds": round(p50["transformers_stop"], 3),
+            "speedup_vs_transformers_fp32": round(p50["transformers"] / p50["fast"], 2),
+            "speedup_vs_transformers_fp32_same_stop": round(p50["transformers_stop"] / p50["fast"], 2),
+            "accepted_share_8_variants_k1": round(statistics.mean(accepted), 3)}
+
+
+def candidates_sweep(users: int, fast: models.TextModel) -> dict:
+    rows = prompts.prompt_rows(DATASET, "held_out", users)
+    pairs = [(r["user_id"], r["item_id"]) for r in rows]
+    score = services.reranker  # the Studio's own reranking signal
+    sweep = {}
+    for k in (1, 2, 4):
+        per_item = {}
+        seconds = 0.0
+        filled, kept_scores, slots = 0, [], 0
+        for user, item in pairs:
+            per_item.setdefault(item, []).append(user)
+        for item, members in per_item.items():
+            jobs = user_jobs([(u, item) for u in members], 4, 0)
+            took, out = write(fast.generate, jobs, k, score(DATASET, item))
+            seconds += took
+            for variants in out:
+                slots += len(variants)
+                good = [v for v in variants if v["safety"]["status"] == "passed"]
+                filled += len(good)
+            kept = [(j.user_id, v) for j, variants in zip(jobs, out, strict=True) for v in variants
+                    if v["safety"]["status"] == "passed"]
+            if kept:
+                kept_scores += list(score(DATASET, item)([u for u, _ in kept], [v for _, v in kept]))
+        share = filled / max(slots, 1)
+        ctr = statistics.mean(kept_scores) if kept_scores else 0.0
+        sweep[k] = {"seconds": round(seconds, 2), "accepted_share": round(share, 3),
+                    "train_ctr": round(ctr, 5), "variants": slots}
+        print(f"K={k}: {slots} slots for {len(pairs)} held-out users in {seconds:.1f} s "
+              f"({seconds / max(slots, 1):.2f} s/variant); accepted {share:.0%}; train CTR of kept {ctr:.2%}")
+    return sweep
+
+
+def whole_request(repeats: int = 3) -> tuple[float, list[dict]]:
+    services.generate(DATASET, ITEM, user_id=USER, n=4, seed=99)  # warm: profile, briefs, audience
+    times, variants = [], []
+    for seed in range(repeats):
+        started = time.perf_counter()
+        made = services.generate(DATASET, ITEM, user_id=USER, n=4, seed=seed)
+        times.append(time.perf_counter() - started)
+        variants += made
+    p50 = statistics.median(times)
+    accepted = sum(v["safety"]["status"] == "passed" for v in variants) / len(variants)
+    print(f"whole Studio request, 4 variants with banners in all sizes and scores (K={writer.DEFAULT_CANDIDATES}): "
+          f"p50 {p50:.2f} s of {repeats}; accepted {accepted:.0%}")
+    return p50, variants
+
+
+def audit(variants: list[dict]) -> dict:
+    """Repeated titles within a request and accepted variants that state something unsupported."""
+    repeated, unsupported = 0, 0
+    item = services.catalog(DATASET).loc[ITEM].to_dict()
+    facts = grounding.facts_for(item, services.brand_kit().check_terms())
+    batches: dict[str, list[str]] = {}
+    for v in variants:
+        if v["safety"]["status"] == "passed":
+            batches.setdefault(v["batch"], []).append(copy.title_key(v["title"]))
+            unsupported += bool(grounding.problems(v, facts))
+    for titles in batches.values():
+        repeated += len(titles) - len(set(titles))
+    print(f"repeated titles: {repeated}; accepted variants naming something the catalog lacks: {unsupported}")
+    return {"repeated_titles": repeated, "unsupported_accepted": unsupported}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--variants", type=int, default=8)
-    parser.add_argument("--segment", type=int, default=64)
-    parser.add_argument("--per-user", type=int, default=2)
-    parser.add_argument("--naive", type=int, default=16)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--users", type=int, default=16)
+    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     services.prepare()
-    kit = services.brand_kit()
-    labels, titles = services.catalog_vocabulary(DATASET)
-    checks = writer.Checks(labels, titles, kit.check_terms())
-    print(f"model {models.text_model().model_id} on {models.text_model().device}")
-
-    one = jobs(["1"], args.variants, 0)
-    batched, ok_b = timed(16, one, checks)
-    naive, ok_n = timed(1, jobs(["1"], args.variants, 0), checks)
-    print(f"{args.variants} variants, one user: batched {batched:.1f} s ({ok_b} accepted), "
-          f"naive loop {naive:.1f} s ({ok_n} accepted), speed-up {naive / batched:.1f}x")
-
-    users = services.users(DATASET)["user_id"].tolist()[: args.segment]
-    total = len(users) * args.per_user
-    seg_seconds, ok_seg = timed(16, jobs(users, args.per_user, 0), checks)
-    naive_users = users[: max(1, args.naive // args.per_user)]
-    naive_seconds, _ = timed(1, jobs(naive_users, args.per_user, 0), checks)
-    naive_count = len(naive_users) * args.per_user
-    batched_rate, naive_rate = total / seg_seconds, naive_count / naive_seconds
-    print(f"segment of {len(users)} users x {args.per_user}: batched {batched_rate:.2f} variants/s "
-          f"({total} in {seg_seconds:.0f} s, {ok_seg} accepted); naive loop {naive_rate:.2f} variants/s "
-          f"(on {naive_count}); speed-up {batched_rate / naive_rate:.1f}x")
-
-    started = time.perf_counter()
-    variants = services.generate(DATASET, ITEM, user_id="1", n=args.variants, seed=1)
-    accepted = sum(v["safety"]["status"] == "passed" for v in variants)
-    print(f"whole Studio request, {args.variants} variants with banners and scores: "
-          f"{time.perf_counter() - started:.1f} s ({accepted} accepted)")
+    cfg = settings.load()
+    fast = models.text_model()
+    slow = models.load_text_model(cfg.text_model, "cpu", Path(cfg.model_cache), engine="transformers")
+    print(f"model {fast.model_id}: engine {fast.engine}{' (' + fast.engine_note + ')' if fast.engine_note else ''}; "
+          f"baseline transformers fp32 on cpu")
+    figures = latency(args.repeats, fast, slow)
+    sweep = candidates_sweep(args.users, fast)
+    seconds, variants = whole_request()
+    figures |= {"whole_request_seconds": round(seconds, 3), "accepted_share": sweep[writer.DEFAULT_CANDIDATES][
+        "accepted_share"], "default_candidates": writer.DEFAULT_CANDIDATES, "candidates": sweep,
+        "engine": fast.engine, **audit(variants)}
+    if args.json:
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":

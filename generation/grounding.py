@@ -2,15 +2,22 @@
 
 What we know about an item (`Facts`): its catalog row (title, year, categories with their aliases, a
 description where the dataset has one) and the brand kit. A variant may state only that. The check reads
-each field (title, body, CTA) for four kinds of statement and names every one that has no support:
+each field (title, body, CTA) after blanking the phrases it may always use (the names the item goes by,
+its categories, the brand's name and call to action), and names every statement left without support:
 
 - names: a run of capitalised words ("The Force Awakens", "Harrison Ford") or one capitalised word inside
-  a sentence. Every word of a run must be a fact word; a capitalised word that only opens a sentence (or
-  the hook after a headline's colon) may also be one of the common words in `common_words.txt`.
-- numbers: any token with a digit (years, "#1", "$9.99", "10/10", "4 stars") must occur in the facts.
-- claims: superlatives, rankings and awards ("best", "number one", "Oscar-winning") unless the facts say so.
-- quotations: a phrase in quotes must occur in the facts word for word.
+  a sentence. Every word of a run must be a word of the description or the brand kit; a sentence (or the
+  hook after a headline's separator) may open with one of the common words in `common_words.txt`
+  ("Watch", "Join the Rebellion" where the description tells of a rebellion). Words of the title count
+  only as the whole name: "Star Wars: The Lost Star" invents a subtitle.
+- numbers: a token with a digit (years, "#1", "$9.99", "10/10", "4 stars") must be the item's year (or its
+  decade, "1970s"), or occur in the description or the brand kit; digits inside the name are blanked.
+- claims: superlatives, rankings, awards and hype ("best", "number one", "Oscar-nominated", "five-star",
+  "a hundred million") unless the description or brand kit says so (the title does not: "My Best Friend's
+  Wedding" is no claim to be the best).
+- quotations: a phrase in quotes must occur in the facts word for word, or be one of the item's names.
 
+Names written in lower case ("directed by steven spielberg") are not found: the check reads capitals.
 The same function serves the Studio's checks (`generation.safety`), the tuning reward's gate, the
 evaluation's factuality metric and both simulated audiences, so nothing that the Studio rejects is paid
 for anywhere.
@@ -27,17 +34,22 @@ from pathlib import Path
 from generation.intent import aliases, categories_of
 
 FIELDS = ("title", "body", "cta")
+BLANK = "\u2022"  # stands for a blanked phrase: it ends a run of capitals without ending the sentence
 CONNECTORS = {"of", "the", "and", "a", "an", "in", "on", "at", "to", "for", "de", "la", "le", "du", "von", "van",
               "&"}
 CLAIMS = re.compile(
-    r"(?<![\w-])(?:best(?:[- ]selling|[- ]seller)?|greatest|finest|top[- ]rated|highest[- ]rated|number one|no\. ?1|"
-    r"all[- ]time|of all time|ever made|award[- ]winning|awards?|oscars?|academy awards?|emmys?|golden globes?|"
-    r"nominated|nominee|critically acclaimed|acclaimed|record[- ]breaking|blockbuster|most popular|bestsellers?)"
-    r"(?![\w-])", re.IGNORECASE)
-TOKEN = re.compile(r"[^\W\d_][\w'’-]*|[#$€£]?\d[\d.,:/%]*\w*|[.!?:;—–]|\s[-–]\s")
-QUOTED = re.compile(r"[\"“”]([^\"“”]{2,80})[\"“”]|(?<![\w])['‘]([^'‘’]{2,80})['’](?![\w])")
+    r"(?<![\w-])(?:best(?:[- ](?:selling|seller|loved|ever))?|greatest|finest|biggest|highest[- ]\w+|top[- ]rated|"
+    r"top[- ](?:ten|10|five|5|100)|number one|no\. ?1|all[- ]time|of all time|ever made|(?:multi-)?award[- ]\w+|"
+    r"awards?|oscars?|academy awards?|emmys?|golden globes?|baftas?|grammys?|nominated|nominee|"
+    r"critically acclaimed|acclaimed|record[- ]breaking|blockbuster|smash hit|box[- ]office|masterpiece|ultimate|"
+    r"must[- ]see|most[- ](?:watched|loved|popular|acclaimed|anticipated|successful|famous|celebrated|iconic)|"
+    r"bestsellers?|(?:one|two|three|four|five)[- ]stars?|hundreds?|thousands?|millions?|billions?)(?!\w)",
+    re.IGNORECASE)
+TOKEN = re.compile(r"[^\W\d_][\w'’-]*|[#$€£']?\d[\d.,:/%]*\w*|[.!?:;—–\u2022,]|\s[-–]\s")
+QUOTED = re.compile(r"[\"“”]([^\"“”]{2,80})[\"“”]|(?<!\w)['‘]((?:[^'‘’\n]|['’](?=\w)){2,80})['’](?!\w)")
 SENTENCE_END = {".", "!", "?", ":", ";", "—", "–"}
 YEAR = re.compile(r"^(1[89]\d\d|20\d\d)$")
+DECADE = re.compile(r"^'?(\d{2}|1[89]\d0|20\d0)s$")
 
 
 @lru_cache(maxsize=1)
@@ -52,72 +64,104 @@ def _words(text: str) -> list[str]:
 
 
 def _forms(word: str) -> set[str]:
-    """A word and the forms copy may bend it into: plural, possessive, hyphen parts."""
-    forms = {word, word.removesuffix("'s"), word.removesuffix("s"), word.removesuffix("es")}
-    forms |= set(word.split("-"))
-    return {f for f in forms if f}
+    """A word and the forms copy may bend it into: plural and possessive."""
+    word = word.lower().replace("’", "'")
+    return {f for f in (word, word.removesuffix("'s"), word.removesuffix("'"), word.removesuffix("s"),
+                        word.removesuffix("es")) if f}
+
+
+def names_of(title: str) -> list[str]:
+    """The names an item goes by: 'Usual Suspects, The (1995)' is also 'The Usual Suspects' and 'Usual
+    Suspects'; 'Seven (Se7en) (1995)' also 'Se7en'; 'Terminator 2: Judgment Day' also 'Terminator 2'."""
+    bare = re.sub(r"\s*\(\d{4}\)\s*$", "", str(title)).strip()
+    main = re.split(r"\s+\(", bare, maxsplit=1)[0]
+    moved = re.match(r"^(.*),\s*(The|A|An)$", main)
+    spoken = f"{moved.group(2)} {moved.group(1)}" if moved else main
+    names = [spoken, main, moved.group(1) if moved else re.sub(r"^(The|A|An)\s+", "", main),
+             spoken.split(":")[0], *re.findall(r"\(([^()]+)\)", bare)]
+    return [n.strip() for n in dict.fromkeys(names) if len(n.strip()) >= 2 and re.search(r"[^\W\d_]", n)]
 
 
 @dataclass(frozen=True)
 class Facts:
-    """What copy about one item may state: the words, numbers and text of its catalog row and the brand kit."""
+    """What copy about one item may state."""
 
-    words: frozenset[str]
-    numbers: frozenset[str]
-    text: str  # lower-case facts with single spaces, for quoted phrases and multi-word claims
+    phrases: tuple[str, ...]  # always allowed, blanked before reading: names, own categories, brand name and CTA
+    words: frozenset[str]  # words a capitalised word may be: the description's and the brand kit's
+    numbers: frozenset[str]  # the year(s), and digits in the description and the brand kit
+    claims_text: str  # lower-case description and brand kit: where a claim may be supported
+    text: str  # lower-case facts with single spaces, for quotations
     year: int | None
 
     def supports(self, word: str) -> bool:
-        return bool(_forms(word.lower().replace("’", "'")) & self.words)
+        return bool(_forms(word) & self.words)
+
+
+def _year(value: object) -> int | None:
+    try:
+        return int(float(value)) if value is not None and str(value).strip() not in ("", "nan", "None") else None
+    except ValueError:
+        return None
 
 
 def facts_for(item: Mapping, brand_kit: Mapping | None = None) -> Facts:
     """The facts of one catalog row (title, year, categories, description) and of the brand kit."""
     kit = brand_kit or {}
+    title = str(item.get("title") or "")
     categories = categories_of(item.get("category"))
-    parts = [str(item.get("title") or ""), str(item.get("description") or ""), " ".join(categories),
-             " ".join(a for c in categories for a in aliases(c)), str(kit.get("name") or ""),
-             str(kit.get("default_cta") or ""), str(kit.get("required_disclaimer") or "")]
-    year = item.get("year")
-    year = int(year) if year is not None and str(year).strip() not in ("", "nan", "None") else None
-    if year:
-        parts.append(str(year))
-    text = " ".join(" ".join(parts).lower().split())
-    words = {f for w in _words(text) for f in _forms(w)}
-    numbers = set(re.findall(r"\d+", text))
-    return Facts(frozenset(words), frozenset(numbers), text, year)
+    own = [*names_of(title), *categories, *(a for c in categories for a in aliases(c)),
+           str(kit.get("name") or ""), str(kit.get("default_cta") or "")]
+    phrases = tuple(sorted({p.strip() for p in own if len(p.strip()) >= 2}, key=len, reverse=True))
+    described = " ".join(str(x or "") for x in (item.get("description"), kit.get("name"), kit.get("default_cta"),
+                                                kit.get("required_disclaimer")))
+    year = _year(item.get("year"))
+    title_year = re.search(r"\((\d{4})\)\s*$", title)
+    numbers = set(re.findall(r"\d+", described)) | {str(y) for y in (year, title_year and title_year.group(1)) if y}
+    text = " ".join(" ".join([title, " ".join(categories), described, str(year or "")]).lower().split())
+    return Facts(phrases, frozenset(f for w in _words(described) for f in _forms(w)), frozenset(numbers),
+                 " ".join(described.lower().split()), text, year)
+
+
+def _blank(text: str, facts: Facts) -> str:
+    """The text with every always-allowed phrase replaced by BLANK (longest first, whole words only)."""
+    for phrase in facts.phrases:
+        text = re.sub(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", f" {BLANK} ", text, flags=re.IGNORECASE)
+    return text
 
 
 def _number_problem(token: str, facts: Facts) -> str | None:
-    digits = re.findall(r"\d+", token)
-    if all(d in facts.numbers for d in digits) and not re.search(r"[#$€£%]", token):
+    if (decade := DECADE.match(token)) and facts.year and str(facts.year)[2 if len(decade.group(1)) == 2 else 0:
+                                                                             -1] == decade.group(1)[:-1]:
+        return None
+    if all(d in facts.numbers for d in re.findall(r"\d+", token)) and not re.search(r"[#$€£%]", token):
         return None
     if YEAR.match(token):
         return f"says {token}, but the item is from {facts.year or 'an unknown year'}"
     return f"states '{token}', which the catalog does not support"
 
 
+def _run_problem(run: list[str], opens: bool, field: str, facts: Facts) -> str | None:
+    """The name a run of capitalised words states without support, or None."""
+    while run and run[0].lower() in CONNECTORS:
+        run = run[1:]
+    while run and run[-1].lower() in CONNECTORS:
+        run = run[:-1]
+    content = [w for w in run if w.lower() not in CONNECTORS]
+    if not content or all(facts.supports(w) for w in content):
+        return None
+    common = common_words()
+    if opens and content[0].lower() in common and all(facts.supports(w) for w in content[1:]):
+        return None  # a sentence opening with a common word: "Watch", "Join the Rebellion" (described)
+    if field == "cta" and all(w.lower() in common for w in content):
+        return None  # calls to action are written in title case: "Book Tickets"
+    return " ".join(run).strip("'’\"")
+
+
 def _names(tokens: list[str], facts: Facts, field: str) -> list[str]:
     """Runs of capitalised words that the facts do not support (see the module's rules)."""
-    common, found, run = common_words(), [], []
+    found, run = [], []
     opens = sentence_start = True
-
-    def close() -> None:
-        while run and run[0].lower() in CONNECTORS:
-            run.pop(0)
-        while run and run[-1].lower() in CONNECTORS:
-            run.pop()
-        content = [w for w in run if w.lower() not in CONNECTORS]
-        # a sentence may open with a common word, alone ("The adventure begins") or before a supported
-        # name ("Watch Star Wars"); "A New Hope" and "The Force Awakens" stay names
-        if opens and content and content[0].lower() in common and (len(content) == 1 or facts.supports(content[1])):
-            del run[: run.index(content.pop(0)) + 1]
-        lone_cta = field == "cta" and all(w.lower() in common for w in content)
-        if content and not lone_cta and not all(facts.supports(w) for w in content):
-            found.append(" ".join(run).strip())
-        run.clear()
-
-    for token in tokens:
+    for token in tokens + ["."]:
         word = token.strip()
         if word[:1].isalpha() and word[:1].isupper() and word.lower() != "i":
             if not run:
@@ -125,33 +169,35 @@ def _names(tokens: list[str], facts: Facts, field: str) -> list[str]:
             run.append(word)
         elif run and word.lower() in CONNECTORS:
             run.append(word)
-        else:
-            if run:
-                close()
-        sentence_start = word in SENTENCE_END or (token.strip() in ("-", "–") and token != word)
-    if run:
-        close()
+        elif run:
+            if problem := _run_problem(run, opens, field, facts):
+                found.append(problem)
+            run = []
+        if word != BLANK:
+            sentence_start = word in SENTENCE_END or (token.strip() in ("-", "–") and token != word)
     return found
 
 
 def problems(copy: Mapping[str, str], facts: Facts) -> list[str]:
     """Every statement in the variant's fields that the facts do not support, each named in its reason."""
     reasons: list[str] = []
+    names = {n.lower() for n in facts.phrases}
     for field in FIELDS:
         text = str(copy.get(field) or "")
-        tokens = TOKEN.findall(text)
+        for pair in QUOTED.findall(text):
+            phrase = " ".join((pair[0] or pair[1]).lower().split()).strip(" .,!?;:")
+            if phrase not in facts.text and phrase not in names:
+                reasons.append(f"quotes '{phrase}', which the catalog does not support")
+        blanked = _blank(text, facts)
+        tokens = TOKEN.findall(blanked)
         for name in _names(tokens, facts, field):
             reasons.append(f"names '{name}', which the catalog does not support")
         for token in tokens:
             if any(c.isdigit() for c in token) and (problem := _number_problem(token.strip(".,:;!?"), facts)):
                 reasons.append(problem)
-        for claim in CLAIMS.findall(text):
-            if " ".join(claim.lower().split()) not in facts.text:
+        for claim in CLAIMS.findall(blanked):
+            if " ".join(claim.lower().split()) not in facts.claims_text:
                 reasons.append(f"claims '{claim}', which the catalog does not support")
-        for pair in QUOTED.findall(text):
-            phrase = " ".join((pair[0] or pair[1]).lower().split())
-            if phrase not in facts.text:
-                reasons.append(f"quotes '{phrase}', which the catalog does not support")
     return list(dict.fromkeys(reasons))
 
 

@@ -64,10 +64,8 @@ def fact_problems(copy: dict[str, str], item: dict, categories: list[str], other
 
 
 def names_item(text: str, title: str) -> bool:
-    """Whether the copy names the item, by its display name or the part before a colon."""
-    name = display_name(title)
-    candidates = {name, name.split(":")[0].strip(), re.sub(r"^(the|a|an)\s+", "", name, flags=re.IGNORECASE)}
-    return any(len(c) >= 2 and c.lower() in text.lower() for c in candidates)
+    """Whether the copy names the item by one of the names it goes by (`grounding.names_of`)."""
+    return any(_mentions(text, name) for name in grounding.names_of(title))
 
 
 def brand_problems(text: str, brand_kit: dict) -> list[str]:

@@ -149,6 +149,8 @@ def _write_chunk(generate: Callable, encode: Callable, chunk: list[tuple[Job, in
     starts = [copy.answer_start(job.item) for job, _, _ in chunk]
     answers = generate(chats, max_new_tokens=MAX_NEW_TOKENS, temperature=0.7, seed=seed, assistant_prefix=starts,
                        copies=candidates, stop_lines=STOP_LINES)
+    if len(answers) != len(chunk) * candidates:
+        raise RuntimeError(f"The model returned {len(answers)} answers for {len(chunk)} prompts x {candidates}")
     default_cta = checks.brand_kit.get("default_cta", "Learn more")
     drawn: list[list[Candidate]] = []
     for k, ((job, _, angle), chat, start) in enumerate(zip(chunk, chats, starts, strict=True)):

@@ -7,7 +7,8 @@ import access
 import services
 from generation.compose import SIZES
 from generation.models import ModelUnavailable
-from limits import SEED, SEGMENT_USERS, VARIANTS_PER_USER
+from generation.writer import DEFAULT_CANDIDATES
+from limits import CANDIDATES, SEED, SEGMENT_USERS, VARIANTS_PER_USER
 
 access.require_login()  # nothing below runs for a visitor who has not signed in
 
@@ -39,8 +40,12 @@ else:
     max_users = cols[2].number_input("Users from the segment", *SEGMENT_USERS.bounds(), 8, key="studio_max_users")
     segment = (kind, None if kind == "all" else value)
 
-cols = st.columns(3)
+cols = st.columns(4)
 n = cols[0].slider("Variants per user", *VARIANTS_PER_USER.bounds(), 4, key="studio_n")
+candidates = cols[3].number_input(
+    "Candidates per variant", *CANDIDATES.bounds(), DEFAULT_CANDIDATES, key="studio_candidates",
+    help="Samples drawn for each variant; every one is checked, and the one the simulated audience rates best "
+         "is kept. More candidates: better and more often accepted copy, slower.")
 renderer = cols[1].text_input("Banner renderer", value=services.environment()["settings"]["image_model"],
                               help="'procedural' (offline) or a diffusers model id / local folder",
                               key="studio_renderer")
@@ -51,7 +56,7 @@ if st.button("Generate variants", type="primary", key="generate"):
     try:
         st.session_state["studio_variants"] = services.generate(
             dataset, item_id, user_id, segment, int(n), int(seed), renderer.strip() or None, int(max_users),
-            progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+            int(candidates), progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
     except (LookupError, ModelUnavailable, ValueError) as exc:
         st.error(str(exc))
 
@@ -59,6 +64,10 @@ variants = st.session_state.get("studio_variants") or []
 if variants:
     accepted = [v for v in variants if v["safety"]["status"] == "passed"]
     st.subheader(f"{len(accepted)} variants ready, {len(variants) - len(accepted)} rejected")
+    drawn = sum(v.get("candidates") or 1 for v in variants)
+    st.caption(f"Each variant is the best of the candidates drawn for it by the simulated audience's predicted "
+               f"CTR, among those that passed every check: {drawn} candidates drawn for {len(variants)} variants. "
+               "Names, numbers, claims and quotes must be supported by the catalog or the brand kit.")
     if len({v["user_id"] for v in variants}) > 1:
         table = pd.DataFrame(variants)[["user_id", "title", "body", "cta", "score", "angle"]]
         st.dataframe(table.assign(status=[v["safety"]["status"] for v in variants]), hide_index=True,
@@ -72,7 +81,8 @@ if variants:
                 st.image(variant["banners"][size], caption=f"{size} · user {variant['user_id']}")
             st.markdown(f"**{variant['title']}**  \n{variant['body']}  \n`{variant['cta']}`")
             if variant["safety"]["status"] == "passed":
-                st.metric("Predicted CTR", f"{variant['score']:.2%}")
+                st.metric("Predicted CTR", f"{variant['score']:.2%}",
+                          help=f"Best of {variant.get('candidates') or 1} candidates")
                 st.caption("Targets: " + ", ".join(variant["targets"]))
                 if st.checkbox("Keep", value=variant["id"] in kept, key=f"keep_{variant['id']}"):
                     kept.add(variant["id"])
@@ -81,7 +91,8 @@ if variants:
             else:
                 st.error("Rejected: " + "; ".join(variant["safety"]["reasons"]))
             with st.expander("Provenance"):
-                st.json({k: variant[k] for k in ("id", "model", "adapter", "seed", "profile_version", "angle")})
+                st.json({k: variant.get(k) for k in ("id", "model", "adapter", "seed", "profile_version", "angle",
+                                                     "candidates")})
     st.session_state["studio_kept"] = kept
     chosen = sorted(kept) or [v["id"] for v in accepted]
     if chosen:

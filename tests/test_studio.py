@@ -67,30 +67,32 @@ def test_safety_catches_contradictions_brand_words_and_leaks(fields: dict, reaso
 
 
 def test_safety_passes_a_grounded_variant() -> None:
-    fields = {"title": "Star Wars: the 1977 original", "body": "A Sci-Fi adventure that started it all.",
+    fields = {"title": "Star Wars, the 1977 original", "body": "A Sci-Fi adventure that started it all.",
               "cta": "Watch now"}
     assert safety.check(fields, STAR_WARS, LABELS, TITLES, {"banned_words": ["free"]}).passed
 
 
 class ScriptedModel:
-    """Stands in for text generation to test the writer's retry logic: answers from a fixed script.
+    """Stands in for text generation to test the writer's control flow: answers from a fixed script.
 
-    The unit under test is the writer's control flow (parse, check, dedupe, retry, reject), not the model.
+    The unit under test is the writer (parse, check, dedupe, rerank, retry, reject), not the model. Each
+    answer continues the start the writer wrote ("Title: Star Wars,"), as the model would.
     """
 
     def __init__(self, rounds: list[list[str]]):
-        self.rounds, self.calls = rounds, []
+        self.rounds, self.calls, self.options = rounds, [], []
 
     def __call__(self, chats, **options):
         self.calls.append(len(chats))
-        return self.rounds[len(self.calls) - 1][: len(chats)]
+        self.options.append(options)
+        return self.rounds[len(self.calls) - 1][: len(chats) * options.get("copies", 1)]
 
 
 def test_writer_retries_failures_and_reports_what_stays_rejected(demo_store: str) -> None:
-    good = "Star Wars: the original\nBody: The Sci-Fi adventure of 1977.\nCTA: Watch now"
-    other = "Star Wars tonight\nBody: Droids, rebels and a farm boy.\nCTA: Stream it"
+    good = " the original\nBody: The Sci-Fi adventure of 1977.\nCTA: Watch now"
+    other = " tonight and always\nBody: Rebels, droids and a farm boy.\nCTA: Stream it"
     script = ScriptedModel([
-        [good, good, "gibberish", "Heat\nBody: The 1995 heist.\nCTA: Watch"],  # dup, unparsable, ungrounded
+        [good, good, "gibberish", " Heat\nBody: The 1995 heist.\nCTA: Watch"],  # dup, unparsable, ungrounded
         [other, "still gibberish", "still gibberish"],
         ["again nothing", "again nothing"],
     ])
@@ -98,9 +100,50 @@ def test_writer_retries_failures_and_reports_what_stays_rejected(demo_store: str
     checks = writer.Checks(LABELS, TITLES, {"banned_words": []})
     [result] = writer.write_variants(script, services_encode(), [job], checks, rounds=3)
     assert script.calls == [4, 3, 2]
+    assert script.options[0]["assistant_prefix"] == ["Title: Star Wars,"] * 4 and script.options[0]["stop_lines"] == 3
     assert [v["safety"]["status"] for v in result] == ["passed", "passed", "rejected", "rejected"]
-    assert {v["title"] for v in result[:2]} == {"Star Wars: the original", "Star Wars tonight"}
+    assert {v["title"] for v in result[:2]} == {"Star Wars, the original", "Star Wars, tonight and always"}
     assert all(v["safety"]["reasons"] for v in result[2:])
+    assert [v["candidates"] for v in result] == [1, 2, 3, 3]  # samples drawn for each slot, over the rounds
+
+
+def test_writer_keeps_the_best_scored_candidate_and_never_repeats_a_title(demo_store: str) -> None:
+    answers = [" a galaxy of heroes\nBody: Rebels take on an empire.\nCTA: Watch now",
+               " a galaxy of heroes\nBody: Pilots, a farm boy and a princess in trouble.\nCTA: Watch now",
+               " A GALAXY OF HEROES!\nBody: A space adventure of 1977.\nCTA: Watch now",
+               " a galaxy of heroes?\nBody: The longest body of them all: rebels, pilots and a princess.\nCTA: Go",
+               " The Force Awakens\nBody: Rebels again.\nCTA: Watch now",
+               " the rebels need you\nBody: Pilots and one last chance.\nCTA: Stream it"]
+    script = ScriptedModel([answers])
+    job = writer.Job(STAR_WARS, {"interests": [{"label": "Sci-Fi"}]}, 2, 0, user_id="1")
+
+    def longest_body_wins(user_ids: list[str], variants: list[dict]) -> list[float]:
+        assert user_ids == ["1"] * len(variants)
+        return [len(v["body"]) / 1000 for v in variants]
+
+    checks = writer.Checks(LABELS, TITLES, {"banned_words": []})
+    [result] = writer.write_variants(script, services_encode(), [job], checks, score=longest_body_wins,
+                                     candidates=3, rounds=1)
+    assert script.options[0]["copies"] == 3
+    assert [v["safety"]["status"] for v in result] == ["passed", "passed"]
+    # slot 1: the best-scored of its 3 candidates; slot 2: its best candidate repeats slot 1's title (ignoring
+    # case and punctuation), and the invented subtitle fails grounding, so its third candidate is kept
+    assert result[0]["body"] == "Pilots, a farm boy and a princess in trouble."
+    assert result[1]["title"] == "Star Wars, the rebels need you"
+    assert [copy.title_key(v["title"]) for v in result] == ["star wars a galaxy of heroes",
+                                                            "star wars the rebels need you"]
+    assert all(v["candidates"] == 3 for v in result)
+
+
+def test_writer_rewrites_a_title_whose_hook_is_a_near_duplicate(demo_store: str) -> None:
+    script = ScriptedModel([[" join the rebellion\nBody: Rebels take on an empire.\nCTA: Watch now",
+                             " join the rebellion now\nBody: Droids and a farm boy in a Sci-Fi war.\nCTA: Watch now"],
+                            [" a love story among the stars\nBody: Romance in a galaxy at war.\nCTA: Watch now"]])
+    job = writer.Job(STAR_WARS, {"interests": [{"label": "Sci-Fi"}]}, 2, 0)
+    checks = writer.Checks(LABELS, TITLES, {"banned_words": []})
+    [result] = writer.write_variants(script, services_encode(), [job], checks, rounds=2)
+    assert script.calls == [2, 1]  # the near-duplicate title was written again
+    assert [v["title"] for v in result] == ["Star Wars, join the rebellion", "Star Wars, a love story among the stars"]
 
 
 def services_encode():

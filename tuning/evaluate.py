@@ -23,7 +23,7 @@ from store import movielens
 from store import runs as run_store
 from tuning import targets
 from tuning.reward import catalog, creative_text
-from tuning.sampling import TEMPERATURE, sample
+from tuning.sampling import TEMPERATURE, engine_for, sample, sample_on
 from tuning.trainers import load_policy, load_tokenizer, resolve_model
 
 
@@ -119,11 +119,15 @@ def setting_metrics(target: str, draws: list[list[str]], rows: list[dict], datas
             **averaged}
 
 
-def _draw(model, tokenizer, texts: list[str], copies: int, args: dict) -> tuple[list[list[str]], list, list]:
+def _draw(model, tokenizer, texts: list[str], copies: int, args: dict,
+          fast: models.TextModel | None = None) -> tuple[list[list[str]], list, list]:
     """`copies` independent samples per prompt, as that many lists with one output per prompt (plus the token
-    ids of the first list, for the KL)."""
-    raw, prompt_ids, completion_ids = sample(model, tokenizer, texts, seed=args["seed"], copies=copies, batch=32,
-                                             **_gen(args))
+    ids of the first list, for the KL); on the Studio's engine when `fast` holds the same weights."""
+    if fast is not None:
+        raw, prompt_ids, completion_ids = sample_on(fast, texts, seed=args["seed"], copies=copies, **_gen(args))
+    else:
+        raw, prompt_ids, completion_ids = sample(model, tokenizer, texts, seed=args["seed"], copies=copies, batch=32,
+                                                 **_gen(args))
     return [raw[k::copies] for k in range(copies)], prompt_ids[::copies], completion_ids[::copies]
 
 
@@ -164,10 +168,11 @@ def evaluate(adapter_path: str, dataset: str = movielens.NAME, model: str = "", 
     args = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
     judge = targets.reward(target, dataset, "judge")
     train = targets.reward(target, dataset, "train", studio_gate=studio_gate)
-    pool = _draw(base, tokenizer, texts, draws * best_of, args)[0]
+    pool = _draw(base, tokenizer, texts, draws * best_of, args, engine_for(path))[0]
     outputs = {"base": pool, "best_of_n": _best_of(pool, rows, best_of, train)}
     tuned_model = PeftModel.from_pretrained(base, adapter_path).eval()
-    outputs["tuned"], prompt_ids, completion_ids = _draw(tuned_model, tokenizer, texts, draws, args)
+    outputs["tuned"], prompt_ids, completion_ids = _draw(tuned_model, tokenizer, texts, draws, args,
+                                                         engine_for(path, adapter_path))
     result = {name: setting_metrics(target, raw, rows, dataset, judge, train) for name, raw in outputs.items()}
     per_prompt = {name: result[name].pop("judge_per_prompt") for name in outputs}
     return {"judge_ctr": {name: result[name]["judge_ctr"]["mean"] for name in outputs}, "settings": result,

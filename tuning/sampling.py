@@ -3,6 +3,10 @@
 Shared by the evaluation (base, best-of-N, tuned), the held-out judge that runs during training and the
 DPO pair sampler, so all of them measure what the Studio would actually draw from the model.
 
+Fixed weights (the base model before training, a finished adapter) are sampled on the Studio's engine
+(`engine_for` + `sample_on`: llama.cpp on a CPU, answers ending with the call to action's line, as in the
+Studio). A model being trained changes every step, so it is sampled with transformers (`sample`).
+
 Several samples of one prompt share its prefill: the prompt is run once, its key/value cache is copied
 for each sample, and only the answers are decoded per copy. On a CPU the prompt (about 180 tokens of
 instructions and profile) costs more than a 48-token answer, so best-of-N and repeated draws get much
@@ -11,10 +15,16 @@ cheaper than sampling the same prompt N times over.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+
+import settings
+from generation import models
 
 TEMPERATURE = 0.7  # the Studio's writer (`generation.writer`)
 TOP_P = 0.9  # the Studio's nucleus sampling (`generation.models.TextModel.generate`), so tuned@1 is what users get
+STOP_LINES = 3  # the Studio's writer stops after the call to action's line (`generation.writer.STOP_LINES`)
 
 
 def _prefilled(model, enc: dict, copies: int):
@@ -53,3 +63,23 @@ def sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature:
             completion_ids.append(completion)
             out_texts.append(tokenizer.decode(completion, skip_special_tokens=True))
     return out_texts, prompt_ids, completion_ids
+
+
+def engine_for(path: str, adapter: str | None = None) -> models.TextModel | None:
+    """These weights (a model folder, a LoRA adapter merged in) on the Studio's fast engine, or None where the
+    Studio itself generates with transformers (CUDA, the `transformers` engine, a model llama.cpp cannot take)."""
+    cfg = settings.load()
+    if cfg.engine == "transformers" or models.resolve_device(cfg.device) != "cpu":
+        return None
+    llm = models.load_text_model(path, "cpu", Path(cfg.model_cache), adapter or None, cfg.engine)
+    return llm if llm.fast is not None else None
+
+
+def sample_on(llm: models.TextModel, texts: list[str], max_new_tokens: int, temperature: float, seed: int,
+              copies: int = 1) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
+    """Like `sample`, on the engine: `copies` answers per text (text 0's first), with their token ids."""
+    prompts = [llm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    answers = llm.complete(prompts, copies, max_new_tokens, temperature, TOP_P, seed, STOP_LINES)
+    prompt_ids = [torch.tensor(prompts[k // copies]) for k in range(len(answers))]
+    completion_ids = [torch.tensor(a, dtype=torch.long) for a in answers]
+    return llm.tokenizer.batch_decode(answers, skip_special_tokens=True), prompt_ids, completion_ids

@@ -28,7 +28,7 @@ from rewards import audience
 from store import movielens
 from store import runs as run_store
 from tuning import targets
-from tuning.sampling import TEMPERATURE, sample
+from tuning.sampling import TEMPERATURE, engine_for, sample, sample_on
 
 METHODS = ("grpo", "rloo", "dpo", "diffusion_dpo")
 TEXT_METHODS = ("grpo", "rloo", "dpo")  # tune the copy writer; diffusion_dpo tunes a diffusers UNet
@@ -246,9 +246,11 @@ def _reward(cfg: TuningConfig):
 
 def dpo_pairs(cfg: TuningConfig, model, path: str, tokenizer, deadline: float | None = None) -> list[dict]:
     """Sample `num_generations` variants per training prompt from `model`, the base model about to be tuned
-    (with the Studio's nucleus, sharing each prompt's prefill); keep best vs worst by the training reward.
+    (with the Studio's nucleus, on the Studio's engine when it runs here, else sharing each prompt's prefill in
+    transformers); keep best vs worst by the training reward.
     Sampling stops early at half the time budget, leaving the rest for training."""
     sampler = load_tokenizer(path)  # its own: sampling pads left, the trainer's may pad right
+    fast = engine_for(path)  # the base weights on the Studio's engine, when it runs here
     model.eval()
     rows = targets.rows(cfg.target, cfg.dataset, "train", cfg.users, cfg.items_per_user)
     texts = targets.texts(cfg.target, tokenizer, rows)
@@ -257,8 +259,13 @@ def dpo_pairs(cfg: TuningConfig, model, path: str, tokenizer, deadline: float | 
     for start in range(0, len(rows), per_chunk):
         if deadline and time.monotonic() > started + (deadline - started) / 2:
             break
-        raw, _, _ = sample(model, sampler, texts[start:start + per_chunk], cfg.max_completion_length,
-                           max(cfg.temperature, 0.1), seed=cfg.seed + start, copies=cfg.num_generations)
+        chunk, temperature = texts[start:start + per_chunk], max(cfg.temperature, 0.1)
+        if fast is not None:
+            raw, _, _ = sample_on(fast, chunk, cfg.max_completion_length, temperature, seed=cfg.seed + start,
+                                  copies=cfg.num_generations)
+        else:
+            raw, _, _ = sample(model, sampler, chunk, cfg.max_completion_length, temperature, seed=cfg.seed + start,
+                               copies=cfg.num_generations)
         groups += [raw[n:n + cfg.num_generations] for n in range(0, len(raw), cfg.num_generations)]
     rows = rows[:len(groups)]
     return audience.preference_pairs(texts[:len(groups)], groups, [r["user_id"] for r in rows],

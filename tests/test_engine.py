@@ -1,0 +1,144 @@
+"""The CPU inference engine: llama.cpp with weights exported from transformers (adapters merged), batched
+copies, stopping at the end of the call to action, fallback to transformers, and parity with transformers.
+
+The tiny random model proves the mechanics (export, cache per adapter, copies, stops, fallback); only the
+real embedded model can show that the exported weights compute the same model (greedy answers agree) and
+that the Studio's copy is as good on the engine as on transformers (accepted share and train-audience CTR
+within noise on the same prompts).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import services
+from generation import copy, engine, gguf_export, models, safety
+from tuning import prompts
+
+CHAT = [[{"role": "user", "content": "Write a line about the sea."}],
+        [{"role": "user", "content": "Write a line about the mountains, please."}]]
+
+
+def tiny(folder: Path, cache: Path, adapter: str | None = None, choice: str = "auto") -> models.TextModel:
+    return models.load_text_model(str(folder), "cpu", cache, adapter, choice)
+
+
+def test_the_tiny_model_runs_on_llama_cpp_with_copies_and_line_stops(tiny_model_dir: Path, tmp_path: Path) -> None:
+    llm = tiny(tiny_model_dir, tmp_path)
+    assert llm.engine == "llama.cpp (Q8_0)" and not llm.engine_note
+    assert len(list((tmp_path / "gguf").glob("*.gguf"))) == 1
+    prompts_ = llm.prompt_ids(CHAT, ["Title:", "Title:"])
+    answers = llm.complete(prompts_ * 2, copies=3, max_new_tokens=12, temperature=0.9, seed=1, stop_lines=1)
+    assert len(answers) == 12 and all(0 < len(a) <= 12 for a in answers)
+    newlines = llm.newlines()
+    for answer in answers:  # one line at most: a line break can only be the last token
+        assert all(t not in newlines for t in answer[:-1])
+    again = llm.complete(prompts_ * 2, copies=3, max_new_tokens=12, temperature=0.9, seed=1, stop_lines=1)
+    assert again == answers  # the prefix kept from the first call changes nothing; the seed decides
+    greedy = llm.complete(prompts_, copies=2, max_new_tokens=8, temperature=0.0)
+    assert greedy[0] == greedy[1] and greedy[2] == greedy[3]  # copies of one prompt share its cache exactly
+
+
+def test_an_adapter_is_merged_and_exported_once_and_cached_by_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapter = tmp_path / "adapter"
+    lora.save_pretrained(adapter)
+    first = tiny(tiny_model_dir, tmp_path / "cache", str(adapter))
+    files = sorted((tmp_path / "cache" / "gguf").glob("*.gguf"))
+    assert first.engine.startswith("llama.cpp") and len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+    tiny(tiny_model_dir, tmp_path / "cache", str(adapter))
+    assert files[0].stat().st_mtime_ns == stamp  # loaded again from the cache, not exported again
+    tiny(tiny_model_dir, tmp_path / "cache")
+    assert len(list((tmp_path / "cache" / "gguf").glob("*.gguf"))) == 2  # the base model is its own file
+    with torch.no_grad():
+        assert not torch.equal(first.model.model.layers[0].self_attn.q_proj.weight,
+                               AutoModelForCausalLM.from_pretrained(tiny_model_dir).model.layers[0].self_attn.q_proj
+                               .weight)  # the adapter really is merged into what was exported
+
+
+def test_a_broken_conversion_falls_back_to_transformers_with_a_message(tiny_model_dir: Path, tmp_path: Path) -> None:
+    tiny(tiny_model_dir, tmp_path)
+    [exported] = (tmp_path / "gguf").glob("*.gguf")
+    exported.write_bytes(b"GGUF but not really")
+    llm = tiny(tiny_model_dir, tmp_path)
+    assert llm.engine == "transformers" and "llama.cpp is not used" in llm.engine_note
+    assert len(llm.generate(CHAT, max_new_tokens=4)) == 2  # and it still writes
+
+
+def test_a_model_llama_cpp_cannot_take_stays_on_transformers(embedded_model_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    folder = tmp_path / "tiny-gpt2"
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    llm = tiny(folder, tmp_path / "cache")
+    assert llm.engine == "transformers" and "Only Llama-architecture models" in llm.engine_note
+    assert tiny(folder, tmp_path / "cache", choice="transformers").engine_note == ""  # asked for: no message
+    with pytest.raises(gguf_export.ExportError, match="Only Llama"):
+        gguf_export.export(llm.model, [], Path("unused.gguf"), tmp_path / "x.gguf")
+
+
+def test_prompts_that_do_not_fit_the_cache_are_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    llm = tiny(tiny_model_dir, tmp_path)
+    with pytest.raises(ValueError, match="does not fit"):
+        llm.complete([[1] * (engine.CONTEXT + 10)])
+
+
+@pytest.mark.embedded
+def test_exported_weights_compute_the_same_model(embedded_model_dir: Path, tmp_path: Path) -> None:
+    """Greedy answers of llama.cpp (Q8_0) and transformers (fp32) agree: a wrong tensor name or rotary layout
+    would make llama.cpp write noise from the first token."""
+    fast = models.load_text_model(str(embedded_model_dir), "cpu", tmp_path)
+    slow = models.load_text_model(str(embedded_model_dir), "cpu", tmp_path, engine="transformers")
+    chats = CHAT + [[{"role": "user", "content": "Name three colours."}],
+                    [{"role": "user", "content": "Write a short ad for a film about dinosaurs."}]]
+    ids = fast.prompt_ids(chats)
+    a, b = fast.complete(ids, max_new_tokens=8), slow.complete(ids, max_new_tokens=8)
+    assert sum(x[:6] == y[:6] for x, y in zip(a, b, strict=True)) >= 3, (a, b)
+
+
+def _studio_samples(llm: models.TextModel, rows: list[dict], items: list[dict], seed: int) -> list[dict | None]:
+    starts = [copy.answer_start(i) for i in items]
+    raw = llm.generate([r["chat"] for r in rows], max_new_tokens=48, temperature=0.7, seed=seed,
+                       assistant_prefix=starts, copies=2, stop_lines=3)
+    return [copy.parse(t, "Watch now", starts[k // 2]) for k, t in enumerate(raw)]
+
+
+@pytest.mark.embedded
+def test_the_fast_path_writes_copy_as_good_as_transformers(demo_store: str) -> None:
+    """Same prompts (held-out users, the Studio's prompt and sampling), two samples each on both engines: the
+    accepted share and the train audience's CTR differ by no more than noise (3 standard errors)."""
+    rows = prompts.prompt_rows(demo_store, "held_out", 24)
+    catalog = services.catalog(demo_store)
+    items = [catalog.loc[r["item_id"]].to_dict() | {"item_id": r["item_id"]} for r in rows]
+    labels, titles = services.catalog_vocabulary(demo_store)
+    kit = services.brand_kit().check_terms()
+    fast = models.text_model()
+    assert fast.engine.startswith("llama.cpp"), fast.engine_note
+    slow = models.load_text_model(fast.model_id, "cpu", Path(services.settings.load().model_cache),
+                                  engine="transformers")
+    measured = {}
+    for name, llm in (("fast", fast), ("transformers", slow)):
+        parsed = _studio_samples(llm, rows, items, seed=3)
+        ok = [f is not None and safety.check(f, items[k // 2], labels, titles, kit).passed
+              for k, f in enumerate(parsed)]
+        scored = [(rows[k // 2]["user_id"], rows[k // 2]["item_id"], f) for k, f in enumerate(parsed) if f]
+        ctr = [services.reranker(demo_store, item)([user], [f])[0] for user, item, f in scored]
+        measured[name] = (np.array(ok, dtype=float), np.array(ctr))
+    (ok_a, ctr_a), (ok_b, ctr_b) = measured["fast"], measured["transformers"]
+    assert ok_a.mean() >= 0.5 and ok_b.mean() >= 0.5, (ok_a.mean(), ok_b.mean())
+    pooled = (ok_a.mean() + ok_b.mean()) / 2
+    assert abs(ok_a.mean() - ok_b.mean()) <= 3 * math.sqrt(2 * pooled * (1 - pooled) / len(ok_a)) + 1e-9
+    spread = math.sqrt(ctr_a.var(ddof=1) / len(ctr_a) + ctr_b.var(ddof=1) / len(ctr_b))
+    assert abs(ctr_a.mean() - ctr_b.mean()) <= 3 * spread, (ctr_a.mean(), ctr_b.mean(), spread)

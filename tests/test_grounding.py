@@ -1,0 +1,407 @@
+"""The grounding check (`generation.grounding`) and its use by the Studio's checks (`generation.safety`).
+
+An ad may state only what the catalog row (title, year, categories, description) and the brand kit
+support. These tests hold the check to that on two corpora over real MovieLens-100k rows: invented
+claims (sequels, people, awards, prices, rankings, numbers, wrong years, quotations) that must be
+rejected with a reason naming the offending words, and grounded copy that must pass with no reason at
+all, so the check neither lets a made-up fact through nor rejects honest copy. No models are loaded.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from generation import grounding, safety
+from generation.copy import display_name
+
+CATEGORIES = ["Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+              "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War",
+              "Western"]
+OTHER_TITLES = ["The Empire Strikes Back", "Return of the Jedi", "Fargo", "Toy Story"]
+BRAND_KIT = {"name": "AdLoop Cinema", "banned_words": ["free"], "default_cta": "Watch now",
+             "required_disclaimer": "Subscription required. Terms apply."}
+
+STAR_WARS = {"item_id": "50", "title": "Star Wars (1977)", "year": 1977,
+             "category": "Action|Adventure|Romance|Sci-Fi|War"}
+STAR_WARS_DESCRIBED = {**STAR_WARS,
+                       "description": "A farmer's son joins a rebellion against the Galactic Empire to rescue a "
+                                      "princess."}
+TOY_STORY = {"item_id": "1", "title": "Toy Story (1995)", "year": 1995, "category": "Animation|Children's|Comedy"}
+TOY_STORY_DESCRIBED = {**TOY_STORY,
+                       "description": "Woody, a cowboy doll, feels threatened when Buzz Lightyear, a spaceman toy, "
+                                      "arrives in the bedroom."}
+USUAL_SUSPECTS = {"item_id": "12", "title": "Usual Suspects, The (1995)", "year": 1995, "category": "Crime|Thriller"}
+SPACE_ODYSSEY = {"item_id": "135", "title": "2001: A Space Odyssey (1968)", "year": 1968,
+                 "category": "Drama|Mystery|Sci-Fi|Thriller"}
+SE7EN = {"item_id": "11", "title": "Se7en (1995)", "year": 1995, "category": "Crime|Thriller"}
+FARGO = {"item_id": "100", "title": "Fargo (1996)", "year": 1996, "category": "Crime|Drama|Thriller"}
+CHINATOWN = {"item_id": "654", "title": "Chinatown (1974)", "year": 1974, "category": "Film-Noir|Mystery|Thriller"}
+TERMINATOR_2 = {"item_id": "96", "title": "Terminator 2: Judgment Day (1991)", "year": 1991,
+                "category": "Action|Sci-Fi|Thriller"}
+APOLLO_13 = {"item_id": "28", "title": "Apollo 13 (1995)", "year": 1995, "category": "Action|Drama|Thriller"}
+GODFATHER = {"item_id": "127", "title": "Godfather, The (1972)", "year": 1972, "category": "Action|Crime|Drama"}
+WIZARD_OF_OZ = {"item_id": "132", "title": "Wizard of Oz, The (1939)", "year": 1939,
+                "category": "Adventure|Children's|Drama|Musical"}
+LA_CONFIDENTIAL = {"item_id": "302", "title": "L.A. Confidential (1997)", "year": 1997,
+                   "category": "Crime|Film-Noir|Mystery|Thriller"}
+MALTESE_FALCON = {"item_id": "484", "title": "Maltese Falcon, The (1941)", "year": 1941,
+                  "category": "Film-Noir|Mystery"}
+BLADE_RUNNER = {"item_id": "89", "title": "Blade Runner (1982)", "year": 1982, "category": "Film-Noir|Sci-Fi"}
+HOLY_GRAIL = {"item_id": "168", "title": "Monty Python and the Holy Grail (1974)", "year": 1974, "category": "Comedy"}
+SEVEN = {"item_id": "11", "title": "Seven (Se7en) (1995)", "year": 1995, "category": "Crime|Thriller"}
+OSCAR_AND_LUCINDA = {"item_id": "906", "title": "Oscar & Lucinda (1997)", "year": 1997, "category": "Drama|Romance"}
+BEST_FRIENDS_WEDDING = {"item_id": "255", "title": "My Best Friend's Wedding (1997)", "year": 1997,
+                        "category": "Comedy|Romance"}
+TWELVE_MONKEYS = {"item_id": "7", "title": "Twelve Monkeys (1995)", "year": 1995, "category": "Drama|Sci-Fi"}
+
+
+def ad(title: str, body: str, cta: str = "Watch now") -> dict[str, str]:
+    return {"title": title, "body": body, "cta": cta}
+
+
+def check(copy: dict[str, str], item: dict) -> safety.Verdict:
+    return safety.check(copy, item, CATEGORIES, OTHER_TITLES, BRAND_KIT)
+
+
+def problems(copy: dict[str, str], item: dict, brand_kit: dict | None = BRAND_KIT) -> list[str]:
+    return grounding.problems(copy, grounding.facts_for(item, brand_kit))
+
+
+def invented(group: str, name: str, item: dict, title: str, body: str, offending: str, cta: str = "Watch now"):
+    return pytest.param(item, ad(title, body, cta), offending, id=f"{group}-{name}")
+
+
+# Each case names its item (so the rejection is for the claim) and is otherwise true to the catalog;
+# `offending` is the text a reason must name. Bare numbers are given in quotes, as the reason quotes them.
+INVENTED = [
+    # sequels, subtitles and parts the catalog does not have
+    invented("sequel", "force-awakens", STAR_WARS, "Star Wars: The Force Awakens", "A space adventure from 1977.",
+             "Force Awakens"),
+    invented("sequel", "new-hope", STAR_WARS, "Star Wars: A New Hope", "Action and romance among the stars.",
+             "New Hope"),
+    invented("sequel", "daleks", STAR_WARS, "Star Wars: The Rise of the Daleks", "A sci-fi adventure.",
+             "Rise of the Daleks"),
+    invented("sequel", "return-of-woody", TOY_STORY, "Toy Story: Return of Woody", "A 1995 animated comedy.",
+             "Return of Woody"),
+    invented("sequel", "clone-wars", STAR_WARS, "Star Wars: The Clone Wars", "Sci-fi action and war.", "Clone Wars"),
+    invented("sequel", "part-two", GODFATHER, "The Godfather Part II", "A 1972 crime drama.", "Part II"),
+    invented("sequel", "final-cut", BLADE_RUNNER, "Blade Runner: The Final Cut", "A 1982 sci-fi noir.", "Final Cut"),
+    invented("sequel", "machines", TERMINATOR_2, "Terminator 2: Rise of the Machines", "Sci-fi action.",
+             "Rise of the Machines"),
+    invented("sequel", "toy-story-4", TOY_STORY, "Toy Story 4", "An animated comedy for kids.", "'4'"),
+    invented("sequel", "lost-star", STAR_WARS, "Star Wars: The Lost Star", "A space adventure.", "Lost Star"),
+    # actors, directors and characters
+    invented("person", "hyphenated", STAR_WARS, "Star Wars", "Join Star-Lord on a space adventure.", "Star-Lord"),
+    invented("person", "harrison-ford", STAR_WARS, "Star Wars", "Harrison Ford stars in this 1977 space adventure.",
+             "Harrison Ford"),
+    invented("person", "spielberg", STAR_WARS, "Star Wars", "A space adventure directed by Steven Spielberg.",
+             "Steven Spielberg"),
+    invented("person", "luke-skywalker", STAR_WARS, "Star Wars", "Join Luke Skywalker on a space adventure.",
+             "Luke Skywalker"),
+    invented("person", "skywalker-despite-description", STAR_WARS_DESCRIBED, "Star Wars",
+             "Join Luke Skywalker against the Galactic Empire.", "Luke Skywalker"),
+    invented("person", "darth-vader", STAR_WARS, "Star Wars", "Face Darth Vader in a galaxy at war.", "Darth Vader"),
+    invented("person", "tom-hanks", TOY_STORY, "Toy Story", "Tom Hanks voices a cowboy toy in this comedy.",
+             "Tom Hanks"),
+    invented("person", "kevin-spacey", USUAL_SUSPECTS, "The Usual Suspects",
+             "Kevin Spacey is unforgettable in this crime thriller.", "Kevin Spacey"),
+    invented("person", "mcdormand", FARGO, "Fargo", "Frances McDormand stars in this crime drama.",
+             "Frances McDormand"),
+    invented("person", "morgan-freeman", SE7EN, "Se7en", "Brad Pitt and Morgan Freeman hunt a killer.",
+             "Morgan Freeman"),
+    invented("person", "bogart", MALTESE_FALCON, "The Maltese Falcon", "Humphrey Bogart stars in this mystery.",
+             "Humphrey Bogart"),
+    invented("person", "dorothy", WIZARD_OF_OZ, "The Wizard of Oz", "Dorothy and Toto follow the road home.",
+             "Dorothy"),
+    # awards
+    invented("award", "oscar-winning", STAR_WARS, "Star Wars", "An Oscar-winning space adventure.", "Oscar-winning"),
+    invented("award", "academy-awards", STAR_WARS, "Star Wars", "Winner of 3 Academy Awards.", "Academy Awards"),
+    invented("award", "golden-globe", FARGO, "Fargo", "A Golden Globe nominee from 1996.", "Golden Globe"),
+    invented("award", "award-winning", TOY_STORY, "Toy Story", "An award-winning animated comedy.", "award-winning"),
+    invented("award", "four-oscars", SPACE_ODYSSEY, "2001: A Space Odyssey", "Nominated for four Oscars.", "Oscars"),
+    invented("award", "acclaimed", USUAL_SUSPECTS, "The Usual Suspects", "A critically acclaimed crime thriller.",
+             "critically acclaimed"),
+    invented("award", "emmy-winning", CHINATOWN, "Chinatown", "An Emmy-winning film-noir mystery.", "Emmy-winning"),
+    invented("award", "bafta-nominee", GODFATHER, "The Godfather", "A BAFTA nominee from 1972.", "BAFTA"),
+    invented("award", "lowercase-nominated", STAR_WARS, "Star Wars", "An oscar-nominated space adventure.", "oscar"),
+    invented("award", "multi-award", STAR_WARS, "Star Wars", "A multi-award-winning space adventure.",
+             "award-winning"),
+    invented("award", "title-word", OSCAR_AND_LUCINDA, "Oscar & Lucinda", "An Oscar-winning romance from 1997.",
+             "Oscar-winning"),
+    # prices and offers
+    invented("price", "dollars", STAR_WARS, "Star Wars", "A space adventure for only $9.99.", "$9.99"),
+    invented("price", "pounds-a-month", TOY_STORY, "Toy Story", "Stream it for £5 a month.", "£5"),
+    invented("price", "percent-off", FARGO, "Fargo", "50% off this weekend.", "50%"),
+    invented("price", "euros", USUAL_SUSPECTS, "The Usual Suspects", "Rent it for €3 tonight.", "€3"),
+    invented("price", "tickets-from", SE7EN, "Se7en", "Tickets from $12.", "$12", cta="Book tickets"),
+    invented("price", "pence", CHINATOWN, "Chinatown", "Just 99p to rent.", "99p"),
+    # rankings and superlatives
+    invented("ranking", "hash-one", STAR_WARS, "Star Wars", "The #1 film in the galaxy.", "#1"),
+    invented("ranking", "best-of-year", STAR_WARS, "Star Wars", "The best movie of the year.", "best"),
+    invented("ranking", "greatest", TOY_STORY, "Toy Story", "The greatest comedy of all time.", "greatest"),
+    invented("ranking", "of-all-time", TWELVE_MONKEYS, "Twelve Monkeys", "A sci-fi drama of all time.",
+             "of all time"),
+    invented("ranking", "top-rated", FARGO, "Fargo", "A top-rated crime drama.", "top-rated"),
+    invented("ranking", "number-one", USUAL_SUSPECTS, "The Usual Suspects", "The number one crime thriller.",
+             "number one"),
+    invented("ranking", "finest", SE7EN, "Se7en", "The finest thriller ever made.", "finest"),
+    invented("ranking", "blockbuster", CHINATOWN, "Chinatown", "A blockbuster mystery.", "blockbuster"),
+    invented("ranking", "most-popular", SPACE_ODYSSEY, "2001: A Space Odyssey", "The most popular sci-fi drama.",
+             "most popular"),
+    invented("ranking", "best-selling", STAR_WARS, "Star Wars", "A best-selling sci-fi classic.", "best-selling"),
+    invented("ranking", "best-loved", STAR_WARS, "Star Wars", "The best-loved space adventure.", "best-loved"),
+    invented("ranking", "highest-grossing", STAR_WARS, "Star Wars", "The highest-grossing film of 1977.",
+             "highest-grossing"),
+    invented("ranking", "biggest", STAR_WARS, "Star Wars", "The biggest film of 1977.", "biggest"),
+    invented("ranking", "five-star", STAR_WARS, "Star Wars", "A five-star space adventure.", "five-star"),
+    invented("ranking", "most-watched", STAR_WARS, "Star Wars", "The most-watched film in history.", "most-watched"),
+    invented("ranking", "top-ten", STAR_WARS, "Star Wars", "A top ten classic.", "top ten"),
+    invented("ranking", "must-see", STAR_WARS, "Star Wars", "A must-see smash hit.", "must-see"),
+    invented("ranking", "ultimate", STAR_WARS, "Star Wars", "The ultimate space adventure.", "ultimate"),
+    invented("ranking", "title-word", BEST_FRIENDS_WEDDING, "My Best Friend's Wedding", "The best romance of 1997.",
+             "best"),
+    # numbers the catalog does not give
+    invented("number", "spelled-out", STAR_WARS, "Star Wars", "Over a hundred million fans.", "hundred"),
+    invented("number", "digit-of-the-title", SE7EN, "Se7en", "A thriller with 7 stars.", "'7'"),
+    invented("number", "ten-of-ten", STAR_WARS, "Star Wars", "Rated 10/10 by fans.", "10/10"),
+    invented("number", "four-stars", TOY_STORY, "Toy Story", "4 stars from the critics.", "'4'"),
+    invented("number", "two-hours", FARGO, "Fargo", "2 hours of crime drama.", "'2'"),
+    invented("number", "million-fans", STAR_WARS, "Star Wars", "Over 100 million fans.", "'100'"),
+    invented("number", "runtime", SPACE_ODYSSEY, "2001: A Space Odyssey", "A 160-minute journey.", "160"),
+    invented("number", "suspects", USUAL_SUSPECTS, "The Usual Suspects", "5 suspects, 1 lineup.", "'5'"),
+    invented("number", "apollo-11", APOLLO_13, "Apollo 13", "Before Apollo 11, a 1995 drama.", "'11'"),
+    # wrong years
+    invented("year", "star-wars-1980", STAR_WARS, "Star Wars (1980)", "A space adventure.", "1980"),
+    invented("year", "toy-story-1996", TOY_STORY, "Toy Story", "The 1996 comedy for kids.", "1996"),
+    invented("year", "fargo-1995", FARGO, "Fargo", "A 1995 crime drama.", "1995"),
+    invented("year", "suspects-1994", USUAL_SUSPECTS, "The Usual Suspects", "A 1994 crime thriller.", "1994"),
+    invented("year", "odyssey-1969", SPACE_ODYSSEY, "2001: A Space Odyssey", "The 1969 sci-fi classic.", "1969"),
+    invented("year", "chinatown-1947", CHINATOWN, "Chinatown", "A 1947 mystery.", "1947"),
+    invented("year", "blade-runner-2049", BLADE_RUNNER, "Blade Runner 2049", "A sci-fi noir.", "2049"),
+    invented("year", "digits-of-the-title", SPACE_ODYSSEY, "2001: A Space Odyssey", "A 2001 release.", "2001"),
+    # quotations the catalog does not contain
+    invented("quote", "apostrophe-inside", STAR_WARS, "Star Wars", "'Don't get cocky, kid.'", "don't get cocky"),
+    invented("quote", "may-the-force", STAR_WARS, "Star Wars", "'May the Force be with you'",
+             "may the force be with you"),
+    invented("quote", "infinity", TOY_STORY, "Toy Story", '"To infinity and beyond!"', "to infinity and beyond"),
+    invented("quote", "devil", USUAL_SUSPECTS, "The Usual Suspects", '"The greatest trick the devil ever pulled"',
+             "the greatest trick the devil ever pulled"),
+    invented("quote", "true-story", FARGO, "Fargo", 'Fargo is "a true story" of crime.', "a true story"),
+    invented("quote", "pod-bay-doors", SPACE_ODYSSEY, "2001: A Space Odyssey", '"open the pod bay doors"',
+             "open the pod bay doors"),
+    invented("quote", "forget-it", CHINATOWN, "Chinatown", '"forget it, jake"', "forget it, jake"),
+    invented("quote", "description-of-another-row", STAR_WARS, "Star Wars",
+             'The story of "a rebellion against the Galactic Empire".', "a rebellion against the galactic empire"),
+]
+
+
+def grounded(name: str, item: dict, title: str, body: str, cta: str = "Watch now"):
+    return pytest.param(item, ad(title, body, cta), id=name)
+
+
+GROUNDED = [
+    grounded("sw-family", STAR_WARS, "Star Wars: a space adventure for the whole family",
+             "Action, romance and war among the stars."),
+    grounded("sw-tonight", STAR_WARS, "Watch Star Wars tonight", "Join the rebellion in this 1977 sci-fi adventure.",
+             "Stream it tonight"),
+    grounded("sw-brand-kit", STAR_WARS, "Star Wars on AdLoop Cinema",
+             "A sci-fi classic from 1977. Subscription required. Terms apply."),
+    grounded("sw-title-with-year", STAR_WARS, "Star Wars (1977)", "Science fiction, action and romance.",
+             "Book tickets"),
+    grounded("sw-hook-after-colon", STAR_WARS, "Star Wars: The adventure begins", "A galaxy at war. Heroes rise."),
+    grounded("sw-relive", STAR_WARS, "Relive Star Wars", "The 1977 space adventure, romance and all."),
+    grounded("sw-capitalised-categories", STAR_WARS, "Star Wars", "A Sci-Fi classic with Romance and War.",
+             "Watch Star Wars now"),
+    grounded("sw-start-watching", STAR_WARS, "Star Wars", "Romance and war in a galaxy far away.", "Start watching"),
+    grounded("sw-brand-cta", STAR_WARS, "Star Wars", "An epic sci-fi adventure. Watch it on AdLoop Cinema.",
+             "Watch now on AdLoop Cinema"),
+    grounded("sw-desc-rebellion", STAR_WARS_DESCRIBED, "Star Wars: join the rebellion",
+             "A farmer's son joins a rebellion against the Galactic Empire."),
+    grounded("sw-desc-empire", STAR_WARS_DESCRIBED, "Star Wars", "Take on the Galactic Empire in this 1977 adventure."),
+    grounded("sw-desc-quote", STAR_WARS_DESCRIBED, "Star Wars",
+             'The story of "a rebellion against the Galactic Empire".'),
+    grounded("sw-desc-princess", STAR_WARS_DESCRIBED, "Rescue a princess",
+             "Star Wars: a farmer's son takes on the Galactic Empire."),
+    grounded("ts-kids", TOY_STORY, "Toy Story", "A 1995 animated comedy for kids."),
+    grounded("ts-family", TOY_STORY, "Toy Story: fun for the whole family", "Animation and comedy for children."),
+    grounded("ts-tonight", TOY_STORY, "Watch Toy Story tonight", "The toys come to life in this 1995 comedy.",
+             "Stream it tonight"),
+    grounded("ts-childrens", TOY_STORY, "Toy Story", "A charming Children's comedy."),
+    grounded("ts-desc-characters", TOY_STORY_DESCRIBED, "Toy Story",
+             "Woody and Buzz Lightyear come to life in this 1995 comedy."),
+    grounded("ts-desc-meet-woody", TOY_STORY_DESCRIBED, "Meet Woody", "A cowboy doll and a spaceman toy in Toy Story."),
+    grounded("us-article-moved", USUAL_SUSPECTS, "The Usual Suspects", "A 1995 crime thriller full of twists."),
+    grounded("us-without-article", USUAL_SUSPECTS, "Usual Suspects", "Crime and suspense from 1995.",
+             "Stream it tonight"),
+    grounded("us-meet", USUAL_SUSPECTS, "Meet The Usual Suspects", "A twisty crime thriller."),
+    grounded("us-catalog-title-quoted", USUAL_SUSPECTS, "The Usual Suspects", '"Usual Suspects, The"'),
+    grounded("odyssey-digits", SPACE_ODYSSEY, "2001: A Space Odyssey", "A 1968 sci-fi journey into the unknown."),
+    grounded("odyssey-experience", SPACE_ODYSSEY, "Experience 2001: A Space Odyssey",
+             "Drama, mystery and science fiction.", "Book tickets"),
+    grounded("odyssey-big-screen", SPACE_ODYSSEY, "2001: A Space Odyssey returns",
+             "The 1968 classic on the big screen.", "Book tickets"),
+    grounded("odyssey-title-quoted", SPACE_ODYSSEY, '"2001: A Space Odyssey"', "A 1968 sci-fi drama."),
+    grounded("se7en-digit", SE7EN, "Se7en", "A dark 1995 crime thriller."),
+    grounded("se7en-tonight", SE7EN, "Watch Se7en tonight", "Crime, suspense and a thriller you won't forget.",
+             "Stream it tonight"),
+    grounded("chinatown-hyphen", CHINATOWN, "Chinatown", "A 1974 film-noir mystery."),
+    grounded("chinatown-noir-alias", CHINATOWN, "Chinatown: pure noir", "Mystery and thriller from 1974."),
+    grounded("chinatown-capitalised-hyphen", CHINATOWN, "Discover Chinatown", "A Film-Noir classic."),
+    grounded("fargo-dark-edge", FARGO, "Fargo", "A 1996 crime drama with a dark edge."),
+    grounded("fargo-tickets", FARGO, "Fargo: crime in the snow", "A thriller from 1996.", "Get tickets"),
+    grounded("fargo-trailer", FARGO, "Fargo", "Crime drama.", "Watch the trailer"),
+    grounded("fargo-stream", FARGO, "Fargo", "A dark crime drama.", "Stream Fargo now"),
+    grounded("t2-digit-title", TERMINATOR_2, "Terminator 2: Judgment Day", "A 1991 sci-fi action thriller."),
+    grounded("t2-short-name", TERMINATOR_2, "Terminator 2", "Sci-fi action from 1991."),
+    grounded("apollo-13", APOLLO_13, "Apollo 13", "A 1995 space drama.", "Rent it today"),
+    grounded("godfather-article-moved", GODFATHER, "The Godfather", "Crime, family and power, 1972."),
+    grounded("wizard-of-oz", WIZARD_OF_OZ, "The Wizard of Oz", "A 1939 musical adventure for the whole family."),
+    grounded("la-confidential-initials", LA_CONFIDENTIAL, "L.A. Confidential", "A 1997 film-noir crime mystery."),
+    grounded("maltese-falcon", MALTESE_FALCON, "The Maltese Falcon", "A 1941 Film-Noir mystery.",
+             "Watch now on AdLoop Cinema"),
+    grounded("blade-runner", BLADE_RUNNER, "Blade Runner", "A 1982 sci-fi noir.", "Play"),
+    grounded("holy-grail-connectors", HOLY_GRAIL, "Monty Python and the Holy Grail", "A 1974 comedy."),
+    grounded("sw-possessive", STAR_WARS, "Star Wars, a galaxy of heroes", "Star Wars' heroes return."),
+    grounded("sw-decade", STAR_WARS, "Star Wars", "A 1970s sci-fi classic. A '70s adventure."),
+    grounded("sw-desc-quote-full-stop", STAR_WARS_DESCRIBED, "Star Wars", 'It\'s "a rebellion against the Galactic '
+             'Empire."'),
+    grounded("sw-more-ctas", STAR_WARS, "Star Wars", "A space adventure.", "Buy tickets"),
+    grounded("sw-subscribe", STAR_WARS, "Star Wars", "Witness the 1977 space adventure.", "Subscribe now"),
+    grounded("sw-reserve", STAR_WARS, "Star Wars", "Settle in for a sci-fi night.", "Reserve your seat"),
+    grounded("us-display-name-quoted", USUAL_SUSPECTS, '"The Usual Suspects"', "A 1995 crime thriller."),
+    grounded("seven-alternate-title", SEVEN, "Se7en, a dark 1995 crime thriller", "Crime and suspense."),
+    grounded("twelve-monkeys", TWELVE_MONKEYS, "Twelve Monkeys", "A 1995 sci-fi drama.", "Add to your list"),
+]
+
+
+def test_corpora_are_large_enough() -> None:
+    groups = [p.id.split("-")[0] for p in INVENTED]
+    assert len(INVENTED) >= 36 and len(GROUNDED) >= 36
+    assert all(groups.count(g) >= 5 for g in set(groups)), {g: groups.count(g) for g in set(groups)}
+    assert len({p.id for p in INVENTED + GROUNDED}) == len(INVENTED) + len(GROUNDED)
+
+
+@pytest.mark.parametrize(("item", "copy", "offending"), INVENTED)
+def test_invented_claim_is_rejected_naming_the_words(item: dict, copy: dict[str, str], offending: str) -> None:
+    verdict = check(copy, item)
+    assert not verdict.passed
+    assert "does not name the item" not in verdict.reasons  # rejected for the claim, not for a missing name
+    assert any(offending.lower() in r.lower() for r in verdict.reasons), verdict.reasons
+    assert any(offending.lower() in r.lower() for r in problems(copy, item)), "the grounding check names it"
+    assert verdict.to_dict()["status"] == "rejected"
+
+
+@pytest.mark.parametrize(("item", "copy"), GROUNDED)
+def test_grounded_copy_passes(item: dict, copy: dict[str, str]) -> None:
+    verdict = check(copy, item)
+    assert verdict.reasons == []
+    assert verdict.passed
+    assert grounding.grounded(copy, grounding.facts_for(item, BRAND_KIT))
+
+
+@pytest.mark.parametrize(("title", "reason"), [
+    ("Star Wars: The Force Awakens", "names 'Force Awakens', which the catalog does not support"),
+    ("Star Wars: A New Hope", "names 'New Hope', which the catalog does not support"),
+    ("Star Wars (1980)", "says 1980, but the item is from 1977"),
+])
+def test_reason_text_names_the_words(title: str, reason: str) -> None:
+    copy = ad(title, "A space adventure.")
+    assert problems(copy, STAR_WARS) == [reason]
+    assert check(copy, STAR_WARS).reasons == [reason]
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ("A space adventure for only $9.99.", "states '$9.99', which the catalog does not support"),
+    ("A top-rated space adventure.", "claims 'top-rated', which the catalog does not support"),
+    ("Harrison Ford stars.", "names 'Harrison Ford', which the catalog does not support"),
+    ('Fans say "what a ride".', "quotes 'what a ride', which the catalog does not support"),
+    ("Back from 1980.", "says 1980, but the item is from 1977"),
+])
+def test_reason_text_of_each_kind(body: str, reason: str) -> None:
+    assert problems(ad("Star Wars", body), STAR_WARS) == [reason]
+
+
+def test_wrong_year_of_an_item_without_a_year() -> None:
+    item = {"item_id": "50", "title": "Star Wars", "category": "Action|Sci-Fi"}
+    assert problems(ad("Star Wars", "A 1980 classic."), item) == ["says 1980, but the item is from an unknown year"]
+
+
+@pytest.mark.parametrize(("described", "bare", "body", "words"), [
+    (STAR_WARS_DESCRIBED, STAR_WARS, "Take on the Galactic Empire in this 1977 adventure.", "Galactic Empire"),
+    (TOY_STORY_DESCRIBED, TOY_STORY, "A comedy with Buzz Lightyear.", "Buzz Lightyear"),
+    (TOY_STORY_DESCRIBED, TOY_STORY, "Meet Woody, a cowboy doll.", "Woody"),
+])
+def test_description_supports_words_only_for_its_own_item(described: dict, bare: dict, body: str, words: str) -> None:
+    name = display_name(described["title"])
+    copy = ad(name, body)
+    assert check(copy, described).reasons == []
+    verdict = check(copy, bare)
+    assert not verdict.passed
+    assert any(words.lower() in r.lower() for r in verdict.reasons), verdict.reasons
+    assert grounding.facts_for(described).supports(words.split()[0])
+    assert not grounding.facts_for(bare).supports(words.split()[0])
+
+
+def test_facts_for_reads_the_catalog_row() -> None:
+    facts = grounding.facts_for(STAR_WARS_DESCRIBED)
+    assert facts.year == 1977
+    assert "1977" in facts.numbers
+    for phrase in ("Star Wars", "Sci-Fi", "science fiction", "Romance"):  # the name and categories, as wholes
+        assert phrase in facts.phrases, phrase
+    for word in ("Galactic", "Empire", "rebellion", "princess"):  # the description's words
+        assert facts.supports(word), word
+    for word in ("Skywalker", "Star", "Wars"):  # a title's words alone support nothing: only the whole name
+        assert not facts.supports(word), word
+    assert "a rebellion against the galactic empire" in facts.text
+
+
+def test_facts_for_reads_brand_kit_terms() -> None:
+    kit = {**BRAND_KIT, "required_disclaimer": "Subscription required. Cancel within 30 days."}
+    with_kit, without_kit = grounding.facts_for(STAR_WARS, kit), grounding.facts_for(STAR_WARS)
+    for word in ("AdLoop", "Cinema", "Subscription", "Cancel"):
+        assert with_kit.supports(word), word
+        assert not without_kit.supports(word), word
+    assert "30" in with_kit.numbers and "30" not in without_kit.numbers
+    copy = ad("Star Wars", "A 1977 sci-fi adventure, only on AdLoop Cinema. Cancel within 30 days.")
+    assert grounding.problems(copy, with_kit) == []
+    assert "names 'AdLoop Cinema', which the catalog does not support" in grounding.problems(copy, without_kit)
+    assert "states '30', which the catalog does not support" in grounding.problems(copy, without_kit)
+
+
+def test_another_brand_is_not_supported_by_the_kit() -> None:
+    verdict = check(ad("Star Wars", "A 1977 sci-fi adventure, only on PopFlix."), STAR_WARS)
+    assert verdict.reasons == ["names 'PopFlix', which the catalog does not support"]
+
+
+def test_facts_table_keys_facts_by_item_id() -> None:
+    table = grounding.facts_table([STAR_WARS, TOY_STORY, SE7EN], BRAND_KIT)
+    assert set(table) == {"50", "1", "11"}
+    assert "Se7en" in table["11"].phrases and table["1"].year == 1995
+    assert table["50"].supports("AdLoop") and "AdLoop Cinema" in table["50"].phrases
+
+
+@pytest.mark.parametrize(("item", "quote"), [
+    (STAR_WARS_DESCRIBED, '"a rebellion against the Galactic Empire"'),
+    (STAR_WARS_DESCRIBED, "'joins a rebellion'"),
+    (STAR_WARS_DESCRIBED, "“rescue a princess”"),
+    (SPACE_ODYSSEY, '"2001: A Space Odyssey"'),
+    (USUAL_SUSPECTS, '"Usual Suspects, The"'),
+])
+def test_quoted_phrase_in_the_catalog_passes(item: dict, quote: str) -> None:
+    copy = ad(display_name(item["title"]), f"In its own words: {quote}.")
+    assert problems(copy, item) == []
+    assert check(copy, item).passed
+
+
+def test_same_quote_without_the_description_is_rejected() -> None:
+    copy = ad("Star Wars", "In its own words: 'joins a rebellion'.")
+    assert problems(copy, STAR_WARS) == ["quotes 'joins a rebellion', which the catalog does not support"]
+
+
+def test_safety_reports_grounding_with_its_other_checks() -> None:
+    copy = ad("Star Wars: The Force Awakens", "A free sci-fi comedy for only $9.99.")
+    reasons = check(copy, STAR_WARS).reasons
+    assert "names 'Force Awakens', which the catalog does not support" in reasons
+    assert "states '$9.99', which the catalog does not support" in reasons
+    assert "calls it Comedy, which the catalog does not list for this item" in reasons
+    assert "uses the banned word 'free'" in reasons
