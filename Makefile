@@ -6,23 +6,30 @@ STAMP := $(VENV)/.installed
 PORT ?= 8501
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := chromium chromium-driver fonts-dejavu-core fonts-liberation2
+BUILD_PACKAGES := build-essential cmake
 # llama.cpp (the CPU engine, generation/engine.py) builds from source. Built natively on this project's CPU its
 # AVX-512 and AMX kernels crash on any prompt longer than one token, so the build sticks to AVX2.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF
 
-.PHONY: run test setup system-deps prepare lint clean
+.PHONY: run test setup system-deps build-deps prepare lint clean
 
 setup: $(STAMP)
 
 # The venv is rebuilt only when the requirements change. torch is pinned to the CPU build that
 # pip finds locally; requirements-nodeps.txt holds packages whose own dependency lists must be skipped
 # (and llama-cpp-python, built with the flags above).
-$(STAMP): requirements.txt requirements-nodeps.txt
+$(STAMP): requirements.txt requirements-nodeps.txt | build-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
+
+# A C++ toolchain for building llama.cpp; skipped when already present.
+build-deps:
+	@if ! command -v g++ >/dev/null || ! command -v cmake >/dev/null; then \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(BUILD_PACKAGES); \
+	fi
 
 # Debian's Chromium (browser tests) and open-licence fonts (banners); skipped when already present.
 system-deps:

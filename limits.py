@@ -63,6 +63,7 @@ VARIANTS_PER_USER = Limit("variants per user", 1, 16)
 CANDIDATES = Limit("candidates per variant", 1, 8)
 SEGMENT_USERS = Limit("users drawn from a segment", 1, 64)
 VARIANTS_PER_REQUEST = 64
+SAMPLES_PER_REQUEST = 256  # candidates drawn in one request, all slots together (a round)
 
 # Campaign Lab and the simulated audience
 IMPRESSIONS = Limit("impressions", 100, 200_000)

@@ -444,6 +444,9 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
     if asked > limits.VARIANTS_PER_REQUEST:
         raise ValueError(f"A request makes at most {limits.VARIANTS_PER_REQUEST} variants; {n} per user for "
                          f"{max_users} users is {asked}: ask for fewer variants or users")
+    if asked * candidates > limits.SAMPLES_PER_REQUEST:
+        raise ValueError(f"A request draws at most {limits.SAMPLES_PER_REQUEST} candidates; {asked} variants x "
+                         f"{candidates} candidates is {asked * candidates}: ask for fewer variants or candidates")
     item = catalog(dataset).loc[_known_item(dataset, item_id)].to_dict()
     users, segment_label = _studio_users(dataset, user_id, segment, max_users, seed)
     sweep_studio()

@@ -148,7 +148,7 @@ def parse(raw: str, default_cta: str = "Learn more", start: str = "Title:") -> d
     if not cta or cta.split()[0].lower().strip(".,!") not in CTA_VERBS:
         cta = default_cta
     fields["cta"] = cta
-    fields["title"] = fields["title"].rstrip(" :")
+    fields["title"] = fields["title"].rstrip(" :,")
     return {k: fit(fields[k], limit) for k, limit in LIMITS.items()}
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 CONTEXT = 8192  # cache cells shared by all sequences of a call
 MAX_SEQUENCES = 64  # sequences per decode (sequence 0 holds the common prefix)
-BATCH_TOKENS = 2048
+BATCH_TOKENS = CONTEXT  # one decode takes a whole call's prefill, so every logits index stays valid
 
 
 class EngineUnavailable(RuntimeError):
@@ -36,7 +36,7 @@ class EngineUnavailable(RuntimeError):
 def _library():
     try:
         import llama_cpp
-    except (ImportError, OSError) as exc:  # OSError: the shared library does not load on this CPU
+    except (ImportError, OSError, RuntimeError) as exc:  # the shared library does not load on this machine
         raise EngineUnavailable(f"llama.cpp is not available ({exc}); run `make setup`") from exc
     return llama_cpp
 
@@ -64,8 +64,9 @@ class LlamaCpp:
     def __init__(self, path: Path, newline_ids: set[int], n_threads: int | None = None):
         lib = _library()
         self.lib, self.path, self.newline_ids = lib, Path(path), frozenset(newline_ids)
+        self.model = self.context = self.batch = None
         lib.llama_backend_init()
-        lib.llama_log_set(_SILENT, None)
+        lib.llama_log_set(_silent_log(lib), None)
         self.model = lib.llama_model_load_from_file(str(path).encode(), lib.llama_model_default_params())
         if not self.model:
             raise EngineUnavailable(f"llama.cpp cannot load '{path}'")
@@ -75,6 +76,7 @@ class LlamaCpp:
         params.n_threads = params.n_threads_batch = n_threads or threads()
         self.context = lib.llama_init_from_model(self.model, params)
         if not self.context:
+            self.close()
             raise EngineUnavailable(f"llama.cpp cannot make a context for '{path}'")
         self.vocab = lib.llama_model_get_vocab(self.model)
         self.memory = lib.llama_get_memory(self.context)
@@ -109,17 +111,19 @@ class LlamaCpp:
             yield chunk
 
     def _fill(self, entries: list[tuple[int, int, list[int], bool]]) -> None:
-        """Decode (token, position, sequence ids, wants logits) entries, in slices the batch can hold."""
-        for start in range(0, len(entries), BATCH_TOKENS):
-            part = entries[start:start + BATCH_TOKENS]
-            self.batch.n_tokens = len(part)
-            for i, (token, position, seqs, logits) in enumerate(part):
-                self.batch.token[i], self.batch.pos[i], self.batch.n_seq_id[i] = token, position, len(seqs)
-                for j, seq in enumerate(seqs):
-                    self.batch.seq_id[i][j] = seq
-                self.batch.logits[i] = logits
-            if self.lib.llama_decode(self.context, self.batch) != 0:
-                raise RuntimeError("llama.cpp could not decode the batch (cache full?)")
+        """Decode (token, position, sequence ids, wants logits) entries in one batch."""
+        if not entries:
+            return
+        if len(entries) > BATCH_TOKENS:
+            raise ValueError(f"{len(entries)} tokens do not fit the engine's batch of {BATCH_TOKENS}")
+        self.batch.n_tokens = len(entries)
+        for i, (token, position, seqs, logits) in enumerate(entries):
+            self.batch.token[i], self.batch.pos[i], self.batch.n_seq_id[i] = token, position, len(seqs)
+            for j, seq in enumerate(seqs):
+                self.batch.seq_id[i][j] = seq
+            self.batch.logits[i] = logits
+        if self.lib.llama_decode(self.context, self.batch) != 0:
+            raise RuntimeError("llama.cpp could not decode the batch (cache full?)")
 
     def _share_prefix(self, prompts: list[list[int]]) -> int:
         """Keep the prompts' common prefix (all but each prompt's last token) in sequence 0; its length."""
@@ -131,6 +135,7 @@ class LlamaCpp:
         while kept < min(common, len(self.prefix)) and self.prefix[kept] == prompts[0][kept]:
             kept += 1
         self.lib.llama_memory_seq_rm(self.memory, 0, kept, -1)
+        self.prefix = prompts[0][:kept]  # what sequence 0 holds should the fill below fail
         self._fill([(prompts[0][p], p, [0], False) for p in range(kept, common)])
         self.prefix = prompts[0][:common]
         return common
@@ -170,9 +175,10 @@ class LlamaCpp:
 
     def _complete(self, prompts: list[list[int]], copies: int, max_new_tokens: int, temperature: float, top_p: float,
                   seed: int, stop_lines: int) -> list[list[int]]:
-        common = self._share_prefix(prompts)
-        sequences = self._start(prompts, copies, common, temperature, top_p, seed)
+        sequences: list[_Sequence] = []
         try:
+            common = self._share_prefix(prompts)
+            sequences = self._start(prompts, copies, common, temperature, top_p, seed)
             active = list(sequences)
             for _ in range(max_new_tokens):
                 running = []
@@ -193,22 +199,35 @@ class LlamaCpp:
         finally:
             for s in sequences:
                 self.lib.llama_sampler_free(s.sampler)
-                self.lib.llama_memory_seq_rm(self.memory, s.seq, -1, -1)
+            for seq in range(1, MAX_SEQUENCES):  # also those a failed start had begun to fill
+                self.lib.llama_memory_seq_rm(self.memory, seq, -1, -1)
         return [s.tokens for s in sequences]
 
     def close(self) -> None:
-        self.lib.llama_batch_free(self.batch)
-        self.lib.llama_free(self.context)
-        self.lib.llama_model_free(self.model)
+        """Free the batch, context and weights (idempotent; also on garbage collection)."""
+        if getattr(self, "batch", None) is not None:
+            self.lib.llama_batch_free(self.batch)
+        if getattr(self, "context", None):
+            self.lib.llama_free(self.context)
+        if getattr(self, "model", None):
+            self.lib.llama_model_free(self.model)
+        self.model = self.context = self.batch = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except (TypeError, AttributeError):  # at interpreter exit the library may already be unloaded
+            pass
 
 
 def _quiet_log(_level, _text, _user_data) -> None:
     """llama.cpp logs every load to stderr; the dashboard and CLI report loading themselves."""
 
 
-try:
-    import llama_cpp as _lib
+_CALLBACKS: list = []  # the C callback must outlive every call into the library
 
-    _SILENT = _lib.llama_log_callback(_quiet_log)
-except (ImportError, OSError):
-    _SILENT = None
+
+def _silent_log(lib):
+    if not _CALLBACKS:
+        _CALLBACKS.append(lib.llama_log_callback(_quiet_log))
+    return _CALLBACKS[0]

@@ -83,6 +83,38 @@ def _copy_tokenizer(reader, writer, tokens: list[str]) -> None:
             writer.add_key_value(key, value.contents(), kind, sub_type=sub)
 
 
+def _write(model: torch.nn.Module, reader, tokens: list[str], path: Path) -> None:
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    try:
+        writer.add_name(str(getattr(model.config, "_name_or_path", "") or "adloop"))
+        _write_config(model.config, writer)
+        _copy_tokenizer(reader, writer, tokens)
+        heads, kv_heads = model.config.num_attention_heads, model.config.num_key_value_heads
+        for name, tensor in model.state_dict().items():
+            if (target_name := gguf_name(name, bool(model.config.tie_word_embeddings))) is None:
+                continue
+            weight = tensor.detach().float().cpu()
+            if name.endswith("q_proj.weight"):
+                weight = _rotary_layout(weight, heads)
+            elif name.endswith("k_proj.weight"):
+                weight = _rotary_layout(weight, kv_heads)
+            array = weight.numpy()
+            if array.ndim == 1:
+                writer.add_tensor(target_name, array.astype(np.float32))
+            else:
+                packed = gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0)
+                writer.add_tensor(target_name, packed, raw_shape=packed.shape,
+                                  raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        writer.add_file_type(Q8_0_FILE_TYPE)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+
+
 def export(model: torch.nn.Module, tokens: list[str], template: Path, target: Path) -> Path:
     """Write `model`'s weights as a Q8_0 GGUF at `target`; `tokens` is its vocabulary in id order, which must be
     `template`'s, whose tokenizer is copied."""
@@ -96,29 +128,10 @@ def export(model: torch.nn.Module, tokens: list[str], template: Path, target: Pa
     except (OSError, ValueError) as exc:
         raise ExportError(f"The GGUF template '{template}' does not read: {exc}") from exc
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-    writer = gguf.GGUFWriter(str(partial), "llama")
-    writer.add_name(str(getattr(model.config, "_name_or_path", "") or "adloop"))
-    _write_config(model.config, writer)
-    _copy_tokenizer(reader, writer, tokens)
-    heads, kv_heads = model.config.num_attention_heads, model.config.num_key_value_heads
-    for name, tensor in model.state_dict().items():
-        if (target_name := gguf_name(name, bool(model.config.tie_word_embeddings))) is None:
-            continue
-        weight = tensor.detach().float().cpu()
-        if name.endswith("q_proj.weight"):
-            weight = _rotary_layout(weight, heads)
-        elif name.endswith("k_proj.weight"):
-            weight = _rotary_layout(weight, kv_heads)
-        array = weight.numpy()
-        if array.ndim == 1:
-            writer.add_tensor(target_name, array.astype(np.float32))
-        else:
-            packed = gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0)
-            writer.add_tensor(target_name, packed, raw_shape=packed.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-    writer.add_file_type(Q8_0_FILE_TYPE)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    try:
+        _write(model, reader, tokens, partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     partial.replace(target)
     return target

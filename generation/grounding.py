@@ -26,7 +26,7 @@ for anywhere.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,18 +34,24 @@ from pathlib import Path
 from generation.intent import aliases, categories_of
 
 FIELDS = ("title", "body", "cta")
+# words ending in -est that are no superlative ("the coolest" is; "a quest" is not)
+NOT_SUPERLATIVES = {"arrest", "attest", "behest", "bequest", "conquest", "contest", "digest", "earnest", "everest",
+                    "harvest", "honest", "infest", "interest", "invest", "manifest", "midwest", "modest", "molest",
+                    "northwest", "protest", "request", "southwest", "suggest", "tempest", "unrest", "detest",
+                    "budapest", "bucharest", "forest", "dishonest", "biggest", "greatest", "finest", "highest"}
 BLANK = "\u2022"  # stands for a blanked phrase: it ends a run of capitals without ending the sentence
 CONNECTORS = {"of", "the", "and", "a", "an", "in", "on", "at", "to", "for", "de", "la", "le", "du", "von", "van",
               "&"}
 CLAIMS = re.compile(
     r"(?<![\w-])(?:best(?:[- ](?:selling|seller|loved|ever))?|greatest|finest|biggest|highest[- ]\w+|top[- ]rated|"
     r"top[- ](?:ten|10|five|5|100)|number one|no\. ?1|all[- ]time|of all time|ever made|(?:multi-)?award[- ]\w+|"
-    r"awards?|oscars?|academy awards?|emmys?|golden globes?|baftas?|grammys?|nominated|nominee|"
+    r"awards?|oscars?|academy awards?|emmys?|golden globes?|baftas?|grammys?|nominated|nominee|winners?|"
     r"critically acclaimed|acclaimed|record[- ]breaking|blockbuster|smash hit|box[- ]office|masterpiece|ultimate|"
-    r"must[- ]see|most[- ](?:watched|loved|popular|acclaimed|anticipated|successful|famous|celebrated|iconic)|"
-    r"bestsellers?|(?:one|two|three|four|five)[- ]stars?|hundreds?|thousands?|millions?|billions?)(?!\w)",
+    r"must[- ]see|(?:most|least)[- ](?!of\b)[a-z]+|bestsellers?|(?:one|two|three|four|five)[- ]stars?|"
+    r"(?:ten|five|10|5) out of (?:ten|five|10|5)|hundreds?|thousands?|millions?|billions?|"
+    r"[a-z]+iest|(?!(?:" + "|".join(sorted(NOT_SUPERLATIVES)) + r")\b)[a-z]{2,}[^aeiou\W]est)(?!\w)",
     re.IGNORECASE)
-TOKEN = re.compile(r"[^\W\d_][\w'’-]*|[#$€£']?\d[\d.,:/%]*\w*|[.!?:;—–\u2022,]|\s[-–]\s")
+TOKEN = re.compile(r"[^\W\d_][\w'’-]*|[#$€£']?\d(?:[\d%]|[.,:/](?=\d))*[^\W\d_]*|[.!?:;—–\u2022,]|\s[-–]\s")
 QUOTED = re.compile(r"[\"“”]([^\"“”]{2,80})[\"“”]|(?<!\w)['‘]((?:[^'‘’\n]|['’](?=\w)){2,80})['’](?!\w)")
 SENTENCE_END = {".", "!", "?", ":", ";", "—", "–"}
 YEAR = re.compile(r"^(1[89]\d\d|20\d\d)$")
@@ -79,7 +85,7 @@ def names_of(title: str) -> list[str]:
     spoken = f"{moved.group(2)} {moved.group(1)}" if moved else main
     names = [spoken, main, moved.group(1) if moved else re.sub(r"^(The|A|An)\s+", "", main),
              spoken.split(":")[0], *re.findall(r"\(([^()]+)\)", bare)]
-    return [n.strip() for n in dict.fromkeys(names) if len(n.strip()) >= 2 and re.search(r"[^\W\d_]", n)]
+    return [n.strip() for n in dict.fromkeys(names) if re.search(r"[^\W\d_]", n)]  # "M" is a name, "2001" not
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,7 @@ def facts_for(item: Mapping, brand_kit: Mapping | None = None) -> Facts:
     categories = categories_of(item.get("category"))
     own = [*names_of(title), *categories, *(a for c in categories for a in aliases(c)),
            str(kit.get("name") or ""), str(kit.get("default_cta") or "")]
-    phrases = tuple(sorted({p.strip() for p in own if len(p.strip()) >= 2}, key=len, reverse=True))
+    phrases = tuple(sorted({p.strip() for p in own if p.strip()}, key=len, reverse=True))
     described = " ".join(str(x or "") for x in (item.get("description"), kit.get("name"), kit.get("default_cta"),
                                                 kit.get("required_disclaimer")))
     year = _year(item.get("year"))
@@ -199,12 +205,3 @@ def problems(copy: Mapping[str, str], facts: Facts) -> list[str]:
             if " ".join(claim.lower().split()) not in facts.claims_text:
                 reasons.append(f"claims '{claim}', which the catalog does not support")
     return list(dict.fromkeys(reasons))
-
-
-def grounded(copy: Mapping[str, str], facts: Facts) -> bool:
-    return not problems(copy, facts)
-
-
-def facts_table(items: Iterable[Mapping], brand_kit: Mapping | None = None) -> dict[str, Facts]:
-    """Facts of many catalog rows by item id."""
-    return {str(item["item_id"]): facts_for(item, brand_kit) for item in items}

@@ -114,6 +114,12 @@ class TextModel:
     def engine(self) -> str:
         return "llama.cpp (Q8_0)" if self.fast is not None else "transformers"
 
+    def close(self) -> None:
+        """Free the engine's memory now (a model loaded for one job, such as an evaluation)."""
+        if self.fast is not None:
+            self.fast.close()
+            self.fast = None
+
     def newlines(self) -> set[int]:
         if self._newlines is None:
             self._newlines = newline_ids(self.tokenizer)
@@ -145,6 +151,7 @@ class TextModel:
     def _complete_transformers(self, prompts: list[list[int]], copies: int, max_new_tokens: int, temperature: float,
                                top_p: float, seed: int, stop_lines: int) -> list[list[int]]:
         pad = self.tokenizer.pad_token_id
+        prompts = [p for p in prompts for _ in range(copies)]  # as many rows as answers: greedy copies too
         width = max(len(p) for p in prompts)
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
@@ -155,7 +162,7 @@ class TextModel:
         with self.lock, torch.inference_mode():
             torch.manual_seed(seed)
             output = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                         pad_token_id=pad, num_return_sequences=copies, stopping_criteria=stop,
+                                         pad_token_id=pad, stopping_criteria=stop,
                                          **sampling)
         answers = []
         for row in output[:, width:].tolist():
@@ -212,12 +219,13 @@ def _weights_key(source: Path, adapter: str | None) -> str:
 def _fast_engine(llm: TextModel, source: Path, cache: Path, choice: str) -> tuple[object | None, str]:
     """The llama.cpp engine for this model's weights (exported to GGUF once per model and adapter), or None
     and the reason generation stays on transformers. `auto` wants it on the CPU, `llama.cpp` anywhere."""
+    choice = choice.strip() or "auto"
     if choice == "transformers" or (choice == "auto" and llm.device != "cpu"):
         return None, ""
-    from generation import engine, gguf_export
-
     target = cache / "gguf" / f"{_weights_key(source, llm.adapter)}-q8_0.gguf"
     try:
+        from generation import engine, gguf_export
+
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(str(target) + ".lock"):
@@ -226,7 +234,7 @@ def _fast_engine(llm: TextModel, source: Path, cache: Path, choice: str) -> tupl
                     tokens = llm.tokenizer.convert_ids_to_tokens(list(range(llm.model.config.vocab_size)))
                     gguf_export.export(llm.model, tokens, template, target)
         return engine.LlamaCpp(target, llm.newlines()), ""
-    except (engine.EngineUnavailable, gguf_export.ExportError, ModelUnavailable, OSError, ValueError) as exc:
+    except Exception as exc:  # any failure of the optional engine falls back to transformers, with its reason
         note = f"llama.cpp is not used for '{llm.model_id}' ({exc}); generating with transformers"
         logging.getLogger(__name__).warning(note)
         return None, note

@@ -38,7 +38,7 @@ class Job:
     seed: int
     user_id: str = ""
     accepted: list[dict] = field(default_factory=list)
-    failed: dict[int, dict] = field(default_factory=dict)  # slot -> best failed candidate so far
+    failed: dict[int, dict] = field(default_factory=dict)  # slot -> its latest round's best failed candidate
     drawn: dict[int, int] = field(default_factory=dict)  # slot -> candidates drawn for it
     vectors: list[np.ndarray] = field(default_factory=list)  # title and body of accepted variants
     hooks: list[np.ndarray] = field(default_factory=list)  # title hooks of accepted variants
@@ -93,7 +93,8 @@ def _fill_slot(job: Job, slot: int, candidates: list[Candidate]) -> bool:
         job.vectors.append(candidate.text_vector)
         job.hooks.append(candidate.hook_vector)
         return True
-    best = min(candidates, key=lambda c: len(c.record["safety"]["reasons"]))
+    # the latest round's most nearly acceptable candidate: parsed ones first, then the fewest reasons
+    best = min(candidates, key=lambda c: (c.fields is None, len(c.record["safety"]["reasons"])))
     job.failed[slot] = best.record | {"candidates": job.drawn[slot]}
     return False
 
@@ -144,7 +145,9 @@ def _embed(encode: Callable, found: list[Candidate]) -> None:
 def _write_chunk(generate: Callable, encode: Callable, chunk: list[tuple[Job, int, str]], round_: int,
                  checks: Checks, score: Scorer | None, candidates: int) -> list[tuple[Job, int, str]]:
     """One batched model call for a chunk of (job, slot, angle); returns the slots to write again."""
-    seed = chunk[0][0].seed + 1000 * round_ + chunk[0][1]
+    # the engine seeds each answer with seed + 1 + its index in the call, so basing the call on the first slot
+    # times K gives every (slot, candidate) of a job its own seed in a round
+    seed = chunk[0][0].seed + 1000 * round_ + chunk[0][1] * candidates
     chats = [copy.prompt_for(job.item, job.profile, angle) for job, _, angle in chunk]
     starts = [copy.answer_start(job.item) for job, _, _ in chunk]
     answers = generate(chats, max_new_tokens=MAX_NEW_TOKENS, temperature=0.7, seed=seed, assistant_prefix=starts,

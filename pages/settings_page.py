@@ -48,11 +48,16 @@ with st.form("settings"):
     brief_writer = st.selectbox("Brief writer", writers, index=writers.index(env["settings"]["brief_writer"]),
                                 help="Who writes each banner's art direction: rules from the profile, or the text "
                                      "model (with the brief adapter, when one is set)")
+    engines = list(settings.ENGINES)
+    engine = st.selectbox("Text engine", engines, index=engines.index(env["settings"]["engine"])
+                          if env["settings"]["engine"] in engines else 0,
+                          help="auto: llama.cpp on the CPU (the model is exported to GGUF once), transformers on "
+                               "a GPU")
     if st.form_submit_button("Save settings"):
         try:
             path = services.save_settings({"text_model": text_model, "embedding_model": embedding_model,
                                            "device": device, "image_model": image_model, "brand_kit": brand_kit,
-                                           "brief_writer": brief_writer})
+                                           "brief_writer": brief_writer, "engine": engine})
             st.success(f"Saved to {path}")
         except ValueError as exc:  # a brand kit that does not load, a value the setting cannot take
             st.error(f"Nothing was saved: {exc}")

@@ -65,9 +65,9 @@ if variants:
     accepted = [v for v in variants if v["safety"]["status"] == "passed"]
     st.subheader(f"{len(accepted)} variants ready, {len(variants) - len(accepted)} rejected")
     drawn = sum(v.get("candidates") or 1 for v in variants)
-    st.caption(f"Each variant is the best of the candidates drawn for it by the simulated audience's predicted "
-               f"CTR, among those that passed every check: {drawn} candidates drawn for {len(variants)} variants. "
-               "Names, numbers, claims and quotes must be supported by the catalog or the brand kit.")
+    st.caption(f"{drawn} candidates drawn for {len(variants)} variants: each variant is, of the candidates that "
+               "passed every check, the one the simulated audience is likeliest to click. Names, numbers, claims "
+               "and quotes must be supported by the catalog or the brand kit.")
     if len({v["user_id"] for v in variants}) > 1:
         table = pd.DataFrame(variants)[["user_id", "title", "body", "cta", "score", "angle"]]
         st.dataframe(table.assign(status=[v["safety"]["status"] for v in variants]), hide_index=True,

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from generation import embeddings, models
+import settings
+from generation import compose, embeddings, models
 from rewards import click_model
 from rewards.appeal import Appeal, Population, build_population
 from rewards.features import Catalog, creative_features, creative_text
@@ -169,10 +170,12 @@ _lock = threading.Lock()
 def world(dataset: str, seed: int = 0) -> World:
     """The catalog and real users of a dataset, built once per process."""
     repository.require_dataset(dataset)
-    key = (*repository.dataset_version(dataset), seed)
+    kit = settings.load().brand_kit
+    key = (*repository.dataset_version(dataset), seed, kit)
     with _lock:
         if key not in _worlds:
-            catalog = Catalog.build(repository.items(dataset), embeddings.item_vectors(dataset))
+            catalog = Catalog.build(repository.items(dataset), embeddings.item_vectors(dataset),
+                                    compose.load_brand_kit(kit).check_terms())
             population = build_population(repository.list_users(dataset), repository.interactions(dataset),
                                           catalog, seed)
             _worlds[key] = World(catalog, population)

@@ -90,7 +90,8 @@ class Catalog:
     facts: list[grounding.Facts]  # what copy about each item may state (the Studio's grounding check)
 
     @classmethod
-    def build(cls, items: pd.DataFrame, vectors: Mapping[str, np.ndarray]) -> Catalog:
+    def build(cls, items: pd.DataFrame, vectors: Mapping[str, np.ndarray], brand: Mapping | None = None) -> Catalog:
+        """`brand`: the brand kit's terms (`BrandKit.check_terms`), which copy may state as the Studio allows."""
         ids = items["item_id"].astype(str).tolist()
         cats = items["category"].map(intent.categories_of).tolist()
         labels = sorted({c for cs in cats for c in cs})
@@ -105,8 +106,8 @@ class Catalog:
                    labels, category_text, genres, np.stack([vectors[i] for i in ids]).astype(np.float32),
                    [_category_pattern(label) for label in labels], known,
                    max((len(n.split()) for n in known), default=2),
-                   [grounding.facts_for(row) for row in items.astype(object).where(items.notna(), None).to_dict(
-                       "records")])
+                   [grounding.facts_for(row, brand) for row in items.astype(object).where(items.notna(), None)
+                    .to_dict("records")])
 
     def item_categories(self, item: int) -> list[str]:
         return [self.categories[g] for g in np.flatnonzero(self.genres[item])]
@@ -272,7 +273,9 @@ def contradictions(features: CreativeFeatures, catalog: Catalog, creative: int, 
             rest = rest.replace(f" {name} ", " ")
         wrong &= np.array([bool(p.search(rest)) for p in catalog.patterns], dtype=bool)
     wrong_category = bool(wrong.any())
-    ungrounded = not grounding.grounded(features.fields[creative], catalog.facts[item])
+    # a wrong year is counted once, as wrong_year, though the grounding check reports it too
+    ungrounded = any(not r.startswith("says ") for r in grounding.problems(features.fields[creative],
+                                                                           catalog.facts[item]))
     return float(named_own), float(wrong_title), float(wrong_year), float(wrong_category), float(ungrounded)
 
 

@@ -67,7 +67,12 @@ def _add_new_columns(eng: Engine) -> None:
             for column in table.columns:
                 if column.name not in present and column.nullable:
                     kind = column.type.compile(dialect=eng.dialect)
-                    connection.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
+                    try:
+                        with connection.begin_nested():
+                            connection.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
+                    except SQLAlchemyError:  # another process added it first
+                        if column.name not in {c["name"] for c in inspect(connection).get_columns(table.name)}:
+                            raise
 
 
 @contextmanager

@@ -160,6 +160,11 @@ INVENTED = [
     invented("ranking", "ultimate", STAR_WARS, "Star Wars", "The ultimate space adventure.", "ultimate"),
     invented("ranking", "title-word", BEST_FRIENDS_WEDDING, "My Best Friend's Wedding", "The best romance of 1997.",
              "best"),
+    invented("ranking", "funniest", TOY_STORY, "Toy Story", "The funniest comedy for kids.", "funniest"),
+    invented("ranking", "coolest", STAR_WARS, "Star Wars", "The coolest ride among the stars.", "coolest"),
+    invented("ranking", "most-gripping", FARGO, "Fargo", "The most gripping crime drama.", "most gripping"),
+    invented("ranking", "latest", STAR_WARS, "Star Wars", "The latest space adventure.", "latest"),
+    invented("award", "winner", FARGO, "Fargo", "A two-time winner of crime drama.", "winner"),
     # numbers the catalog does not give
     invented("number", "spelled-out", STAR_WARS, "Star Wars", "Over a hundred million fans.", "hundred"),
     invented("number", "digit-of-the-title", SE7EN, "Se7en", "A thriller with 7 stars.", "'7'"),
@@ -270,6 +275,8 @@ GROUNDED = [
     grounded("sw-reserve", STAR_WARS, "Star Wars", "Settle in for a sci-fi night.", "Reserve your seat"),
     grounded("us-display-name-quoted", USUAL_SUSPECTS, '"The Usual Suspects"', "A 1995 crime thriller."),
     grounded("seven-alternate-title", SEVEN, "Se7en, a dark 1995 crime thriller", "Crime and suspense."),
+    grounded("sw-not-superlatives", STAR_WARS, "Star Wars", "A quest to save the galaxy, and an honest hero."),
+    grounded("sw-most-of", STAR_WARS, "Star Wars", "Make the most of tonight with this 1977 adventure."),
     grounded("twelve-monkeys", TWELVE_MONKEYS, "Twelve Monkeys", "A 1995 sci-fi drama.", "Add to your list"),
 ]
 
@@ -296,7 +303,7 @@ def test_grounded_copy_passes(item: dict, copy: dict[str, str]) -> None:
     verdict = check(copy, item)
     assert verdict.reasons == []
     assert verdict.passed
-    assert grounding.grounded(copy, grounding.facts_for(item, BRAND_KIT))
+    assert grounding.problems(copy, grounding.facts_for(item, BRAND_KIT)) == []
 
 
 @pytest.mark.parametrize(("title", "reason"), [
@@ -373,11 +380,13 @@ def test_another_brand_is_not_supported_by_the_kit() -> None:
     assert verdict.reasons == ["names 'PopFlix', which the catalog does not support"]
 
 
-def test_facts_table_keys_facts_by_item_id() -> None:
-    table = grounding.facts_table([STAR_WARS, TOY_STORY, SE7EN], BRAND_KIT)
-    assert set(table) == {"50", "1", "11"}
-    assert "Se7en" in table["11"].phrases and table["1"].year == 1995
-    assert table["50"].supports("AdLoop") and "AdLoop Cinema" in table["50"].phrases
+def test_the_names_an_item_goes_by_are_its_facts() -> None:
+    assert "Se7en" in grounding.facts_for(SEVEN).phrases and grounding.facts_for(TOY_STORY).year == 1995
+    assert grounding.names_of("Usual Suspects, The (1995)")[:3] == ["The Usual Suspects", "Usual Suspects, The",
+                                                                     "Usual Suspects"]
+    assert "Terminator 2" in grounding.names_of(TERMINATOR_2["title"])
+    assert "2001" not in grounding.names_of(SPACE_ODYSSEY["title"])  # digits alone are no name: years stay checked
+    assert "AdLoop Cinema" in grounding.facts_for(STAR_WARS, BRAND_KIT).phrases
 
 
 @pytest.mark.parametrize(("item", "quote"), [

@@ -163,10 +163,32 @@ def test_catalog_checks_read_names_years_and_categories(train: Audience):
         {"title": "Toy Story meets Star Wars", "body": "An adventure.", "cta": "Watch now"},
     ]
     features = creative_features(creatives, catalog)
-    assert contradictions(features, catalog, 0, star_wars) == (1.0, 0.0, 0.0, 0.0)  # 'Wars' claims no War genre
-    assert contradictions(features, catalog, 1, kids) == (1.0, 0.0, 0.0, 0.0)  # the title 'Kids' is no genre
-    assert contradictions(features, catalog, 2, star_wars) == (1.0, 0.0, 1.0, 1.0)  # wrong year, no comedy
+    assert contradictions(features, catalog, 0, star_wars) == (1.0, 0.0, 0.0, 0.0, 0.0)  # 'Wars' is no War claim
+    assert contradictions(features, catalog, 1, kids) == (1.0, 0.0, 0.0, 0.0, 0.0)  # the title 'Kids' is no genre
+    assert contradictions(features, catalog, 2, star_wars) == (1.0, 0.0, 1.0, 1.0, 0.0)  # wrong year (once), no comedy
     assert contradictions(features, catalog, 3, star_wars)[1] == 1.0  # names another film
+
+
+@pytest.mark.parametrize("invented", [
+    {"title": "Star Wars: The Force Awakens", "body": "An adventure among the stars.", "cta": "Watch now"},
+    {"title": "Star Wars: the 1977 classic", "body": "Harrison Ford in an adventure among the stars.",
+     "cta": "Watch now"},
+    {"title": "Star Wars: the best film ever made", "body": "An adventure among the stars.", "cta": "Watch now"},
+    {"title": "Star Wars: the 1977 classic", "body": "An adventure among the stars, only $9.99.", "cta": "Watch now"},
+])
+def test_both_audiences_penalise_what_the_studio_rejects_as_ungrounded(train: Audience, judge: Audience,
+                                                                       invented: dict):
+    """Copy that names, numbers or claims what the catalog lacks scores below the same copy without it for every
+    user, in both audiences: the reward can never pay for invention (the Studio's grounding check)."""
+    true = {"title": "Star Wars: the 1977 classic", "body": "An adventure among the stars.", "cta": "Watch now"}
+    catalog = train.world.catalog
+    features = creative_features([true, invented], catalog)
+    assert contradictions(features, catalog, 1, catalog.index["50"])[4] == 1.0
+    users = train.world.population.user_ids[:50]
+    for crowd in (train, judge):
+        honest = crowd.probabilities([Impression(u, "50", true) for u in users])
+        made_up = crowd.probabilities([Impression(u, "50", invented) for u in users])
+        assert (made_up < honest).all(), crowd.name
 
 
 def test_unknown_users_and_items_are_refused(train: Audience):

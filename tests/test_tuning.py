@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import services
+from generation import copy
 from store import runs as run_store
 from tuning import evaluate, prompts, reward, runs, sampling, targets, trainers
 
@@ -59,7 +61,9 @@ def test_prompt_split_is_deterministic_and_disjoint(demo_store: str, tiny_model_
     tokenizer = trainers.load_tokenizer(str(tiny_model_dir))
     data = targets.prompt_dataset("copy", demo_store, tokenizer, "held_out", users=3)
     assert set(data.column_names) == {"prompt", "user_id", "item_id"}
-    assert all(p.endswith(prompts.ANSWER_PREFIX) for p in data["prompt"])
+    catalog = services.catalog(demo_store)
+    assert all(p.endswith(copy.answer_start(catalog.loc[i].to_dict())) for p, i in zip(data["prompt"],
+                                                                                       data["item_id"], strict=True))
     assert all(prompts.split_of(u) == "held_out" for u in data["user_id"])
     liked = prompts.liked_items(demo_store, data["user_id"], per_user=1)
     assert [liked[u][0] for u in data["user_id"]] == data["item_id"]
@@ -67,16 +71,16 @@ def test_prompt_split_is_deterministic_and_disjoint(demo_store: str, tiny_model_
 
 def test_creative_text_scores_parsed_copy_above_malformed(demo_store: str) -> None:
     click = reward.click_reward(demo_store)
-    good = " Star Wars: The Force Awaits\nBody: A space adventure for the whole family.\nCTA: Watch tonight"
+    good = " a space adventure for the whole family\nBody: Rebels take on an empire in 1977.\nCTA: Watch tonight"
     scores = click([good, " ???"], user_id=["1", "1"], item_id=["50", "50"])
     assert all(0 <= s <= 1 for s in scores) and scores[0] > scores[1]
 
 
 def test_studio_gate_discounts_exactly_the_copy_the_studio_would_reject(demo_store: str) -> None:
-    shown = " Star Wars: The Force Awaits\nBody: A space adventure for the whole family.\nCTA: Watch tonight"
-    rejected = [" The Force Awaits\nBody: A space adventure for the whole family.\nCTA: Watch tonight",  # no name
-                " Star Wars\nBody: Jurassic Park fans, this 1993 classic is for you.\nCTA: Watch tonight",  # facts
-                " Star Wars\nBody: Viewer: loves Thriller. A space adventure.\nCTA: Watch tonight"]  # prompt leak
+    shown = " a space adventure for the whole family\nBody: Rebels take on an empire in 1977.\nCTA: Watch tonight"
+    rejected = [" The Force Awaits\nBody: A space adventure for the whole family.\nCTA: Watch tonight",  # invented
+                " a classic\nBody: Jurassic Park fans, this 1993 classic is for you.\nCTA: Watch tonight",  # facts
+                " a ride\nBody: Viewer: loves Thriller. A space adventure.\nCTA: Watch tonight"]  # prompt leak
     texts = [shown, *rejected]
     users, items = ["1"] * len(texts), ["50"] * len(texts)
     plain = reward.click_reward(demo_store)(texts, user_id=users, item_id=items)
@@ -85,7 +89,8 @@ def test_studio_gate_discounts_exactly_the_copy_the_studio_would_reject(demo_sto
     assert gated[1:] == pytest.approx([reward.REJECTED_FACTOR * p for p in plain[1:]])
     catalog = reward.catalog(demo_store)
     assert catalog.accepted(shown, "50") and not any(catalog.accepted(t, "50") for t in rejected)
-    assert not catalog.factual(rejected[1], "50") and catalog.factual(rejected[0], "50")
+    assert not catalog.factual(rejected[0], "50") and not catalog.factual(rejected[1], "50")  # untrue
+    assert catalog.factual(shown, "50")
 
 
 def test_paired_uplift_is_tighter_than_independent_intervals() -> None:

@@ -22,7 +22,7 @@ from generation import models
 from store import movielens
 from store import runs as run_store
 from tuning import targets
-from tuning.reward import catalog, creative_text
+from tuning.reward import catalog
 from tuning.sampling import TEMPERATURE, engine_for, sample, sample_on
 from tuning.trainers import load_policy, load_tokenizer, resolve_model
 
@@ -93,7 +93,7 @@ def copy_metrics(raw: list[str], rows: list[dict], dataset: str) -> dict:
     """What reward hacking of ad copy would show: diversity, catalog factuality, Studio acceptance, length."""
     item_ids = [r["item_id"] for r in rows]
     shown = catalog(dataset)
-    creatives = [creative_text(t, shown.items[i]) for t, i in zip(raw, item_ids, strict=True)]
+    creatives = [shown.creative(t, i) for t, i in zip(raw, item_ids, strict=True)]
     return {"distinct_2": distinct_2(creatives), "self_similarity": self_similarity(creatives),
             "factual_rate": float(np.mean([shown.factual(t, i) for t, i in zip(raw, item_ids, strict=True)])),
             "accept_rate": float(np.mean([shown.accepted(t, i) for t, i in zip(raw, item_ids, strict=True)])),
@@ -124,7 +124,8 @@ def _draw(model, tokenizer, texts: list[str], copies: int, args: dict,
     """`copies` independent samples per prompt, as that many lists with one output per prompt (plus the token
     ids of the first list, for the KL); on the Studio's engine when `fast` holds the same weights."""
     if fast is not None:
-        raw, prompt_ids, completion_ids = sample_on(fast, texts, seed=args["seed"], copies=copies, **_gen(args))
+        raw, prompt_ids, completion_ids = sample_on(fast, texts, seed=args["seed"], copies=copies,
+                                                    stop_lines=args["stop_lines"], **_gen(args))
     else:
         raw, prompt_ids, completion_ids = sample(model, tokenizer, texts, seed=args["seed"], copies=copies, batch=32,
                                                  **_gen(args))
@@ -165,14 +166,16 @@ def evaluate(adapter_path: str, dataset: str = movielens.NAME, model: str = "", 
     tokenizer, base = load_tokenizer(path), load_policy(path, models.resolve_device("auto")).eval()
     rows = targets.rows(target, dataset, "held_out", users)
     texts = targets.texts(target, tokenizer, rows)
-    args = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    args = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed,
+            "stop_lines": targets.stop_lines(target)}
     judge = targets.reward(target, dataset, "judge")
     train = targets.reward(target, dataset, "train", studio_gate=studio_gate)
-    pool = _draw(base, tokenizer, texts, draws * best_of, args, engine_for(path))[0]
+    with engine_for(path) as fast:
+        pool = _draw(base, tokenizer, texts, draws * best_of, args, fast)[0]
     outputs = {"base": pool, "best_of_n": _best_of(pool, rows, best_of, train)}
     tuned_model = PeftModel.from_pretrained(base, adapter_path).eval()
-    outputs["tuned"], prompt_ids, completion_ids = _draw(tuned_model, tokenizer, texts, draws, args,
-                                                         engine_for(path, adapter_path))
+    with engine_for(path, adapter_path) as fast:
+        outputs["tuned"], prompt_ids, completion_ids = _draw(tuned_model, tokenizer, texts, draws, args, fast)
     result = {name: setting_metrics(target, raw, rows, dataset, judge, train) for name, raw in outputs.items()}
     per_prompt = {name: result[name].pop("judge_per_prompt") for name in outputs}
     return {"judge_ctr": {name: result[name]["judge_ctr"]["mean"] for name in outputs}, "settings": result,
@@ -181,17 +184,17 @@ def evaluate(adapter_path: str, dataset: str = movielens.NAME, model: str = "", 
             "kl_to_base": kl_to_base(tuned_model, prompt_ids, completion_ids), "users": len(rows),
             "judge_per_prompt": per_prompt, "best_of": best_of, "draws": draws, "adapter": str(adapter_path),
             "model": path, "dataset": dataset, "target": target,
-            "samples": _table(target, rows, catalog(dataset).items, {k: v[0] for k, v in outputs.items()}, samples)}
+            "samples": _table(target, rows, catalog(dataset), {k: v[0] for k, v in outputs.items()}, samples)}
 
 
-def _table(target: str, rows: list[dict], items: dict, outputs: dict[str, list[str]], limit: int) -> list[dict]:
+def _table(target: str, rows: list[dict], shop, outputs: dict[str, list[str]], limit: int) -> list[dict]:
     """Before/after outputs for the same prompts: copy as the audience reads it, briefs as written."""
     def shown(raw: str, row: dict) -> str:
         if target == "copy":
-            return creative_text(raw, items[row["item_id"]])
+            return shop.creative(raw, row["item_id"])
         return targets.answer_prefix(target, row) + raw
 
-    return [{"user_id": r["user_id"], "item": items[r["item_id"]]["title"], "angle": r.get("angle", ""),
+    return [{"user_id": r["user_id"], "item": shop.items[r["item_id"]]["title"], "angle": r.get("angle", ""),
              **{name: shown(raw[k], r) for name, raw in outputs.items()}} for k, r in enumerate(rows[:limit])]
 
 

@@ -9,7 +9,7 @@ click, so the reward differences come from the copy, not from a poor item choice
 appeal model never saw them, so tuning cannot simply memorise them.
 
 The prompt is the Studio's own (`generation.copy.prompt_for`, first angle) with the chat template
-applied and the answer started with "Title: <the item's name>:" (`generation.copy.answer_start`), exactly
+applied and the answer started with "Title: <the item's name>," (`generation.copy.answer_start`), exactly
 as `generation.writer` asks the model; each row carries that start as `prefix`.
 """
 

@@ -1,7 +1,7 @@
 """The reward the writer is tuned on: the train audience's click probability, counted in full only for copy
 the Studio would show.
 
-A completion continues a prompt that ends in "Title: <the item's name>:" (as the Studio asks the model)
+A completion continues a prompt that ends in "Title: <the item's name>," (as the Studio asks the model)
 and is parsed by `generation.copy.parse` like the Studio's own variants; the audience scores the labelled
 creative. A completion the Studio could not parse keeps a tenth of its score
 (`rewards.audience.MALFORMED_FACTOR`).
@@ -29,11 +29,12 @@ from rewards import audience
 REJECTED_FACTOR = 0.25
 
 
-def creative_text(raw: str, item: dict) -> str:
-    """The labelled creative the audience reads: parsed and cleaned like a Studio variant, else the raw answer
-    after the start that code wrote."""
+def creative_text(raw: str, item: dict, default_cta: str) -> str:
+    """The labelled creative the audience reads: parsed and cleaned like a Studio variant (a call to action that
+    is none replaced by the brand's default, as the Studio does), else the raw answer after the start that code
+    wrote."""
     start = copy.answer_start(item)
-    parsed = copy.parse(raw, start=start)
+    parsed = copy.parse(raw, default_cta, start)
     if parsed is None:
         return start + raw
     return f"Title: {parsed['title']}\nBody: {parsed['body']}\nCTA: {parsed['cta']}"
@@ -51,7 +52,14 @@ class Catalog:
 
     def fields(self, raw: str, item_id: str) -> dict[str, str] | None:
         item = self.items[str(item_id)]
-        return copy.parse(raw, self.brand.get("default_cta", "Learn more"), copy.answer_start(item))
+        return copy.parse(raw, self.default_cta, copy.answer_start(item))
+
+    @property
+    def default_cta(self) -> str:
+        return self.brand.get("default_cta", "Learn more")
+
+    def creative(self, raw: str, item_id: str) -> str:
+        return creative_text(raw, self.items[str(item_id)], self.default_cta)
 
     def accepted(self, raw: str, item_id: str) -> bool:
         """Whether the Studio would show this completion for the item (parsed, and every check passes)."""
@@ -89,11 +97,10 @@ def click_reward(dataset: str, audience_name: str = "train", seed: int = 0,
 
     def click(completions: list, user_id: list, item_id: list, **_columns) -> list[float]:
         raw = [audience.completion_text(c) for c in completions]
-        items = catalog(dataset).items
-        values = np.asarray(score([creative_text(t, items[str(i)]) for t, i in zip(raw, item_id, strict=True)],
+        shown = catalog(dataset)
+        values = np.asarray(score([shown.creative(t, i) for t, i in zip(raw, item_id, strict=True)],
                                   user_id=user_id, item_id=item_id))
         if studio_gate:
-            shown = catalog(dataset)
             values = values * np.where([shown.accepted(t, i) for t, i in zip(raw, item_id, strict=True)], 1.0,
                                        REJECTED_FACTOR)
         return values.tolist()

@@ -4,7 +4,7 @@ Shared by the evaluation (base, best-of-N, tuned), the held-out judge that runs 
 DPO pair sampler, so all of them measure what the Studio would actually draw from the model.
 
 Fixed weights (the base model before training, a finished adapter) are sampled on the Studio's engine
-(`engine_for` + `sample_on`: llama.cpp on a CPU, answers ending with the call to action's line, as in the
+(`engine_for` + `sample_on`: llama.cpp on a CPU; copy ends with the call to action's line, as in the
 Studio). A model being trained changes every step, so it is sampled with transformers (`sample`).
 
 Several samples of one prompt share its prefill: the prompt is run once, its key/value cache is copied
@@ -15,6 +15,8 @@ cheaper than sampling the same prompt N times over.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -24,7 +26,6 @@ from generation import models
 
 TEMPERATURE = 0.7  # the Studio's writer (`generation.writer`)
 TOP_P = 0.9  # the Studio's nucleus sampling (`generation.models.TextModel.generate`), so tuned@1 is what users get
-STOP_LINES = 3  # the Studio's writer stops after the call to action's line (`generation.writer.STOP_LINES`)
 
 
 def _prefilled(model, enc: dict, copies: int):
@@ -65,21 +66,33 @@ def sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature:
     return out_texts, prompt_ids, completion_ids
 
 
-def engine_for(path: str, adapter: str | None = None) -> models.TextModel | None:
-    """These weights (a model folder, a LoRA adapter merged in) on the Studio's fast engine, or None where the
-    Studio itself generates with transformers (CUDA, the `transformers` engine, a model llama.cpp cannot take)."""
+@contextmanager
+def engine_for(path: str, adapter: str | None = None) -> Iterator[models.TextModel | None]:
+    """These weights (a model folder, a LoRA adapter merged in) on the Studio's fast engine for the length of a
+    job, or None where the Studio itself generates with transformers (CUDA with `auto`, the `transformers`
+    engine, a model llama.cpp cannot take). On exit the engine's memory is freed and an adapter's exported
+    file removed: a run's adapter is exported again only if it is promoted."""
     cfg = settings.load()
-    if cfg.engine == "transformers" or models.resolve_device(cfg.device) != "cpu":
-        return None
-    llm = models.load_text_model(path, "cpu", Path(cfg.model_cache), adapter or None, cfg.engine)
-    return llm if llm.fast is not None else None
+    choice = cfg.engine.strip() or "auto"
+    if choice == "transformers" or (choice == "auto" and models.resolve_device(cfg.device) != "cpu"):
+        yield None
+        return
+    llm = models.load_text_model(path, "cpu", Path(cfg.model_cache), adapter or None, choice)
+    try:
+        yield llm if llm.fast is not None else None
+    finally:
+        exported = llm.fast.path if llm.fast is not None and adapter else None
+        llm.close()
+        if exported is not None:
+            exported.unlink(missing_ok=True)
 
 
 def sample_on(llm: models.TextModel, texts: list[str], max_new_tokens: int, temperature: float, seed: int,
-              copies: int = 1) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
-    """Like `sample`, on the engine: `copies` answers per text (text 0's first), with their token ids."""
+              copies: int = 1, stop_lines: int = 0) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
+    """Like `sample`, on the engine: `copies` answers per text (text 0's first), with their token ids; an answer
+    ends after `stop_lines` line breaks when given (the copy writer's call to action, as in the Studio)."""
     prompts = [llm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    answers = llm.complete(prompts, copies, max_new_tokens, temperature, TOP_P, seed, STOP_LINES)
+    answers = llm.complete(prompts, copies, max_new_tokens, temperature, TOP_P, seed, stop_lines)
     prompt_ids = [torch.tensor(prompts[k // copies]) for k in range(len(answers))]
     completion_ids = [torch.tensor(a, dtype=torch.long) for a in answers]
     return llm.tokenizer.batch_decode(answers, skip_special_tokens=True), prompt_ids, completion_ids

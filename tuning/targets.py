@@ -44,6 +44,17 @@ def answer_prefix(target: str, row: dict) -> str:
     return row["prefix"]
 
 
+def stop_lines(target: str) -> int:
+    """Line breaks after which an answer is complete, as the Studio stops it: the copy writer's three lines
+    (title, body, call to action); 0 for the brief, whose writer is not stopped."""
+    _require(target)
+    if target == "brief":
+        return 0
+    from generation.writer import STOP_LINES
+
+    return STOP_LINES
+
+
 def texts(target: str, tokenizer, chosen: list[dict]) -> list[str]:
     """The templated prompt text of each row, ending in its answer's start."""
     return [prompts.chat_prompt(tokenizer, r["chat"], answer_prefix(target, r)) for r in chosen]

@@ -250,23 +250,24 @@ def dpo_pairs(cfg: TuningConfig, model, path: str, tokenizer, deadline: float | 
     transformers); keep best vs worst by the training reward.
     Sampling stops early at half the time budget, leaving the rest for training."""
     sampler = load_tokenizer(path)  # its own: sampling pads left, the trainer's may pad right
-    fast = engine_for(path)  # the base weights on the Studio's engine, when it runs here
     model.eval()
     rows = targets.rows(cfg.target, cfg.dataset, "train", cfg.users, cfg.items_per_user)
     texts = targets.texts(cfg.target, tokenizer, rows)
     per_chunk = max(16 // cfg.num_generations, 1)
     started, groups = time.monotonic(), []
-    for start in range(0, len(rows), per_chunk):
-        if deadline and time.monotonic() > started + (deadline - started) / 2:
-            break
-        chunk, temperature = texts[start:start + per_chunk], max(cfg.temperature, 0.1)
-        if fast is not None:
-            raw, _, _ = sample_on(fast, chunk, cfg.max_completion_length, temperature, seed=cfg.seed + start,
-                                  copies=cfg.num_generations)
-        else:
-            raw, _, _ = sample(model, sampler, chunk, cfg.max_completion_length, temperature, seed=cfg.seed + start,
-                               copies=cfg.num_generations)
-        groups += [raw[n:n + cfg.num_generations] for n in range(0, len(raw), cfg.num_generations)]
+    temperature, stop = max(cfg.temperature, 0.1), targets.stop_lines(cfg.target)
+    with engine_for(path) as fast:  # the base weights on the Studio's engine, when it runs here
+        for start in range(0, len(rows), per_chunk):
+            if deadline and time.monotonic() > started + (deadline - started) / 2:
+                break
+            chunk = texts[start:start + per_chunk]
+            if fast is not None:
+                raw, _, _ = sample_on(fast, chunk, cfg.max_completion_length, temperature, seed=cfg.seed + start,
+                                      copies=cfg.num_generations, stop_lines=stop)
+            else:
+                raw, _, _ = sample(model, sampler, chunk, cfg.max_completion_length, temperature,
+                                   seed=cfg.seed + start, copies=cfg.num_generations)
+            groups += [raw[n:n + cfg.num_generations] for n in range(0, len(raw), cfg.num_generations)]
     rows = rows[:len(groups)]
     return audience.preference_pairs(texts[:len(groups)], groups, [r["user_id"] for r in rows],
                                      [r["item_id"] for r in rows], _reward(cfg))
