@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from generation import grounding
 from generation.intent import categories_of
 from generation.untrusted import clean, fenced
 
@@ -77,11 +78,9 @@ def angles(profile: dict, item: dict, n: int) -> list[str]:
 
 def display_name(title: str) -> str:
     """'Godfather, The (1972)' -> 'The Godfather': the name as people say it, without the year or an
-    alternate-language title in parentheses."""
-    name = re.sub(r"\s*\(\d{4}\)\s*$", "", str(title)).strip()
-    name = re.split(r"\s+\(", name, maxsplit=1)[0]
-    moved = re.match(r"^(.*),\s*(The|A|An)$", name)
-    return f"{moved.group(2)} {moved.group(1)}" if moved else name
+    alternate-language title in parentheses (the first of `grounding.names_of`)."""
+    names = grounding.names_of(title)
+    return names[0] if names else str(title).strip()
 
 
 def headline_name(item: dict) -> str:

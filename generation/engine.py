@@ -19,6 +19,7 @@ that training and KL use are identical on both paths.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass, field
@@ -214,10 +215,8 @@ class LlamaCpp:
         self.model = self.context = self.batch = None
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(TypeError, AttributeError):  # at interpreter exit the library may be unloaded
             self.close()
-        except (TypeError, AttributeError):  # at interpreter exit the library may already be unloaded
-            pass
 
 
 def _quiet_log(_level, _text, _user_data) -> None:
