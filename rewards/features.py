@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from generation import grounding, intent
+from generation import copy, grounding, intent
 from generation.brief import MOODS
 
 CTA_VERBS = {"watch", "stream", "see", "rent", "buy", "book", "get", "start", "play", "discover", "try", "join",
@@ -38,15 +38,11 @@ STOPWORDS = {"a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "with
 GENERIC = {"movie", "movies", "film", "films", "best", "top", "great"}  # words that stuffing pads with
 YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
 WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+")
-ARTICLE = re.compile(r"^(.*),\s*(The|A|An)$")
 
 
 def display_title(title: str) -> str:
-    """How copy names an item: 'Usual Suspects, The (1995)' reads 'The Usual Suspects'."""
-    name = re.sub(r"\s*\(\d{4}\)\s*$", "", str(title)).strip()
-    name = re.split(r"\s+\(", name, maxsplit=1)[0]  # drop an alternate-language title
-    match = ARTICLE.match(name)
-    return f"{match.group(2)} {match.group(1)}" if match else name
+    """How copy names an item: 'Usual Suspects, The (1995)' reads 'The Usual Suspects' (the Studio's own name)."""
+    return copy.display_name(title)
 
 
 def title_year(title: str) -> int | None:
@@ -217,12 +213,12 @@ class TextFacts(NamedTuple):
 def _text_facts(creative: Mapping, catalog: Catalog) -> TextFacts:
     """Every text feature of one creative."""
     full = " ".join(p for p in (_field(creative, "title"), _field(creative, "body"), _field(creative, "cta")) if p)
-    copy = creative_text(creative)
+    shown = creative_text(creative)
     normal = " ".join(intent.normal_text(full).split())
     titles, rest = find_titles(normal, catalog)  # names are blanked so 'Star Wars' is no War claim
     hits = [p.findall(rest) for p in catalog.patterns]
-    words = WORD.findall(copy)
-    numeric = {"words": float(len(words)), "readability": readability(words, copy), "cta": _cta(
+    words = WORD.findall(shown)
+    numeric = {"words": float(len(words)), "readability": readability(words, shown), "cta": _cta(
         _field(creative, "cta")), "shouting": _shouting(full), "clickbait": float(len(CLICKBAIT.findall(full))),
         "energy": _energy(words, full), **_lexical(WORD.findall(full), sum(len(h) for h in hits))}
     return TextFacts(numeric, np.array([bool(h) for h in hits], dtype=bool), normal, rest, titles,
