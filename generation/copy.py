@@ -39,6 +39,8 @@ EXAMPLES = [
 CTA_VERBS = {"watch", "stream", "see", "get", "start", "play", "discover", "buy", "book", "join", "try", "shop",
              "order", "rent", "explore", "meet", "find", "relive", "experience", "grab", "catch", "enjoy", "dive",
              "save", "learn", "view", "read", "listen", "download", "sign", "subscribe", "unlock", "claim"}
+DANGLING = {"a", "an", "the", "of", "and", "or", "to", "in", "on", "for", "with", "that", "is", "its", "your", "at",
+            "by", "from", "as", "but"}  # words a cut headline must not end on
 FIELD_LINE = re.compile(r"^\s*(title|body|cta)\s*:\s*(.*)$", re.IGNORECASE)
 
 
@@ -115,7 +117,10 @@ def fit(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     cut = text[: limit + 1].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
-    return cut.rstrip(" ,;:-–—")
+    words = cut.rstrip(" ,;:-–—").split(" ")
+    while len(words) > 1 and words[-1].lower() in DANGLING:  # "a world of a" reads as cut off
+        words.pop()
+    return " ".join(words).rstrip(" ,;:-–—")
 
 
 def _tidy(value: str) -> str:
