@@ -106,7 +106,10 @@ def prompt_for(item: dict, profile: dict, angle: str) -> list[dict]:
     # the profile reaches the model as the angle alone: longer viewer descriptions made the small
     # default model copy them back instead of writing the ad
     chat = [{"role": "system", "content": SYSTEM}]
+    own = item_line(item).split(" (")[0]
     for line, loves, answer in EXAMPLES:
+        if line.split(" (")[0] == own:
+            continue  # an item's own worked example is copied word for word instead of written anew
         chat += [{"role": "user", "content": _viewer(line, loves)}, {"role": "assistant", "content": answer}]
     return chat + [{"role": "user", "content": _viewer(item_line(item), clean(angle, 40))}]
 

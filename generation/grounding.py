@@ -46,7 +46,8 @@ CLAIMS = re.compile(
     r"(?<![\w-])(?:best(?:[- ](?:selling|seller|loved|ever))?|greatest|finest|biggest|highest[- ]\w+|top[- ]rated|"
     r"top[- ](?:ten|10|five|5|100)|number one|no\. ?1|all[- ]time|of all time|ever made|(?:multi-)?award[- ]\w+|"
     r"awards?|oscars?|academy awards?|emmys?|golden globes?|baftas?|grammys?|nominated|nominee|winners?|"
-    r"critically acclaimed|acclaimed|record[- ]breaking|blockbuster|smash hit|box[- ]office|masterpiece|ultimate|"
+    r"critically acclaimed|acclaimed|famous|legendary|record[- ]breaking|blockbuster|smash hit|box[- ]office|"
+    r"masterpiece|ultimate|"
     r"must[- ]see|(?:most|least)[- ](?!of\b)[a-z]+|bestsellers?|(?:one|two|three|four|five)[- ]stars?|"
     r"(?:ten|five|10|5) out of (?:ten|five|10|5)|hundreds?|thousands?|millions?|billions?|"
     r"[a-z]+iest|(?!(?:" + "|".join(sorted(NOT_SUPERLATIVES)) + r")\b)[a-z]{2,}[^aeiou\W]est)(?!\w)",

@@ -74,6 +74,8 @@ def _repeat_reason(candidate: Candidate, job: Job) -> str | None:
         return "repeats the title of another variant"
     if job.hooks and float(np.max(np.stack(job.hooks) @ candidate.hook_vector)) >= TITLE_SIMILARITY:
         return "title is a near-duplicate of another variant's"
+    if any(copy.title_key(a["body"]) == copy.title_key(fields["body"]) for a in job.accepted):
+        return "repeats the body of another variant"
     if any(copy.normalised(a) == copy.normalised(fields) for a in job.accepted) or (
             job.vectors and float(np.max(np.stack(job.vectors) @ candidate.text_vector)) >= DUPLICATE_SIMILARITY):
         return "near-duplicate of another variant"
