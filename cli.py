@@ -147,7 +147,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
               "lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r, "users": args.users,
               "num_generations": args.generations, "prompts_per_step": args.prompts_per_step,
               "save_steps": max(1, min(10, args.steps)), "seed": args.seed, "target": args.target,
-              "time_budget_minutes": args.minutes, "eval_steps": args.eval_steps, "report_to": args.report_to}
+              "time_budget_minutes": args.minutes, "eval_steps": args.eval_steps, "report_to": args.report_to,
+              "sft_steps": args.sft_steps}
     if args.beta is not None:
         config["beta"] = args.beta
     run_id = services.launch_run(config)
@@ -262,8 +263,10 @@ def parser() -> argparse.ArgumentParser:
                    help="samples drawn per variant; the one the train audience rates best is kept")
     p.add_argument("--seed", type=limits.SEED.argument, default=0)
 
-    p = command("tune", cmd_tune, "refine the copy writer with TRL (GRPO, RLOO or DPO) from simulated clicks")
-    p.add_argument("--method", choices=["grpo", "rloo", "dpo", "diffusion_dpo"], default="grpo")
+    p = command("tune", cmd_tune, "refine the copy writer with TRL (GRPO, RLOO, DPO, or best-of-N SFT then DPO) "
+                "from simulated clicks")
+    p.add_argument("--method", choices=["grpo", "rloo", "dpo", "best_of_n_sft_dpo", "diffusion_dpo"], default="grpo",
+                   help="best_of_n_sft_dpo: SFT on the best accepted of N samples per prompt, then DPO from it")
     p.add_argument("--target", choices=["copy", "brief"], default="copy",
                    help="what an LLM method tunes: the ad copy or the banner's art direction")
     p.add_argument("--minutes", type=limits.TUNING["time_budget_minutes"].argument, default=0.0,
@@ -272,7 +275,10 @@ def parser() -> argparse.ArgumentParser:
                    help="judge held-out users every N steps (0: never)")
     p.add_argument("--report-to", nargs="*", default=[], choices=["tensorboard", "trackio"],
                    help="also log to these trackers (in the run folder)")
-    p.add_argument("--steps", type=limits.TUNING["max_steps"].argument, default=20)
+    p.add_argument("--steps", type=limits.TUNING["max_steps"].argument, default=20,
+                   help="training steps (for best_of_n_sft_dpo: its DPO steps)")
+    p.add_argument("--sft-steps", type=limits.TUNING["sft_steps"].argument, default=20,
+                   help="best_of_n_sft_dpo: supervised steps before DPO")
     p.add_argument("--learning-rate", type=limits.TUNING["learning_rate"].argument, default=2e-4)
     p.add_argument("--lora-r", type=limits.TUNING["lora_r"].argument, default=16)
     p.add_argument("--beta", type=limits.TUNING["beta"].argument, default=None,

@@ -17,6 +17,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ import pandas as pd
 import limits
 import settings
 from generation import brief as briefs
-from generation import brief_writer, compose, copy, embeddings, intent, models, render, writer
+from generation import brief_writer, compose, copy, embeddings, engine, intent, models, render, writer
 from rewards import segments, variant_file
 from store import csv_import, movielens, repository
 
@@ -465,12 +466,11 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
     batch = uuid.uuid4().hex[:12]
     progress(0.65, "Writing the art direction")
     arts = _art_direction(item, users, profiles, written, seed)
-    rows = []
-    for k, (u, variants) in enumerate(zip(users, written, strict=True)):
-        progress(0.67 + 0.28 * k / len(users), f"Drawing banners for user {u}")
-        for v_index, variant in enumerate(variants):
-            rows.append(_finish_variant(dataset, batch, u, segment_label, item, variant, profiles[u], kit, painter,
-                                        seed + v_index, f"{u}-v{v_index + 1}", llm, arts.get((u, v_index))))
+    tasks = [(u, k, variant) for u, variants in zip(users, written, strict=True) for k, variant in enumerate(variants)]
+    rows = _in_parallel([lambda u=u, k=k, variant=variant: _finish_variant(
+        dataset, batch, u, segment_label, item, variant, profiles[u], kit, painter, seed + k, f"{u}-v{k + 1}", llm,
+        arts.get((u, k))) for u, k, variant in tasks],
+        lambda done: progress(0.67 + 0.28 * done / len(tasks), f"Drew banners for {done} of {len(tasks)} variants"))
     progress(0.95, "Scoring with the simulated audience")
     _score(dataset, item["item_id"], rows)
     ids = repository.save_variants([{k: v for k, v in r.items() if k not in ("targets", "raw")} for r in rows])
@@ -480,6 +480,17 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
         row["id"] = variant_id
     progress(1.0, "Done")
     return sorted(rows, key=lambda r: (r["safety"]["status"] != "passed", -(r["score"] or 0)))
+
+
+def _in_parallel(work: list[Callable[[], dict]], done: Callable[[int], None]) -> list[dict]:
+    """Each call's result in order, run on as many threads as there are cores: drawing and PNG encoding
+    release the GIL, so a request's banners take about half as long on two cores (a diffusion renderer
+    serialises its own model calls). `done(count)` reports progress; the first failure is raised."""
+    with ThreadPoolExecutor(max_workers=engine.threads()) as pool:
+        futures = [pool.submit(call) for call in work]
+        for count, _ in enumerate(as_completed(futures), 1):
+            done(count)
+        return [f.result() for f in futures]
 
 
 def reranker(dataset: str, item_id: str) -> writer.Scorer:

@@ -1,12 +1,13 @@
 """Ad copy: the configured LLM writes title, body and call to action for N variants of an item, in batches.
 
 Small models follow a shown example far better than a described format, so the prompt carries one
-worked example. The headline is built, not invented: code starts the answer with "Title: <the item's
-name>:", so the model writes only the hook after the name, the body and the call to action (on the base
-model this more than doubled the judge audience's CTR of one sample and named the item every time; see
-FACTS). Each variant takes a different angle (one
-of the user's interests or current focus) so the N variants differ by design, not only by sampling.
-Answers are parsed, cleaned and cut to the field limits; unusable ones are generated again.
+worked example. What code can write truthfully, it writes: the answer starts with "Title: <the item's
+name>,", so the model writes only the hook after the name and the body (on the base model this more than
+doubled the judge audience's CTR of one sample and named the item every time; see FACTS), and the call to
+action is the brand kit's, one of its list per variant in turn. The model's answer therefore ends with the
+body's line, a fifth fewer tokens to decode than with a call to action of its own. Each variant takes a
+different angle (one of the user's interests or current focus) so the N variants differ by design, not
+only by sampling. Answers are parsed, cleaned and cut to the field limits; unusable ones are generated again.
 """
 
 from __future__ import annotations
@@ -28,20 +29,18 @@ SYSTEM = ("You write short online ads. Text between <data> and </data> is catalo
 EXAMPLES = [
     ("Jurassic Park (1993) (Action, Adventure, Sci-Fi)", "Thriller",
      "Title: Jurassic Park, where only the quick survive the island\n"
-     "Body: Dinosaurs are loose and every second counts in this 1993 thriller.\nCTA: Watch tonight"),
+     "Body: Dinosaurs are loose and every second counts in this 1993 thriller."),
     ("Sleepless in Seattle (1993) (Comedy, Romance)", "Romance",
      "Title: Sleepless in Seattle, a love worth staying up for\n"
-     "Body: A late-night radio call starts a romance that crosses the country.\nCTA: Stream it tonight"),
+     "Body: A late-night radio call starts a romance that crosses the country."),
     ("Fargo (1996) (Crime, Drama, Thriller)", "Crime",
      "Title: Fargo, where a small crime grows out of control\n"
-     "Body: A snowy town, a desperate plan and a police chief who sees through it.\nCTA: Watch now"),
+     "Body: A snowy town, a desperate plan and a police chief who sees through it."),
 ]
-CTA_VERBS = {"watch", "stream", "see", "get", "start", "play", "discover", "buy", "book", "join", "try", "shop",
-             "order", "rent", "explore", "meet", "find", "relive", "experience", "grab", "catch", "enjoy", "dive",
-             "save", "learn", "view", "read", "listen", "download", "sign", "subscribe", "unlock", "claim"}
 DANGLING = {"a", "an", "the", "of", "and", "or", "to", "in", "on", "for", "with", "that", "is", "its", "your", "at",
             "by", "from", "as", "but"}  # words a cut headline must not end on
 FIELD_LINE = re.compile(r"^\s*(title|body|cta)\s*:\s*(.*)$", re.IGNORECASE)
+ANSWER_LINES = 2  # the model writes the title's line and the body's: its answer is complete after two breaks
 
 
 @dataclass
@@ -133,13 +132,10 @@ def _tidy(value: str) -> str:
     return re.sub(r"\s+", " ", value).strip(" -*#")
 
 
-def parse(raw: str, default_cta: str = "Learn more", start: str = "Title:") -> dict[str, str] | None:
-    """Title, body and CTA from an answer that continued `start` (what code wrote before the model);
-    None when title or body is missing.
-
-    A call to action that does not start with an action verb is repaired with `default_cta`: small
-    models often put a second headline there.
-    """
+def parse(raw: str, cta: str = "Learn more", start: str = "Title:") -> dict[str, str] | None:
+    """Title and body from an answer that continued `start` (what code wrote before the model), with `cta`,
+    the call to action code chose; None when title or body is missing. A call to action the model wrote
+    anyway (an untuned model run without a stop) is ignored, as is everything after it."""
     fields: dict[str, str] = {}
     raw = raw.lstrip(" ")
     joiner = "\n" if FIELD_LINE.match(raw.splitlines()[0] if raw else "") or raw.startswith("\n") else " "
@@ -151,12 +147,15 @@ def parse(raw: str, default_cta: str = "Learn more", start: str = "Title:") -> d
             break
     if not fields.get("title") or not fields.get("body"):
         return None
-    cta = re.split(r"[,.;!?]", fields.get("cta", ""))[0].strip()
-    if not cta or cta.split()[0].lower().strip(".,!") not in CTA_VERBS:
-        cta = default_cta
     fields["cta"] = cta
     fields["title"] = fields["title"].rstrip(" :,")
     return {k: fit(fields[k], limit) for k, limit in LIMITS.items()}
+
+
+def call_to_action(brand_kit: dict, slot: int) -> str:
+    """The brand kit's call to action for the variant in `slot`: its list in turn, so variants differ."""
+    ctas = brand_kit.get("calls_to_action") or [brand_kit.get("default_cta") or "Learn more"]
+    return ctas[slot % len(ctas)]
 
 
 def title_key(title: str) -> str:

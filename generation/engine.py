@@ -214,8 +214,8 @@ class LlamaCpp:
             self.lib.llama_model_free(self.model)
         self.model = self.context = self.batch = None
 
-    def __del__(self) -> None:
-        with contextlib.suppress(TypeError, AttributeError):  # at interpreter exit the library may be unloaded
+    def __del__(self, _suppress=contextlib.suppress) -> None:  # bound now: at exit the module's names are gone
+        with _suppress(TypeError, AttributeError):  # at interpreter exit the library may be unloaded
             self.close()
 
 

@@ -116,11 +116,11 @@ def facts_for(item: Mapping, brand_kit: Mapping | None = None) -> Facts:
     kit = brand_kit or {}
     title = str(item.get("title") or "")
     categories = categories_of(item.get("category"))
-    own = [*names_of(title), *categories, *(a for c in categories for a in aliases(c)),
-           str(kit.get("name") or ""), str(kit.get("default_cta") or "")]
+    brand = [str(kit.get("name") or ""), str(kit.get("default_cta") or ""),
+             *(str(c) for c in kit.get("calls_to_action") or ())]
+    own = [*names_of(title), *categories, *(a for c in categories for a in aliases(c)), *brand]
     phrases = tuple(sorted({p.strip() for p in own if p.strip()}, key=len, reverse=True))
-    described = " ".join(str(x or "") for x in (item.get("description"), kit.get("name"), kit.get("default_cta"),
-                                                kit.get("required_disclaimer")))
+    described = " ".join(str(x or "") for x in (item.get("description"), *brand, kit.get("required_disclaimer")))
     year = _year(item.get("year"))
     title_year = re.search(r"\((\d{4})\)\s*$", title)
     numbers = set(re.findall(r"\d+", described)) | {str(y) for y in (year, title_year and title_year.group(1)) if y}

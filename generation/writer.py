@@ -24,7 +24,6 @@ DUPLICATE_SIMILARITY = 0.92  # title and body together
 TITLE_SIMILARITY = 0.9  # the hooks of two titles (the text after the item's name)
 MAX_NEW_TOKENS = 48
 DEFAULT_CANDIDATES = 4  # samples per slot, reranked: chosen by measurement (README, bench/generation.py)
-STOP_LINES = 3  # title, body and CTA lines: the answer ends with the call to action's line
 Scorer = Callable[[list[str], list[dict]], list[float]]  # (user ids, variants) -> predicted CTR of each
 
 
@@ -153,15 +152,15 @@ def _write_chunk(generate: Callable, encode: Callable, chunk: list[tuple[Job, in
     chats = [copy.prompt_for(job.item, job.profile, angle) for job, _, angle in chunk]
     starts = [copy.answer_start(job.item) for job, _, _ in chunk]
     answers = generate(chats, max_new_tokens=MAX_NEW_TOKENS, temperature=0.7, seed=seed, assistant_prefix=starts,
-                       copies=candidates, stop_lines=STOP_LINES)
+                       copies=candidates, stop_lines=copy.ANSWER_LINES)
     if len(answers) != len(chunk) * candidates:
         raise RuntimeError(f"The model returned {len(answers)} answers for {len(chunk)} prompts x {candidates}")
-    default_cta = checks.brand_kit.get("default_cta", "Learn more")
     drawn: list[list[Candidate]] = []
-    for k, ((job, _, angle), chat, start) in enumerate(zip(chunk, chats, starts, strict=True)):
+    for k, ((job, slot, angle), chat, start) in enumerate(zip(chunk, chats, starts, strict=True)):
         slot_answers = answers[k * candidates:(k + 1) * candidates]
+        cta = copy.call_to_action(checks.brand_kit, slot)
         drawn.append([_judge(job, {"angle": angle, "seed": seed, "raw": raw, "prompt": json.dumps(chat),
-                                   "item": job.item}, copy.parse(raw, default_cta, start), checks)
+                                   "item": job.item}, copy.parse(raw, cta, start), checks)
                       for raw in slot_answers])
     passed = [c for group in drawn for c in group if c.record["safety"]["status"] == "passed"]
     _embed(encode, passed)

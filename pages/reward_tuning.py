@@ -13,10 +13,14 @@ from limits import BEST_OF, DRAWS, HELD_OUT_USERS, TUNING
 
 access.require_login()  # nothing below runs for a visitor who has not signed in
 
-CURVES = ["reward", "judge_ctr", "loss", "kl", "rewards/margins", "implicit_accuracy", "learning_rate"]
-TITLES = {"reward": "train reward (click probability, Studio-gated)", "judge_ctr": "judge CTR, held-out users"}
+CURVES = ["reward", "judge_ctr", "sft_loss", "sft_mean_token_accuracy", "loss", "kl", "rewards/margins",
+          "implicit_accuracy", "learning_rate"]
+TITLES = {"reward": "train reward (click probability, Studio-gated)", "judge_ctr": "judge CTR, held-out users",
+          "sft_loss": "stage 1: SFT loss on the best accepted of N samples",
+          "sft_mean_token_accuracy": "stage 1: SFT token accuracy", "loss": "loss (for the recipe: stage 2, DPO)"}
 ADAPTERS = {"text": "copy", "brief": "brief", "image": "image"}  # settings `<kind>_adapter`, as promoted
 METHODS = {"grpo": "GRPO (online)", "rloo": "RLOO (online)", "dpo": "DPO (offline)",
+           "best_of_n_sft_dpo": "Best-of-N SFT, then DPO (recipe)",
            "diffusion_dpo": "Diffusion-DPO (banner art, diffusers)"}
 
 st.title("Reward Tuning")
@@ -41,7 +45,12 @@ method = st.selectbox("Method", list(METHODS), key="method", format_func=METHODS
 defaults = services.tuning_defaults(method)
 with st.form("launch"):
     c = st.columns(4)
-    steps = c[1].number_input("Steps", *TUNING["max_steps"].bounds(), 20, key="steps")
+    steps = c[1].number_input("Steps" + (" (DPO stage)" if method == "best_of_n_sft_dpo" else ""),
+                              *TUNING["max_steps"].bounds(), 20, key="steps")
+    sft_steps = c[0].number_input("SFT steps (stage 1)", *TUNING["sft_steps"].bounds(), defaults["sft_steps"],
+                                  key="sft_steps", disabled=method != "best_of_n_sft_dpo",
+                                  help="Best-of-N recipe: supervised steps on the best accepted sample of each "
+                                       "prompt, before DPO continues from that adapter")
     minutes = c[1].number_input("Time budget (minutes, 0 = none)", *TUNING["time_budget_minutes"].bounds(), 0.0,
                                 key="minutes")
     learning_rate = c[2].number_input("Learning rate", *TUNING["learning_rate"].bounds(), 2e-4, format="%.6f",
@@ -72,7 +81,7 @@ with st.form("launch"):
                   "users": int(users), "max_completion_length": int(completion),
                   "save_steps": max(1, min(10, int(steps))), "time_budget_minutes": float(minutes),
                   "eval_steps": int(eval_steps), "studio_gate": bool(gate), "target": target,
-                  "report_to": ["tensorboard"] if tensorboard else []}
+                  "report_to": ["tensorboard"] if tensorboard else [], "sft_steps": int(sft_steps)}
         try:
             st.session_state["selected_run"] = services.launch_run(config)
             st.success(f"Launched run {st.session_state['selected_run']}")

@@ -274,21 +274,29 @@ def reward_function(dataset: str, audience_name: str = "train", seed: int = 0) -
     return click_reward
 
 
-def preference_pairs(prompts: Sequence, completions: Sequence[Sequence], user_ids: Sequence, item_ids: Sequence,
-                     reward: Callable[..., list[float]], min_margin: float = 0.0) -> list[dict]:
-    """DPO rows {prompt, chosen, rejected}: per prompt, its best and worst completion by `reward` (a callable
-    like `reward_function`'s, called once for all completions).
-
-    Prompts whose completions score within `min_margin` of each other give no row (no preference).
-    """
+def group_scores(completions: Sequence[Sequence], user_ids: Sequence, item_ids: Sequence,
+                 reward: Callable[..., list[float]]) -> list[np.ndarray]:
+    """Each prompt's completions scored by `reward` (a callable like `reward_function`'s), in one call."""
     flat = [c for group in completions for c in group]
     owners = [n for n, group in enumerate(completions) for _ in group]
     scores = np.asarray(reward(flat, user_id=[user_ids[n] for n in owners], item_id=[item_ids[n] for n in owners]))
-    rows, start = [], 0
-    for prompt, group in zip(prompts, completions, strict=True):
-        block = scores[start:start + len(group)]
-        start += len(group)
+    bounds = np.cumsum([0, *(len(group) for group in completions)])
+    return [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def pairs_from_scores(prompts: Sequence, completions: Sequence[Sequence], scores: Sequence[np.ndarray],
+                      min_margin: float = 0.0) -> list[dict]:
+    """DPO rows {prompt, chosen, rejected}: per prompt, its best and worst completion by score. Prompts whose
+    completions score within `min_margin` of each other give no row (no preference)."""
+    rows = []
+    for prompt, group, block in zip(prompts, completions, scores, strict=True):
         if len(group) >= 2 and block.max() - block.min() > min_margin:
             rows.append({"prompt": prompt, "chosen": group[int(block.argmax())],
                          "rejected": group[int(block.argmin())]})
     return rows
+
+
+def preference_pairs(prompts: Sequence, completions: Sequence[Sequence], user_ids: Sequence, item_ids: Sequence,
+                     reward: Callable[..., list[float]], min_margin: float = 0.0) -> list[dict]:
+    """DPO rows {prompt, chosen, rejected}: per prompt, its best and worst completion by `reward`."""
+    return pairs_from_scores(prompts, completions, group_scores(completions, user_ids, item_ids, reward), min_margin)

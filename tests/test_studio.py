@@ -25,21 +25,28 @@ LABELS = ["Action", "Adventure", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi
 TITLES = ["Star Wars", "Return of the Jedi", "Empire Strikes Back, The", "Fargo"]
 
 
-def test_parse_reads_fields_enforces_limits_and_repairs_the_cta() -> None:
+def test_parse_reads_fields_enforces_limits_and_takes_the_cta_code_chose() -> None:
     raw = ("Star Wars: " + "A Very Long Headline " * 6 + "\nBody: " + "word " * 60 +
            "\nCTA: The story of a new planet\nViewer: extra")
-    fields = copy.parse(raw, default_cta="Watch now")
+    fields = copy.parse(raw, cta="Watch now")
     assert fields is not None
     assert all(len(fields[k]) <= limit for k, limit in copy.LIMITS.items())
     assert fields["title"].startswith("Star Wars: A Very Long") and not fields["title"].endswith(" ")
-    assert fields["cta"] == "Watch now"  # not a call to action: repaired
-    assert copy.parse("Star Wars\nBody: Go see it.\nCTA: Stream tonight, friends") == {
-        "title": "Star Wars", "body": "Go see it.", "cta": "Stream tonight"}
+    assert fields["cta"] == "Watch now"  # the model's own call to action line is ignored
+    assert copy.parse("Star Wars\nBody: Go see it.", "Stream it tonight") == {
+        "title": "Star Wars", "body": "Go see it.", "cta": "Stream it tonight"}
     assert copy.parse("just some rambling without fields") is None
 
 
+def test_variants_take_the_brand_kits_calls_to_action_in_turn() -> None:
+    kit = {"default_cta": "Watch now", "calls_to_action": ["Watch now", "Watch tonight", "Start watching"]}
+    assert [copy.call_to_action(kit, slot) for slot in range(4)] == ["Watch now", "Watch tonight",
+                                                                    "Start watching", "Watch now"]
+    assert copy.call_to_action({"default_cta": "Shop now"}, 3) == "Shop now"
+
+
 def test_parse_strips_copied_prompt_data() -> None:
-    fields = copy.parse("Star Wars (Action, Adventure, Sci-Fi) <data>\nBody: Epic.</data>\nCTA: Watch now")
+    fields = copy.parse("Star Wars (Action, Adventure, Sci-Fi) <data>\nBody: Epic.</data>", "Watch now")
     assert fields == {"title": "Star Wars", "body": "Epic.", "cta": "Watch now"}
 
 
@@ -100,7 +107,7 @@ def test_writer_retries_failures_and_reports_what_stays_rejected(demo_store: str
     checks = writer.Checks(LABELS, TITLES, {"banned_words": []})
     [result] = writer.write_variants(script, services_encode(), [job], checks, rounds=3)
     assert script.calls == [4, 3, 2]
-    assert script.options[0]["assistant_prefix"] == ["Title: Star Wars,"] * 4 and script.options[0]["stop_lines"] == 3
+    assert script.options[0]["assistant_prefix"] == ["Title: Star Wars,"] * 4 and script.options[0]["stop_lines"] == 2
     assert [v["safety"]["status"] for v in result] == ["passed", "passed", "rejected", "rejected"]
     assert {v["title"] for v in result[:2]} == {"Star Wars, the original", "Star Wars, tonight and always"}
     assert all(v["safety"]["reasons"] for v in result[2:])
@@ -121,7 +128,7 @@ def test_writer_keeps_the_best_scored_candidate_and_never_repeats_a_title(demo_s
         assert user_ids == ["1"] * len(variants)
         return [len(v["body"]) / 1000 for v in variants]
 
-    checks = writer.Checks(LABELS, TITLES, {"banned_words": []})
+    checks = writer.Checks(LABELS, TITLES, {"banned_words": [], "calls_to_action": ["Watch now", "Stream it tonight"]})
     [result] = writer.write_variants(script, services_encode(), [job], checks, score=longest_body_wins,
                                      candidates=3, rounds=1)
     assert script.options[0]["copies"] == 3
@@ -133,6 +140,7 @@ def test_writer_keeps_the_best_scored_candidate_and_never_repeats_a_title(demo_s
     assert [copy.title_key(v["title"]) for v in result] == ["star wars a galaxy of heroes",
                                                             "star wars the rebels need you"]
     assert all(v["candidates"] == 3 for v in result)
+    assert [v["cta"] for v in result] == ["Watch now", "Stream it tonight"]  # the kit's, in turn, not the model's
 
 
 def test_writer_rewrites_a_title_whose_hook_is_a_near_duplicate(demo_store: str) -> None:

@@ -29,12 +29,11 @@ from rewards import audience
 REJECTED_FACTOR = 0.25
 
 
-def creative_text(raw: str, item: dict, default_cta: str) -> str:
-    """The labelled creative the audience reads: parsed and cleaned like a Studio variant (a call to action that
-    is none replaced by the brand's default, as the Studio does), else the raw answer after the start that code
-    wrote."""
+def creative_text(raw: str, item: dict, cta: str) -> str:
+    """The labelled creative the audience reads: parsed and cleaned like a Studio variant, with the call to
+    action code writes (`cta`), else the raw answer after the start that code wrote."""
     start = copy.answer_start(item)
-    parsed = copy.parse(raw, default_cta, start)
+    parsed = copy.parse(raw, cta, start)
     if parsed is None:
         return start + raw
     return f"Title: {parsed['title']}\nBody: {parsed['body']}\nCTA: {parsed['cta']}"

@@ -76,7 +76,7 @@ def launch(config: dict) -> str:
     folder = run_folder(run_id)
     _prepare_folder(folder)
     run_store.create_run(run_id, cfg.method, cfg.dataset, cfg.to_dict(), str(folder), str(folder / "worker.log"),
-                         cfg.max_steps)
+                         cfg.total_steps)
     _start_worker(run_id)
     return run_id
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from datasets import Dataset
 
+from generation import copy
 from tuning import prompts
 
 TARGETS = ("copy", "brief")
@@ -45,14 +46,10 @@ def answer_prefix(target: str, row: dict) -> str:
 
 
 def stop_lines(target: str) -> int:
-    """Line breaks after which an answer is complete, as the Studio stops it: the copy writer's three lines
-    (title, body, call to action); 0 for the brief, whose writer is not stopped."""
+    """Line breaks after which an answer is complete, as the Studio stops it: the copy writer's two lines
+    (title and body; code writes the call to action); 0 for the brief, whose writer is not stopped."""
     _require(target)
-    if target == "brief":
-        return 0
-    from generation.writer import STOP_LINES
-
-    return STOP_LINES
+    return 0 if target == "brief" else copy.ANSWER_LINES
 
 
 def texts(target: str, tokenizer, chosen: list[dict]) -> list[str]:

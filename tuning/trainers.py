@@ -30,10 +30,10 @@ from store import runs as run_store
 from tuning import targets
 from tuning.sampling import TEMPERATURE, engine_for, sample, sample_on
 
-METHODS = ("grpo", "rloo", "dpo", "diffusion_dpo")
-TEXT_METHODS = ("grpo", "rloo", "dpo")  # tune the copy writer; diffusion_dpo tunes a diffusers UNet
+BEST_OF_N_SFT_DPO = "best_of_n_sft_dpo"  # the chained recipe (`tuning.distill`)
+METHODS = ("grpo", "rloo", "dpo", BEST_OF_N_SFT_DPO, "diffusion_dpo")
 REPORT_TO = ("tensorboard", "trackio")  # transformers' integrations; each needs its package installed
-DEFAULT_BETA = {"grpo": 0.04, "rloo": 0.05, "dpo": 0.1, "diffusion_dpo": 5000.0}
+DEFAULT_BETA = {"grpo": 0.04, "rloo": 0.05, "dpo": 0.1, BEST_OF_N_SFT_DPO: 0.1, "diffusion_dpo": 5000.0}
 
 
 @dataclass
@@ -46,7 +46,8 @@ class TuningConfig:
     model: str = ""  # empty: the configured text (or, for diffusion_dpo, image) model; else an id or local folder
     users: int = 64  # training users in the prompt dataset
     items_per_user: int = 1
-    max_steps: int = 20
+    max_steps: int = 20  # training steps (of the recipe's last stage, DPO)
+    sft_steps: int = 20  # the recipe's supervised steps on the best-of-N samples, before DPO
     learning_rate: float = 2e-4
     beta: float | None = None  # KL coefficient; None: DEFAULT_BETA of the method
     lora_r: int = 16
@@ -79,8 +80,11 @@ class TuningConfig:
             raise ValueError("num_generations must be at least 2 (a group baseline or a pair needs two)")
         if self.lora_layers < 0:
             raise ValueError("lora_layers must be 0 (every layer) or positive")
-        if self.max_steps < 1 or self.save_steps < 1 or self.users < 1:
-            raise ValueError("max_steps, save_steps and users must be positive")
+        if self.max_steps < 1 or self.save_steps < 1 or self.users < 1 or self.sft_steps < 1:
+            raise ValueError("max_steps, sft_steps, save_steps and users must be positive")
+        if self.method == BEST_OF_N_SFT_DPO and self.target != "copy":
+            raise ValueError(f"{BEST_OF_N_SFT_DPO} tunes the copy writer: its supervised stage keeps the samples the "
+                             "Studio's copy checks accept")
         unknown = sorted(set(self.report_to) - set(REPORT_TO))
         if unknown:
             raise ValueError(f"Unknown report_to: {', '.join(unknown)} (choose from {', '.join(REPORT_TO)})")
@@ -100,6 +104,11 @@ class TuningConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def total_steps(self) -> int:
+        """Steps of every stage: what the run's progress counts to."""
+        return self.sft_steps + self.max_steps if self.method == BEST_OF_N_SFT_DPO else self.max_steps
 
 
 def resolve_model(model: str) -> str:
@@ -137,15 +146,17 @@ def any_process(flag: bool) -> bool:
 
 
 class StoreCallback(TrainerCallback):
-    """Writes every logged step to the run's metrics (main process only)."""
+    """Writes every logged step to the run's metrics (main process only). A later stage of a chained run logs
+    after the earlier ones (`offset`), and a stage's own metrics can carry its name (`prefix`), so its curves
+    stay apart from the next stage's."""
 
-    def __init__(self, run_id: str, attempt: int = 1) -> None:
-        self.run_id = run_id
-        self.attempt = attempt
+    def __init__(self, run_id: str, attempt: int = 1, offset: int = 0, prefix: str = "") -> None:
+        self.run_id, self.attempt, self.offset, self.prefix = run_id, attempt, offset, prefix
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and state.is_world_process_zero:
-            run_store.add_metrics(self.run_id, state.global_step, logs, self.attempt)
+            run_store.add_metrics(self.run_id, self.offset + state.global_step,
+                                  {self.prefix + k: v for k, v in logs.items()}, self.attempt)
 
 
 class StopSignals(TrainerCallback):
@@ -170,8 +181,8 @@ class HeldOutJudge(TrainerCallback):
     audience scores them: the live curve that says whether gains on the train reward carry over, logged as
     `judge_ctr` at step 0 (the base model) and at each evaluation point."""
 
-    def __init__(self, cfg: TuningConfig, path: str, run_id: str, attempt: int) -> None:
-        self.cfg, self.run_id, self.attempt = cfg, run_id, attempt
+    def __init__(self, cfg: TuningConfig, path: str, run_id: str, attempt: int, offset: int = 0) -> None:
+        self.cfg, self.run_id, self.attempt, self.offset = cfg, run_id, attempt, offset
         self.tokenizer = load_tokenizer(path)  # its own: sampling pads left, the trainer's may pad right
         self.rows = targets.rows(cfg.target, cfg.dataset, "held_out", cfg.eval_users)
         self.texts = targets.texts(cfg.target, self.tokenizer, self.rows)
@@ -184,7 +195,8 @@ class HeldOutJudge(TrainerCallback):
                            seed=self.cfg.seed)
         model.train(training)
         ctr = self.judge(raw, user_id=[r["user_id"] for r in self.rows], item_id=[r["item_id"] for r in self.rows])
-        run_store.add_metrics(self.run_id, step, {"judge_ctr": float(sum(ctr) / len(ctr))}, self.attempt)
+        run_store.add_metrics(self.run_id, self.offset + step, {"judge_ctr": float(sum(ctr) / len(ctr))},
+                              self.attempt)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if state.global_step == 0:
@@ -195,7 +207,7 @@ class HeldOutJudge(TrainerCallback):
             self._log(model, state.global_step)
 
 
-def _lora(cfg: TuningConfig, path: str):
+def lora(cfg: TuningConfig, path: str):
     """The LoRA adapter: on every layer, or on the top `lora_layers` only. Backpropagation then stops at the
     lowest adapted layer, so a step costs much less on a CPU, and the top layers are where the wording is."""
     from peft import LoraConfig
@@ -209,11 +221,17 @@ def _lora(cfg: TuningConfig, path: str):
                       target_modules=list(cfg.target_modules), layers_to_transform=layers, task_type="CAUSAL_LM")
 
 
-def _common_args(cfg: TuningConfig, output_dir: Path) -> dict:
-    """Trainer arguments shared by the methods: CPU unless CUDA is present, log every step, checkpoint often."""
+def common_args(cfg: TuningConfig, output_dir: Path, max_steps: int | None = None) -> dict:
+    """Trainer arguments shared by the methods: CPU unless CUDA is present, log every step, checkpoint often
+    (`beta` only for the preference and RL trainers)."""
+    return {"beta": cfg.beta, **base_args(cfg, output_dir, max_steps)}
+
+
+def base_args(cfg: TuningConfig, output_dir: Path, max_steps: int | None = None) -> dict:
+    """What every transformers `TrainingArguments` of a run shares, supervised stages included."""
     cuda = torch.cuda.is_available()
-    return {"output_dir": str(output_dir), "max_steps": cfg.max_steps, "learning_rate": cfg.learning_rate,
-            "beta": cfg.beta, "logging_steps": 1, "save_strategy": "steps", "save_steps": cfg.save_steps,
+    return {"output_dir": str(output_dir), "max_steps": max_steps or cfg.max_steps, "learning_rate": cfg.learning_rate,
+            "logging_steps": 1, "save_strategy": "steps", "save_steps": cfg.save_steps,
             "report_to": list(cfg.report_to), "use_cpu": not cuda, "bf16": cuda and torch.cuda.is_bf16_supported(),
             "seed": cfg.seed, "data_seed": cfg.seed, "disable_tqdm": True, "gradient_accumulation_steps": 1,
             "lr_scheduler_type": "constant", "warmup_steps": 0, "gradient_checkpointing": cfg.gradient_checkpointing}
@@ -232,33 +250,34 @@ def build_online(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, call
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if cfg.method == "grpo" else (RLOOConfig, RLOOTrainer)
-    args = config_cls(**_common_args(cfg, output_dir), num_generations=cfg.num_generations,
+    args = config_cls(**common_args(cfg, output_dir), num_generations=cfg.num_generations,
                       per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
                       max_completion_length=cfg.max_completion_length, temperature=cfg.temperature)
     data = targets.prompt_dataset(cfg.target, cfg.dataset, tokenizer, "train", cfg.users, cfg.items_per_user)
-    return trainer_cls(model=load_policy(path), reward_funcs=_reward(cfg), args=args, train_dataset=data,
-                       processing_class=tokenizer, peft_config=_lora(cfg, path), callbacks=callbacks)
+    return trainer_cls(model=load_policy(path), reward_funcs=train_reward(cfg), args=args, train_dataset=data,
+                       processing_class=tokenizer, peft_config=lora(cfg, path), callbacks=callbacks)
 
 
-def _reward(cfg: TuningConfig):
+def train_reward(cfg: TuningConfig):
     return targets.reward(cfg.target, cfg.dataset, "train", cfg.seed, studio_gate=cfg.studio_gate)
 
 
-def dpo_pairs(cfg: TuningConfig, model, path: str, tokenizer, deadline: float | None = None) -> list[dict]:
-    """Sample `num_generations` variants per training prompt from `model`, the base model about to be tuned
-    (with the Studio's nucleus, on the Studio's engine when it runs here, else sharing each prompt's prefill in
-    transformers); keep best vs worst by the training reward.
-    Sampling stops early at half the time budget, leaving the rest for training."""
+def sample_groups(cfg: TuningConfig, model, path: str, tokenizer, until: float | None) -> tuple[list[dict],
+                                                                                                  list[str], list]:
+    """(rows, prompt texts, completion groups): `num_generations` samples per training prompt from `model`, the
+    base model about to be tuned, with the Studio's nucleus and stop, on the Studio's engine when it runs here
+    (else sharing each prompt's prefill in transformers). Sampling stops at `until` (a `time.monotonic()`
+    value), keeping the prompts sampled so far."""
     sampler = load_tokenizer(path)  # its own: sampling pads left, the trainer's may pad right
     model.eval()
     rows = targets.rows(cfg.target, cfg.dataset, "train", cfg.users, cfg.items_per_user)
     texts = targets.texts(cfg.target, tokenizer, rows)
     per_chunk = max(16 // cfg.num_generations, 1)
-    started, groups = time.monotonic(), []
+    groups: list = []
     temperature, stop = max(cfg.temperature, 0.1), targets.stop_lines(cfg.target)
     with engine_for(path) as fast:  # the base weights on the Studio's engine, when it runs here
         for start in range(0, len(rows), per_chunk):
-            if deadline and time.monotonic() > started + (deadline - started) / 2:
+            if until and time.monotonic() > until:
                 break
             chunk = texts[start:start + per_chunk]
             if fast is not None:
@@ -268,9 +287,16 @@ def dpo_pairs(cfg: TuningConfig, model, path: str, tokenizer, deadline: float | 
                 raw, _, _ = sample(model, sampler, chunk, cfg.max_completion_length, temperature,
                                    seed=cfg.seed + start, copies=cfg.num_generations)
             groups += [raw[n:n + cfg.num_generations] for n in range(0, len(raw), cfg.num_generations)]
-    rows = rows[:len(groups)]
-    return audience.preference_pairs(texts[:len(groups)], groups, [r["user_id"] for r in rows],
-                                     [r["item_id"] for r in rows], _reward(cfg))
+    return rows[:len(groups)], texts[:len(groups)], groups
+
+
+def dpo_pairs(cfg: TuningConfig, model, path: str, tokenizer, deadline: float | None = None) -> list[dict]:
+    """Best vs worst of each training prompt's samples (`sample_groups`) by the training reward. Sampling
+    stops early at half the time budget, leaving the rest for training."""
+    now = time.monotonic()
+    rows, texts, groups = sample_groups(cfg, model, path, tokenizer, deadline and now + (deadline - now) / 2)
+    return audience.preference_pairs(texts, groups, [r["user_id"] for r in rows], [r["item_id"] for r in rows],
+                                     train_reward(cfg))
 
 
 def build_dpo(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbacks: list,
@@ -283,10 +309,10 @@ def build_dpo(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbac
     pairs = dpo_pairs(cfg, model, path, tokenizer, deadline)
     if not pairs:
         raise ValueError("No preference pairs: every prompt's variants scored the same")
-    args = DPOConfig(**_common_args(cfg, output_dir), per_device_train_batch_size=cfg.prompts_per_step,
+    args = DPOConfig(**common_args(cfg, output_dir), per_device_train_batch_size=cfg.prompts_per_step,
                      max_length=512)
     return DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
-                      processing_class=tokenizer, peft_config=_lora(cfg, path), callbacks=callbacks)
+                      processing_class=tokenizer, peft_config=lora(cfg, path), callbacks=callbacks)
 
 
 def build_trainer(cfg: TuningConfig, output_dir: Path, callbacks: list | None = None, run_id: str | None = None):
@@ -321,13 +347,13 @@ def last_checkpoint(output_dir: Path) -> str | None:
     return None
 
 
-def _callbacks(cfg: TuningConfig, run_id: str | None, attempt: int) -> list:
+def callbacks_for(cfg: TuningConfig, run_id: str | None, attempt: int, offset: int = 0, prefix: str = "") -> list:
     """Store metrics and the live held-out judge, for a run's main process; stop signals are added when the
     trainer is built (every process needs them)."""
     if not run_id or not is_main_process():
         return []
-    judge = [HeldOutJudge(cfg, resolve_model(cfg.model), run_id, attempt)] if cfg.eval_steps else []
-    return [StoreCallback(run_id, attempt), *judge]
+    live = [HeldOutJudge(cfg, resolve_model(cfg.model), run_id, attempt, offset)] if cfg.eval_steps else []
+    return [StoreCallback(run_id, attempt, offset, prefix), *live]
 
 
 def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume: bool = False,
@@ -337,12 +363,20 @@ def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume
         from tuning import diffusion_dpo
 
         return diffusion_dpo.train(cfg, Path(output_dir), run_id=run_id, resume=resume, attempt=attempt)
-    trainer = build_trainer(cfg, output_dir, _callbacks(cfg, run_id, attempt), run_id)
+    if cfg.method == BEST_OF_N_SFT_DPO:
+        from tuning import distill
+
+        return distill.train(cfg, Path(output_dir), run_id=run_id, resume=resume, attempt=attempt)
+    trainer = build_trainer(cfg, output_dir, callbacks_for(cfg, run_id, attempt), run_id)
     checkpoint = last_checkpoint(output_dir) if resume else None
+    return fit(trainer, cfg, Path(output_dir) / "adapter", checkpoint)
+
+
+def fit(trainer, cfg: TuningConfig, adapter: Path, checkpoint: str | None, steps_before: int = 0) -> dict:
+    """Train (from `checkpoint`, if any), save the adapter and tokenizer; the run's result."""
     trainer.train(resume_from_checkpoint=checkpoint)
-    adapter = Path(output_dir) / "adapter"
     trainer.save_model(str(adapter))  # writes on the main process only
     if is_main_process():
         trainer.processing_class.save_pretrained(str(adapter))
-    return {"adapter_path": str(adapter), "global_step": int(trainer.state.global_step),
+    return {"adapter_path": str(adapter), "global_step": steps_before + int(trainer.state.global_step),
             "resumed_from": checkpoint, "model": resolve_model(cfg.model)}

@@ -1,0 +1,128 @@
+"""Best-of-N distillation, then preference refinement: the recipe that makes one tuned sample worth reranking
+several base samples (rejection-sampling fine-tuning as in RAFT and ReST, followed by DPO on best vs worst of
+the same samples, as BoNBoN combines them).
+
+1. Sampling: `num_generations` answers per training prompt from the base model, on the Studio's engine with
+   the Studio's nucleus and stop (`trainers.sample_groups`), scored once by the Studio-gated train reward.
+2. SFT (TRL's `SFTTrainer`, LoRA through PEFT): each prompt's best answer, kept only when it passes every
+   Studio check, as the completion of its prompt; the model learns to write at once what reranking keeps.
+3. DPO (TRL's `DPOTrainer`) continues the SFT adapter on best vs worst of the same samples. Given a model
+   that already carries an adapter, TRL makes a frozen copy of it the reference, so DPO refines the distilled
+   policy instead of pulling it back to the base model.
+
+Each stage leaves its result in the run folder (the scored samples in `best_of_n.json`, the SFT adapter in
+`sft/adapter`, DPO's checkpoints at the top), so a resumed run goes on from the stage it stopped in. With a
+time budget, sampling may use the first `SAMPLING_SHARE` of it and SFT runs until `SFT_SHARE`; DPO has the
+rest. Curves: SFT's metrics are logged as `sft_*` at steps 1..S, DPO's at S+1.., the live judge at both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rewards import audience
+from store import runs as run_store
+from tuning import reward, trainers
+from tuning.trainers import TuningConfig
+
+SAMPLING_SHARE = 0.3  # of the time budget: the most sampling may take (the rest trains)
+SFT_SHARE = 0.6  # SFT stops at this share of the budget (or at `sft_steps`), DPO takes what is left
+SAMPLES_FILE = "best_of_n.json"
+STAGE_FILE = "stage.json"  # in the SFT adapter's folder: the steps SFT took, where DPO's curves continue
+
+
+def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume: bool = False,
+          attempt: int = 1) -> dict:
+    """Run (or continue) the three stages; the result is DPO's adapter, which holds SFT's update too."""
+    path = trainers.resolve_model(cfg.model)
+    tokenizer = trainers.load_tokenizer(path)
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    torch.manual_seed(cfg.seed)
+    started, budget = time.monotonic(), 60 * cfg.time_budget_minutes
+
+    def until(share: float) -> float | None:
+        return started + share * budget if budget else None
+
+    data = samples(cfg, path, tokenizer, output_dir, until(SAMPLING_SHARE))
+    if not data["best"] or not data["pairs"]:
+        raise ValueError(f"No usable samples: of {len(data['groups'])} prompts none had an answer the Studio accepts "
+                         "and a pair that differs in reward; raise num_generations or the number of users")
+    sft_steps = supervised(cfg, path, tokenizer, data["best"], output_dir / "sft", run_id, attempt, until(SFT_SHARE))
+    cancelled = bool(run_id) and trainers.is_main_process() and run_store.cancel_requested(run_id)
+    if trainers.any_process(cancelled):  # a run cancelled during SFT ends with SFT's adapter; resume goes on to DPO
+        return {"adapter_path": str(output_dir / "sft" / "adapter"), "global_step": sft_steps, "resumed_from": None,
+                "model": path}
+    trainer = _dpo(cfg, path, tokenizer, data["pairs"], output_dir, run_id, attempt, sft_steps, until(1.0))
+    checkpoint = trainers.last_checkpoint(output_dir) if resume else None
+    return trainers.fit(trainer, cfg, output_dir / "adapter", checkpoint, sft_steps)
+
+
+def samples(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, until: float | None) -> dict:
+    """The scored samples of stage 1, drawn once per run and kept in the run folder (a resumed run reuses them):
+    {groups, best: SFT rows {prompt, completion}, pairs: DPO rows {prompt, chosen, rejected}}."""
+    file = output_dir / SAMPLES_FILE
+    if file.exists():
+        return json.loads(file.read_text(encoding="utf-8"))
+    policy = trainers.load_policy(path)
+    rows, texts, groups = trainers.sample_groups(cfg, policy, path, tokenizer, until)
+    del policy
+    users, items = [r["user_id"] for r in rows], [r["item_id"] for r in rows]
+    scores = audience.group_scores(groups, users, items, trainers.train_reward(cfg))
+    shown = reward.catalog(cfg.dataset)
+    best = []
+    for text, group, block, item in zip(texts, groups, scores, items, strict=True):
+        accepted = [k for k, raw in enumerate(group) if shown.accepted(raw, item)]
+        if accepted:
+            best.append({"prompt": text, "completion": group[max(accepted, key=lambda k: block[k])]})
+    data = {"groups": groups, "scores": [np.asarray(b).tolist() for b in scores], "best": best,
+            "pairs": audience.pairs_from_scores(texts, groups, scores)}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    partial = file.with_suffix(".partial")
+    partial.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(partial, file)  # a run killed while writing leaves no half file to resume from
+    return data
+
+
+def supervised(cfg: TuningConfig, path: str, tokenizer, best: list[dict], folder: Path, run_id: str | None,
+               attempt: int, deadline: float | None) -> int:
+    """Stage 2, SFT on the best accepted samples (continuing its own checkpoint); the steps it took."""
+    adapter = folder / "adapter"
+    if (adapter / STAGE_FILE).exists():
+        return int(json.loads((adapter / STAGE_FILE).read_text(encoding="utf-8"))["global_step"])
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(**trainers.base_args(cfg, folder, cfg.sft_steps), per_device_train_batch_size=cfg.prompts_per_step,
+                     max_length=512, completion_only_loss=True)
+    callbacks = [trainers.StopSignals(run_id, deadline),
+                 *trainers.callbacks_for(cfg, run_id, attempt, prefix="sft_")]
+    trainer = SFTTrainer(model=trainers.load_policy(path), args=args, train_dataset=Dataset.from_list(best),
+                         processing_class=tokenizer, peft_config=trainers.lora(cfg, path), callbacks=callbacks)
+    result = trainers.fit(trainer, cfg, adapter, trainers.last_checkpoint(folder))
+    if trainers.is_main_process():
+        (adapter / STAGE_FILE).write_text(json.dumps({"global_step": result["global_step"]}), encoding="utf-8")
+    return result["global_step"]
+
+
+def _dpo(cfg: TuningConfig, path: str, tokenizer, pairs: list[dict], output_dir: Path, run_id: str | None,
+         attempt: int, sft_steps: int, deadline: float | None):
+    """Stage 3's trainer: DPO on the SFT adapter (trainable), against a frozen copy of it (TRL's reference)."""
+    from datasets import Dataset
+    from peft import PeftModel
+    from trl import DPOConfig, DPOTrainer
+
+    policy = PeftModel.from_pretrained(trainers.load_policy(path), str(output_dir / "sft" / "adapter"),
+                                       is_trainable=True)
+    args = DPOConfig(**trainers.common_args(cfg, output_dir), per_device_train_batch_size=cfg.prompts_per_step,
+                     max_length=512)
+    callbacks = [trainers.StopSignals(run_id, deadline),
+                 *trainers.callbacks_for(cfg, run_id, attempt, offset=sft_steps)]
+    return DPOTrainer(model=policy, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
+                      callbacks=callbacks)
