@@ -1,6 +1,7 @@
 """Does reward tuning pay on a laptop? Judge CTR of tuned@1 vs base@1 vs base best-of-4 on held-out users.
 
-    .venv/bin/python bench/tune_uplift.py [--method dpo] [--minutes 15] [--users 128] [--eval-users 96] [--draws 2]
+    .venv/bin/python bench/tune_uplift.py [--method best_of_n_sft_dpo] [--minutes 15] [--users 192]
+        [--eval-users 96] [--draws 2] [--seed 0] [--json] [--samples-out FILE] [--report FILE]
 
 1. Launches a tuning run on the configured (default: embedded) text model through the product's own run
    manager (its own worker process, recorded in the store, visible on the Reward Tuning page), with a
@@ -9,6 +10,9 @@
    was trained on): base model at 1 sample, base best-of-4 picked by the train audience, tuned at 1.
 3. Prints judge CTR with 95% intervals, the paired uplift of tuned over base (same prompts), Studio
    acceptance, factuality, diversity, length and KL to the base, then a few before/after samples.
+   With --json the last line is one JSON object: each setting's judge CTR with its 95% interval and the
+   paired uplifts; --samples-out writes every judged output as a JSON list of
+   {group, user_id, item_id, title, body, cta} (group: base, best_of_n or tuned) for any other judge.
 
 The baselines are measured in the same run, on the same prompts and seeds.
 """
@@ -27,6 +31,8 @@ import services  # noqa: E402
 from tuning import runs  # noqa: E402
 
 RECIPES = {  # the tuned defaults per method for a 15-minute CPU budget (see the README's reward tuning section)
+    "best_of_n_sft_dpo": {"learning_rate": 5e-4, "beta": 0.1, "lora_r": 16, "lora_layers": 12, "num_generations": 4,
+                          "prompts_per_step": 4, "sft_steps": 400, "max_steps": 400, "save_steps": 10},
     "dpo": {"learning_rate": 5e-4, "beta": 0.1, "lora_r": 16, "lora_layers": 12, "num_generations": 4,
             "prompts_per_step": 4, "max_steps": 400, "save_steps": 10},
     "grpo": {"learning_rate": 5e-4, "beta": 0.02, "lora_r": 16, "lora_layers": 12, "num_generations": 4,
@@ -38,8 +44,9 @@ RECIPES = {  # the tuned defaults per method for a 15-minute CPU budget (see the
 
 def config(args: argparse.Namespace) -> dict:
     recipe = dict(RECIPES[args.method])
-    for key in ("learning_rate", "beta", "lora_r", "lora_layers", "num_generations", "prompts_per_step"):
-        if getattr(args, key) is not None:
+    for key in ("learning_rate", "beta", "lora_r", "lora_layers", "num_generations", "prompts_per_step",
+                "sft_steps"):
+        if getattr(args, key, None) is not None:
             recipe[key] = getattr(args, key)
     return {"method": args.method, "users": args.users, "time_budget_minutes": args.minutes,
             "lora_alpha": 2 * recipe["lora_r"], "seed": args.seed, **recipe}
@@ -80,18 +87,20 @@ def report(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", choices=sorted(RECIPES), default="dpo")
+    parser.add_argument("--method", choices=sorted(RECIPES), default="best_of_n_sft_dpo")
     parser.add_argument("--minutes", type=float, default=15.0, help="time budget for sampling + training")
-    parser.add_argument("--users", type=int, default=128, help="training users (one prompt each)")
+    parser.add_argument("--users", type=int, default=192, help="training users (one prompt each)")
     parser.add_argument("--eval-users", type=int, default=96, help="held-out users judged")
     parser.add_argument("--best-of", type=int, default=4)
     parser.add_argument("--draws", type=int, default=2, help="outputs per prompt and setting, averaged")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run", help="evaluate this finished run instead of training a new one")
     for key, kind in (("learning_rate", float), ("beta", float), ("lora_r", int), ("lora_layers", int),
-                      ("num_generations", int), ("prompts_per_step", int)):
+                      ("num_generations", int), ("prompts_per_step", int), ("sft_steps", int)):
         parser.add_argument("--" + key.replace("_", "-"), type=kind, default=None, help="override the recipe")
-    parser.add_argument("--json", help="also write the evaluation to this file")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the headline figures")
+    parser.add_argument("--samples-out", help="write every judged output to this JSON file")
+    parser.add_argument("--report", help="also write the whole evaluation to this JSON file")
     args = parser.parse_args()
     services.ensure_demo_data()
     run_id = args.run or train(config(args))[0]
@@ -99,8 +108,26 @@ def main() -> None:
     result = services.evaluate_run(run_id, users=args.eval_users, best_of=args.best_of, samples=6, draws=args.draws)
     print(f"evaluated in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
     report(result)
+    if args.samples_out:
+        Path(args.samples_out).write_text(json.dumps(result["outputs"]), encoding="utf-8")
+    if args.report:
+        Path(args.report).write_text(json.dumps(result, indent=1), encoding="utf-8")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        print(json.dumps(headline(result, run_id, args)))
+
+
+def headline(result: dict, run_id: str, args: argparse.Namespace) -> dict:
+    """Each setting's judge CTR with its 95% interval, the paired uplifts, and what the goals compare."""
+    settings = result["settings"]
+    return {"run_id": run_id, "method": args.method, "seed": args.seed, "minutes": args.minutes,
+            "users": result["users"], "best_of": result["best_of"], "draws": result["draws"],
+            "judge_ctr": {name: s["judge_ctr"] for name, s in settings.items()},
+            "uplift": result["uplift"],
+            "tuned_over_base": settings["tuned"]["judge_ctr"]["mean"] / max(settings["base"]["judge_ctr"]["mean"],
+                                                                            1e-9),
+            "factual_rate": {name: s["factual_rate"] for name, s in settings.items()},
+            "accept_rate": {name: s["accept_rate"] for name, s in settings.items()},
+            "distinct_2": {name: s["distinct_2"] for name, s in settings.items()}}
 
 
 if __name__ == "__main__":

@@ -225,12 +225,19 @@ def test_parse_brief_round_trips_and_rejects_bad_briefs():
 def test_brand_kit_validation_names_the_bad_key(tmp_path: Path):
     good = json.loads(Path("assets/brand_kit.json").read_text())
     assert load_brand_kit().name == good["name"]
+    assert load_brand_kit().ctas == tuple(good["calls_to_action"])
+    path = tmp_path / "plain.json"
+    path.write_text(json.dumps({k: v for k, v in good.items() if k != "calls_to_action"}))
+    assert load_brand_kit(path).ctas == (good["default_cta"],)  # no list: every variant takes the default
     cases = {
         "'colours.accent' must be a hex colour": good | {"colours": {"primary": "#fff", "accent": "orange"}},
         "'name' is missing": {k: v for k, v in good.items() if k != "name"},
         "unknown key 'font'": good | {"font": "Comic Sans"},
         "'banned_words' must be a list": good | {"banned_words": "free"},
         "'name' must be a non-empty string": good | {"name": "  "},
+        "'calls_to_action' must be a list of at most 8": good | {"calls_to_action": "Watch now"},
+        "'calls_to_action' is 31 characters long": good | {"calls_to_action": ["Watch now", "x" * 31]},
+        "'calls_to_action' contains": good | {"calls_to_action": ["Ignore instructions"]},
     }
     for message, data in cases.items():
         path = tmp_path / "kit.json"

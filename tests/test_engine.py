@@ -111,7 +111,7 @@ def test_exported_weights_compute_the_same_model(embedded_model_dir: Path, tmp_p
 def _studio_samples(llm: models.TextModel, rows: list[dict], items: list[dict], seed: int) -> list[dict | None]:
     starts = [copy.answer_start(i) for i in items]
     raw = llm.generate([r["chat"] for r in rows], max_new_tokens=48, temperature=0.7, seed=seed,
-                       assistant_prefix=starts, copies=2, stop_lines=3)
+                       assistant_prefix=starts, copies=2, stop_lines=copy.ANSWER_LINES)
     return [copy.parse(t, "Watch now", starts[k // 2]) for k, t in enumerate(raw)]
 
 

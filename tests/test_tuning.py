@@ -211,6 +211,13 @@ def test_evaluate_compares_base_best_of_n_and_tuned(grpo_run, demo_store: str, t
         assert 0 <= setting["factual_rate"] <= 1 and 0 <= setting["distinct_2"] <= 1
     assert all(prompts.split_of(row["user_id"]) == "held_out" for row in report["samples"])
     assert len(report["samples"]) == 2 and set(report["kl_to_base"]) == {"per_sequence", "per_token"}
+    # every judged output, for another judge: base@1's pool (2 draws x best-of-2), the picks, the tuned draws
+    counts = {g: sum(o["group"] == g for o in report["outputs"]) for g in ("base", "best_of_n", "tuned")}
+    assert counts == {"base": 4 * 4, "best_of_n": 2 * 4, "tuned": 2 * 4}
+    assert all(set(o) == {"group", "user_id", "item_id", "title", "body", "cta"} for o in report["outputs"])
+    rows = targets.rows("copy", demo_store, "held_out", 4)
+    assert [(o["user_id"], o["item_id"]) for o in report["outputs"][:4]] == [(r["user_id"], r["item_id"])
+                                                                            for r in rows]
     json.dumps(report, allow_nan=False)
 
 

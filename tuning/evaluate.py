@@ -184,7 +184,25 @@ def evaluate(adapter_path: str, dataset: str = movielens.NAME, model: str = "", 
             "kl_to_base": kl_to_base(tuned_model, prompt_ids, completion_ids), "users": len(rows),
             "judge_per_prompt": per_prompt, "best_of": best_of, "draws": draws, "adapter": str(adapter_path),
             "model": path, "dataset": dataset, "target": target,
-            "samples": _table(target, rows, catalog(dataset), {k: v[0] for k, v in outputs.items()}, samples)}
+            "samples": _table(target, rows, catalog(dataset), {k: v[0] for k, v in outputs.items()}, samples),
+            "outputs": judged_outputs(target, rows, catalog(dataset), outputs)}
+
+
+def judged_outputs(target: str, rows: list[dict], shop, outputs: dict[str, list[list[str]]]) -> list[dict]:
+    """Every output the judge scored, {group, user_id, item_id, title, body, cta}, so another judge can score
+    exactly the same copy: copy as the Studio parses it (an unparsable answer as its raw title), a brief as
+    its text in `body`."""
+    out = []
+    for group, draws in outputs.items():
+        for raw_list in draws:
+            for raw, row in zip(raw_list, rows, strict=True):
+                if target == "copy":
+                    fields = shop.read(raw, row["item_id"])
+                else:
+                    fields = {"title": "", "body": targets.answer_prefix(target, row) + raw, "cta": ""}
+                out.append({"group": group, "user_id": row["user_id"], "item_id": row["item_id"],
+                            **{k: fields[k] for k in ("title", "body", "cta")}})
+    return out
 
 
 def _table(target: str, rows: list[dict], shop, outputs: dict[str, list[str]], limit: int) -> list[dict]:

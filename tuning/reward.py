@@ -66,13 +66,17 @@ class Catalog:
         return parsed is not None and safety.check(parsed, self.items[str(item_id)], self.categories, self.titles,
                                                    self.brand).passed
 
-    def factual(self, raw: str, item_id: str) -> bool:
-        """Nothing the catalog contradicts or does not support (the Studio's fact checks), in the parsed copy
-        or, when it does not parse, in the raw answer read as a title."""
+    def read(self, raw: str, item_id: str) -> dict[str, str]:
+        """The copy a completion states: parsed as the Studio parses it or, when it does not parse, the raw
+        answer read as a title (after the item's name that code wrote)."""
         item = self.items[str(item_id)]
-        fields = self.fields(raw, item_id) or {"title": copy.answer_start(item).removeprefix("Title: ") + raw,
-                                               "body": "", "cta": ""}
-        return not safety.fact_problems(fields, item, self.categories, self.titles, self.brand)
+        return self.fields(raw, item_id) or {"title": copy.answer_start(item).removeprefix("Title: ") + raw,
+                                             "body": "", "cta": ""}
+
+    def factual(self, raw: str, item_id: str) -> bool:
+        """Nothing the catalog contradicts or does not support (the Studio's fact checks) in what it states."""
+        return not safety.fact_problems(self.read(raw, item_id), self.items[str(item_id)], self.categories,
+                                        self.titles, self.brand)
 
 
 @lru_cache(maxsize=4)
