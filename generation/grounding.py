@@ -47,7 +47,7 @@ CLAIMS = re.compile(
     r"top[- ](?:ten|10|five|5|100)|number one|no\. ?1|all[- ]time|of all time|ever made|(?:multi-)?award[- ]\w+|"
     r"awards?|oscars?|academy awards?|emmys?|golden globes?|baftas?|grammys?|nominated|nominee|winners?|"
     r"critically acclaimed|acclaimed|famous|legendary|record[- ]breaking|blockbuster|smash hit|box[- ]office|"
-    r"masterpiece|ultimate|"
+    r"masterpiece|ultimate|iconic|beloved|cult (?:classic|hit|favou?rite)|"
     r"must[- ]see|(?:most|least)[- ](?!of\b)[a-z]+|bestsellers?|(?:one|two|three|four|five)[- ]stars?|"
     r"(?:ten|five|10|5) out of (?:ten|five|10|5)|hundreds?|thousands?|millions?|billions?|"
     r"[a-z]+iest|(?!(?:" + "|".join(sorted(NOT_SUPERLATIVES)) + r")\b)[a-z]{2,}[^aeiou\W]est)(?!\w)",

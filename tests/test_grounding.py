@@ -139,6 +139,8 @@ INVENTED = [
     invented("ranking", "hash-one", STAR_WARS, "Star Wars", "The #1 film in the galaxy.", "#1"),
     invented("ranking", "best-of-year", STAR_WARS, "Star Wars", "The best movie of the year.", "best"),
     invented("ranking", "greatest", TOY_STORY, "Toy Story", "The greatest comedy of all time.", "greatest"),
+    invented("ranking", "iconic", STAR_WARS, "Star Wars, the iconic epic", "Rebels take on an empire.", "iconic"),
+    invented("ranking", "cult-hit", TOY_STORY, "Toy Story, a cult hit", "A 1995 animated comedy.", "cult hit"),
     invented("ranking", "of-all-time", TWELVE_MONKEYS, "Twelve Monkeys", "A sci-fi drama of all time.",
              "of all time"),
     invented("ranking", "top-rated", FARGO, "Fargo", "A top-rated crime drama.", "top-rated"),
