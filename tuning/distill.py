@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from rewards import audience
 from store import runs as run_store
@@ -40,11 +39,7 @@ STAGE_FILE = "stage.json"  # in the SFT adapter's folder: the steps SFT took, wh
 def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume: bool = False,
           attempt: int = 1) -> dict:
     """Run (or continue) the three stages; the result is DPO's adapter, which holds SFT's update too."""
-    path = trainers.resolve_model(cfg.model)
-    tokenizer = trainers.load_tokenizer(path)
-    if cfg.torch_threads > 0:
-        torch.set_num_threads(cfg.torch_threads)
-    torch.manual_seed(cfg.seed)
+    path, tokenizer = trainers.prepare(cfg)
     started, budget = time.monotonic(), 60 * cfg.time_budget_minutes
 
     def until(share: float) -> float | None:
@@ -70,9 +65,7 @@ def samples(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, until: fl
     file = output_dir / SAMPLES_FILE
     if file.exists():
         return json.loads(file.read_text(encoding="utf-8"))
-    policy = trainers.load_policy(path)
-    rows, texts, groups = trainers.sample_groups(cfg, policy, path, tokenizer, until)
-    del policy
+    rows, texts, groups = trainers.sample_groups(cfg, None, path, tokenizer, until)
     users, items = [r["user_id"] for r in rows], [r["item_id"] for r in rows]
     scores = audience.group_scores(groups, users, items, trainers.train_reward(cfg))
     shown = reward.catalog(cfg.dataset)

@@ -264,18 +264,19 @@ def train_reward(cfg: TuningConfig):
 
 def sample_groups(cfg: TuningConfig, model, path: str, tokenizer, until: float | None) -> tuple[list[dict],
                                                                                                   list[str], list]:
-    """(rows, prompt texts, completion groups): `num_generations` samples per training prompt from `model`, the
-    base model about to be tuned, with the Studio's nucleus and stop, on the Studio's engine when it runs here
-    (else sharing each prompt's prefill in transformers). Sampling stops at `until` (a `time.monotonic()`
-    value), keeping the prompts sampled so far."""
+    """(rows, prompt texts, completion groups): `num_generations` samples per training prompt from the base
+    model at `path`, with the Studio's nucleus and stop, on the Studio's engine when it runs here, else from
+    `model` (that base model, loaded here when None) sharing each prompt's prefill in transformers. Sampling
+    stops at `until` (a `time.monotonic()` value), keeping the prompts sampled so far."""
     sampler = load_tokenizer(path)  # its own: sampling pads left, the trainer's may pad right
-    model.eval()
     rows = targets.rows(cfg.target, cfg.dataset, "train", cfg.users, cfg.items_per_user)
     texts = targets.texts(cfg.target, tokenizer, rows)
     per_chunk = max(16 // cfg.num_generations, 1)
     groups: list = []
     temperature, stop = max(cfg.temperature, 0.1), targets.stop_lines(cfg.target)
     with engine_for(path) as fast:  # the base weights on the Studio's engine, when it runs here
+        if fast is None:
+            model = (model or load_policy(path)).eval()
         for start in range(0, len(rows), per_chunk):
             if until and time.monotonic() > until:
                 break
@@ -315,13 +316,18 @@ def build_dpo(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbac
                       processing_class=tokenizer, peft_config=lora(cfg, path), callbacks=callbacks)
 
 
-def build_trainer(cfg: TuningConfig, output_dir: Path, callbacks: list | None = None, run_id: str | None = None):
-    """The configured TRL trainer, ready to `train()`; its time budget (if any) starts now."""
-    path = resolve_model(cfg.model)
-    tokenizer = load_tokenizer(path)
+def prepare(cfg: TuningConfig) -> tuple[str, object]:
+    """The model's folder and tokenizer, with torch's threads and seed set for the run."""
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
+    path = resolve_model(cfg.model)
+    return path, load_tokenizer(path)
+
+
+def build_trainer(cfg: TuningConfig, output_dir: Path, callbacks: list | None = None, run_id: str | None = None):
+    """The configured TRL trainer, ready to `train()`; its time budget (if any) starts now."""
+    path, tokenizer = prepare(cfg)
     deadline = time.monotonic() + 60 * cfg.time_budget_minutes if cfg.time_budget_minutes else None
     callbacks = [StopSignals(run_id, deadline), *(callbacks or [])]  # first: the others see a stop in its step
     build = build_dpo if cfg.method == "dpo" else build_online
