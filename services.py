@@ -18,6 +18,7 @@ import uuid
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -466,11 +467,11 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
     batch = uuid.uuid4().hex[:12]
     progress(0.65, "Writing the art direction")
     arts = _art_direction(item, users, profiles, written, seed)
-    tasks = [(u, k, variant) for u, variants in zip(users, written, strict=True) for k, variant in enumerate(variants)]
-    rows = _in_parallel([lambda u=u, k=k, variant=variant: _finish_variant(
-        dataset, batch, u, segment_label, item, variant, profiles[u], kit, painter, seed + k, f"{u}-v{k + 1}", llm,
-        arts.get((u, k))) for u, k, variant in tasks],
-        lambda done: progress(0.67 + 0.28 * done / len(tasks), f"Drew banners for {done} of {len(tasks)} variants"))
+    work = [partial(_finish_variant, dataset, batch, u, segment_label, item, variant, profiles[u], kit, painter,
+                    seed + k, f"{u}-v{k + 1}", llm, arts.get((u, k)))
+            for u, variants in zip(users, written, strict=True) for k, variant in enumerate(variants)]
+    rows = _in_parallel(work, lambda done: progress(0.67 + 0.28 * done / len(work),
+                                                    f"Drew banners for {done} of {len(work)} variants"))
     progress(0.95, "Scoring with the simulated audience")
     _score(dataset, item["item_id"], rows)
     ids = repository.save_variants([{k: v for k, v in r.items() if k not in ("targets", "raw")} for r in rows])

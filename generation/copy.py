@@ -1,7 +1,7 @@
 """Ad copy: the configured LLM writes title, body and call to action for N variants of an item, in batches.
 
-Small models follow a shown example far better than a described format, so the prompt carries one
-worked example. What code can write truthfully, it writes: the answer starts with "Title: <the item's
+Small models follow a shown example far better than a described format, so the prompt carries three
+worked examples. What code can write truthfully, it writes: the answer starts with "Title: <the item's
 name>,", so the model writes only the hook after the name and the body (on the base model this more than
 doubled the judge audience's CTR of one sample and named the item every time; see FACTS), and the call to
 action is the brand kit's, one of its list per variant in turn. The model's answer therefore ends with the
