@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -75,12 +76,18 @@ def test_studio_generates_two_variants_and_shows_their_banners(server: str, page
     slider.press("ArrowRight")  # 2
     expect(slider).to_have_value("2")
     page.get_by_role("button", name="Generate variants").click(timeout=60_000)
-    expect(page.get_by_text("variants ready")).to_be_visible(timeout=300_000)
+    header = page.get_by_role("heading", name=re.compile(r"\d+ variants ready, \d+ rejected"))
+    expect(header).to_be_visible(timeout=300_000)
+    ready, rejected = (int(n) for n in re.findall(r"\d+", header.inner_text()))
     banners = page.locator('[data-testid="stImage"] img')
     expect(banners.first).to_be_visible(timeout=30_000)
-    assert banners.count() >= 1
-    assert page.get_by_text("Predicted CTR").count() == banners.count()
-    expect(page.get_by_role("button", name="Export all accepted variants (ZIP)")).to_be_visible()
+    reasons = page.get_by_text(re.compile("^Rejected: ")).all_inner_texts()
+    # sampling differs between CPUs: every card has its banner and either a predicted CTR or the reasons
+    assert (ready + rejected, len(reasons)) == (2, rejected), reasons
+    assert banners.count() == 2 and page.get_by_text("Predicted CTR").count() == ready, reasons
+    assert all(r.removeprefix("Rejected: ").strip() for r in reasons)
+    export = page.get_by_role("button", name="Export all accepted variants (ZIP)")
+    expect(export).to_be_visible() if ready else expect(export).to_have_count(0)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "studio.png"), full_page=True)
 
