@@ -86,12 +86,14 @@ class LlamaCpp:
         self.lock = threading.Lock()
 
     def complete(self, prompts: list[list[int]], copies: int = 1, max_new_tokens: int = 48, temperature: float = 0.0,
-                 top_p: float = 0.9, seed: int = 0, stop_lines: int = 0) -> list[list[int]]:
-        """`copies` answers (token ids) to each prompt, in order: prompt 0's copies, then prompt 1's..."""
+                 top_p: float = 0.9, seed: int = 0, stop_lines: int = 0, top_k: int = 0) -> list[list[int]]:
+        """`copies` answers (token ids) to each prompt, in order: prompt 0's copies, then prompt 1's...; `top_k`
+        (0: all) bounds the tokens the nucleus is taken from."""
         out: list[list[int]] = []
         with self.lock:
             for chunk in self._chunks(prompts, copies, max_new_tokens):
-                out += self._complete(chunk, copies, max_new_tokens, temperature, top_p, seed + len(out), stop_lines)
+                out += self._complete(chunk, copies, max_new_tokens, (temperature, top_p, top_k), seed + len(out),
+                                      stop_lines)
         return out
 
     def _chunks(self, prompts: list[list[int]], copies: int, max_new_tokens: int):
@@ -141,18 +143,22 @@ class LlamaCpp:
         self.prefix = prompts[0][:common]
         return common
 
-    def _sampler(self, seed: int, temperature: float, top_p: float):
+    def _sampler(self, seed: int, temperature: float, top_p: float, top_k: int):
+        """The sampler chain of one answer. A top-k cut first spares the nucleus a sort of the whole vocabulary
+        for every answer at every step (a third of a 16-answer step on this CPU)."""
         lib = self.lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         if temperature <= 0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
             return chain
+        if top_k > 0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(top_k))
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(temperature))
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(top_p, 1))
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
 
-    def _start(self, prompts: list[list[int]], copies: int, common: int, temperature: float, top_p: float,
+    def _start(self, prompts: list[list[int]], copies: int, common: int, sampling: tuple[float, float, int],
                seed: int) -> list[_Sequence]:
         """Prefill each distinct prompt's own tokens once, in its first sequence; every copy of it, and every
         repeat of the same prompt, shares that cache."""
@@ -171,15 +177,15 @@ class LlamaCpp:
                 seq = 1 + k * copies + c
                 if seq != first:
                     self.lib.llama_memory_seq_cp(self.memory, first, seq, -1, -1)
-                sequences.append(_Sequence(seq, self._sampler(seed + seq, temperature, top_p), len(prompt), logits_at))
+                sequences.append(_Sequence(seq, self._sampler(seed + seq, *sampling), len(prompt), logits_at))
         return sequences
 
-    def _complete(self, prompts: list[list[int]], copies: int, max_new_tokens: int, temperature: float, top_p: float,
-                  seed: int, stop_lines: int) -> list[list[int]]:
+    def _complete(self, prompts: list[list[int]], copies: int, max_new_tokens: int,
+                  sampling: tuple[float, float, int], seed: int, stop_lines: int) -> list[list[int]]:
         sequences: list[_Sequence] = []
         try:
             common = self._share_prefix(prompts)
-            sequences = self._start(prompts, copies, common, temperature, top_p, seed)
+            sequences = self._start(prompts, copies, common, sampling, seed)
             active = list(sequences)
             for _ in range(max_new_tokens):
                 running = []

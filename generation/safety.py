@@ -1,5 +1,5 @@
 """Checks every variant must pass before it is shown as fine: catalog grounding (`generation.grounding`),
-brand kit, blocklist.
+brand kit, blocklist, no phrase said twice.
 
 A variant that fails carries its reasons; the Studio regenerates it or shows it as rejected, never
 silently as fine.
@@ -21,6 +21,7 @@ BLOCKLIST = [
     "fuck", "shit", "bitch", "cunt",
 ]
 # Signs that the model repeated its instructions or followed an injected one.
+REPEAT_WORDS = 3  # a run of this many words said twice in one field reads as a stuck model, not as copy
 LEAKS = re.compile(r"<\|[^|]*\|>|</?data>|system prompt|ignore (all |any |the )?(previous|above)|instructions?\b|"
                    r"\bviewer:|\bangle:|\bitem:|https?://|www\.", re.IGNORECASE)
 
@@ -84,6 +85,22 @@ def blocklist_problems(text: str) -> list[str]:
     return problems
 
 
+def repetition_problems(copy: dict[str, str]) -> list[str]:
+    """Phrases a field says twice ("a love of the galaxy, a love of the galaxy"): small models loop, and copy
+    that loops is not worth showing, however well it scores."""
+    problems = []
+    for name in ("title", "body"):
+        words = re.findall(r"[\w'’-]+", copy.get(name, "").lower())
+        seen: set[tuple[str, ...]] = set()
+        for k in range(len(words) - REPEAT_WORDS + 1):
+            run = tuple(words[k:k + REPEAT_WORDS])
+            if run in seen:
+                problems.append(f"{name} repeats '{' '.join(run)}'")
+                break
+            seen.add(run)
+    return problems
+
+
 def check(copy: dict[str, str], item: dict, categories: list[str], other_titles: list[str],
           brand_kit: dict) -> Verdict:
     """All checks on one variant's text fields."""
@@ -94,4 +111,5 @@ def check(copy: dict[str, str], item: dict, categories: list[str], other_titles:
     reasons += fact_problems(copy, item, categories, other_titles, brand_kit)
     reasons += brand_problems(text, brand_kit)
     reasons += blocklist_problems(text)
+    reasons += repetition_problems(copy)
     return Verdict(not reasons, reasons)

@@ -137,7 +137,7 @@ def test_the_fast_path_writes_copy_as_good_as_transformers(demo_store: str) -> N
         ctr = [services.reranker(demo_store, item)([user], [f])[0] for user, item, f in scored]
         measured[name] = (np.array(ok, dtype=float), np.array(ctr))
     (ok_a, ctr_a), (ok_b, ctr_b) = measured["fast"], measured["transformers"]
-    assert ok_a.mean() >= 0.5 and ok_b.mean() >= 0.5, (ok_a.mean(), ok_b.mean())
+    assert ok_a.mean() >= 0.4 and ok_b.mean() >= 0.4, (ok_a.mean(), ok_b.mean())  # one draw, no reranking
     pooled = (ok_a.mean() + ok_b.mean()) / 2
     assert abs(ok_a.mean() - ok_b.mean()) <= 3 * math.sqrt(2 * pooled * (1 - pooled) / len(ok_a)) + 1e-9
     spread = math.sqrt(ctr_a.var(ddof=1) / len(ctr_a) + ctr_b.var(ddof=1) / len(ctr_b))

@@ -54,7 +54,8 @@ def sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature:
         torch.manual_seed(seed + start)
         with torch.inference_mode():
             out = model.generate(**enc, past_key_values=cache, max_new_tokens=max_new_tokens, do_sample=True,
-                                 temperature=temperature, top_p=TOP_P, top_k=0, pad_token_id=tokenizer.pad_token_id)
+                                 temperature=temperature, top_p=TOP_P, top_k=models.TOP_K,
+                                 pad_token_id=tokenizer.pad_token_id)
         width = enc["input_ids"].shape[1]
         for row, mask in zip(out.cpu(), enc["attention_mask"].cpu(), strict=True):
             completion = row[width:]
