@@ -463,7 +463,8 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
     jobs = [writer.Job(item, profiles[u], n, seed + 7919 * k, u) for k, u in enumerate(users)]
     written = writer.write_variants(llm.generate, models.embedder().encode, jobs, checks,
                                     score=reranker(dataset, item["item_id"]), candidates=candidates,
-                                    progress=lambda f, m: progress(0.05 + 0.6 * f, m))
+                                    progress=lambda f, m: progress(0.05 + 0.6 * f, m),
+                                    examples=copy.uses_examples(llm.adapter))
     batch = uuid.uuid4().hex[:12]
     progress(0.65, "Writing the art direction")
     arts = _art_direction(item, users, profiles, written, seed)

@@ -12,8 +12,10 @@ only by sampling. Answers are parsed, cleaned and cut to the field limits; unusa
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from generation import grounding
 from generation.intent import categories_of
@@ -41,6 +43,7 @@ DANGLING = {"a", "an", "the", "of", "and", "or", "to", "in", "on", "for", "with"
             "by", "from", "as", "but"}  # words a cut headline must not end on
 FIELD_LINE = re.compile(r"^\s*(title|body|cta)\s*:\s*(.*)$", re.IGNORECASE)
 ANSWER_LINES = 2  # the model writes the title's line and the body's: its answer is complete after two breaks
+PROMPT_FILE = "adloop_prompt.json"  # in an adapter's folder: the prompt it was tuned on, when not the Studio's own
 
 
 @dataclass
@@ -100,17 +103,33 @@ def _viewer(item_line_: str, angle: str) -> str:
     return f"Item:\n{fenced([item_line_])}\nViewer: loves {angle}.\nAngle: {angle.lower()}.\n"
 
 
-def prompt_for(item: dict, profile: dict, angle: str) -> list[dict]:
-    """The chat for one variant: system rules, the worked examples, then this item, viewer and angle."""
+def prompt_for(item: dict, profile: dict, angle: str, examples: bool = True) -> list[dict]:
+    """The chat for one variant: system rules, the worked examples (unless `examples` is False: the short
+    prompt of a model tuned to write the format without them), then this item, viewer and angle."""
     # the profile reaches the model as the angle alone: longer viewer descriptions made the small
     # default model copy them back instead of writing the ad
     chat = [{"role": "system", "content": SYSTEM}]
     own = item_line(item).split(" (")[0]
-    for line, loves, answer in EXAMPLES:
+    for line, loves, answer in EXAMPLES if examples else []:
         if line.split(" (")[0] == own:
             continue  # an item's own worked example is copied word for word instead of written anew
         chat += [{"role": "user", "content": _viewer(line, loves)}, {"role": "assistant", "content": answer}]
     return chat + [{"role": "user", "content": _viewer(item_line(item), clean(angle, 40))}]
+
+
+def uses_examples(adapter: str | Path | None) -> bool:
+    """Whether prompts for the model with this adapter carry the worked examples: yes for the base model and
+    for adapters tuned on the Studio's prompt; no for one tuned on the short prompt (it says so in its folder)."""
+    file = Path(adapter) / PROMPT_FILE if adapter else None
+    if file is None or not file.exists():
+        return True
+    return bool(json.loads(file.read_text(encoding="utf-8")).get("examples", True))
+
+
+def mark_short_prompt(adapter: str | Path) -> None:
+    """Record in an adapter's folder that it was tuned on the short prompt, so every path that prompts it
+    (the Studio, the evaluation, the live judge) leaves the examples out as its training did."""
+    (Path(adapter) / PROMPT_FILE).write_text(json.dumps({"examples": False}), encoding="utf-8")
 
 
 def fit(text: str, limit: int) -> str:

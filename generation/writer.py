@@ -102,8 +102,9 @@ def _fill_slot(job: Job, slot: int, candidates: list[Candidate]) -> bool:
 
 def write_variants(generate: Callable, encode: Callable[[list[str]], np.ndarray], jobs: list[Job], checks: Checks,
                    score: Scorer | None = None, candidates: int = 1, rounds: int = 3, batch_size: int = 32,
-                   progress: Callable[[float, str], None] | None = None) -> list[list[dict]]:
-    """Variants for every job: each job's accepted variants first, then its rejected ones with reasons."""
+                   progress: Callable[[float, str], None] | None = None, examples: bool = True) -> list[list[dict]]:
+    """Variants for every job: each job's accepted variants first, then its rejected ones with reasons.
+    `examples`: whether prompts carry the worked examples (`copy.uses_examples` of the model's adapter)."""
     pending = [(j, slot, angle) for j in jobs for slot, angle in enumerate(copy.angles(j.profile, j.item, j.n))]
     total = len(pending)
     per_call = max(1, batch_size // max(candidates, 1))
@@ -115,7 +116,7 @@ def write_variants(generate: Callable, encode: Callable[[list[str]], np.ndarray]
                 done = total - len(pending) + start
                 progress(done / max(total, 1), f"Round {round_ + 1}: writing variants {start + 1}-"
                                                f"{start + len(chunk)} of {len(pending)} ({candidates} candidates each)")
-            retry += _write_chunk(generate, encode, chunk, round_, checks, score, candidates)
+            retry += _write_chunk(generate, encode, chunk, round_, checks, score, candidates, examples)
         pending = retry
         if not pending:
             break
@@ -144,12 +145,12 @@ def _embed(encode: Callable, found: list[Candidate]) -> None:
 
 
 def _write_chunk(generate: Callable, encode: Callable, chunk: list[tuple[Job, int, str]], round_: int,
-                 checks: Checks, score: Scorer | None, candidates: int) -> list[tuple[Job, int, str]]:
+                 checks: Checks, score: Scorer | None, candidates: int, examples: bool) -> list[tuple[Job, int, str]]:
     """One batched model call for a chunk of (job, slot, angle); returns the slots to write again."""
     # the engine seeds each answer with seed + 1 + its index in the call, so basing the call on the first slot
     # times K gives every (slot, candidate) of a job its own seed in a round
     seed = chunk[0][0].seed + 1000 * round_ + chunk[0][1] * candidates
-    chats = [copy.prompt_for(job.item, job.profile, angle) for job, _, angle in chunk]
+    chats = [copy.prompt_for(job.item, job.profile, angle, examples) for job, _, angle in chunk]
     starts = [copy.answer_start(job.item) for job, _, _ in chunk]
     answers = generate(chats, max_new_tokens=MAX_NEW_TOKENS, temperature=0.7, seed=seed, assistant_prefix=starts,
                        copies=candidates, stop_lines=copy.ANSWER_LINES)

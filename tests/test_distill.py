@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from generation import copy
 from store import runs as run_store
 from tuning import distill, reward, trainers
 
@@ -43,6 +44,10 @@ def test_sft_learns_only_the_best_accepted_sample_of_each_prompt(recipe_run, dem
         assert shown.accepted(row["completion"], item)  # never a sample the Studio would reject
         assert scores[group.index(row["completion"])] == max(scores[k] for k in accepted)
     assert all(p["chosen"] != p["rejected"] for p in data["pairs"])
+    tokenizer = trainers.load_tokenizer(trainers.resolve_model(cfg.model))
+    short = trainers.targets.texts("copy", tokenizer, rows, examples=False)  # sampled with the examples, trained
+    assert {r["prompt"] for r in data["best"] + data["pairs"]} <= set(short)  # without them
+    assert not any(copy.EXAMPLES[0][2] in r["prompt"] for r in data["best"])
 
 
 def test_dpo_continues_from_the_sft_adapter_against_a_copy_of_it(recipe_run) -> None:
@@ -58,6 +63,8 @@ def test_dpo_continues_from_the_sft_adapter_against_a_copy_of_it(recipe_run) -> 
     lora_b = [k for k in sft if "lora_B" in k]
     assert lora_b and any(sft[k].abs().sum() > 0 for k in lora_b)  # SFT moved the zero-initialised adapter
     assert set(final) == set(sft) and any((final[k] - sft[k]).abs().sum() > 0 for k in sft)  # and DPO moved it on
+    # both adapters say they were tuned on the short prompt, so the Studio and the evaluation prompt them so
+    assert not copy.uses_examples(folder / "sft" / "adapter") and not copy.uses_examples(result["adapter_path"])
 
 
 def test_a_run_killed_after_sft_resumes_at_dpo_with_its_samples_and_adapter(recipe_run) -> None:

@@ -94,10 +94,11 @@ class ScriptedModel:
     """
 
     def __init__(self, rounds: list[list[str]]):
-        self.rounds, self.calls, self.options = rounds, [], []
+        self.rounds, self.calls, self.options, self.chats = rounds, [], [], []
 
     def __call__(self, chats, **options):
         self.calls.append(len(chats))
+        self.chats.append(chats)
         self.options.append(options)
         return self.rounds[len(self.calls) - 1][: len(chats) * options.get("copies", 1)]
 
@@ -119,6 +120,26 @@ def test_writer_retries_failures_and_reports_what_stays_rejected(demo_store: str
     assert {v["title"] for v in result[:2]} == {"Star Wars, the original", "Star Wars, tonight and always"}
     assert all(v["safety"]["reasons"] for v in result[2:])
     assert [v["candidates"] for v in result] == [1, 2, 3, 3]  # samples drawn for each slot, over the rounds
+
+
+def test_a_model_tuned_on_the_short_prompt_is_prompted_without_the_worked_examples(demo_store: str,
+                                                                                 tmp_path: Path) -> None:
+    answer = [" the original\nBody: The Sci-Fi adventure of 1977."]
+    checks = writer.Checks(LABELS, TITLES, {"banned_words": []})
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    assert copy.uses_examples(None) and copy.uses_examples(adapter)  # the base model, a DPO adapter
+    copy.mark_short_prompt(adapter)
+    assert not copy.uses_examples(adapter)
+    sent = {}
+    for examples in (True, False):
+        script = ScriptedModel([answer])
+        job = writer.Job(STAR_WARS, {"interests": [{"label": "Sci-Fi"}]}, 1, 0)
+        [result] = writer.write_variants(script, services_encode(), [job], checks, examples=examples)
+        assert [v["safety"]["status"] for v in result] == ["passed"]
+        sent[examples] = script.chats[0][0]
+    assert len(sent[True]) == 2 + 2 * len(copy.EXAMPLES) and len(sent[False]) == 2  # system, then this item
+    assert sent[False] == [sent[True][0], sent[True][-1]]
 
 
 def test_writer_keeps_the_best_scored_candidate_and_never_repeats_a_title(demo_store: str) -> None:

@@ -10,6 +10,11 @@ the same samples, as BoNBoN combines them).
    that already carries an adapter, TRL makes a frozen copy of it the reference, so DPO refines the distilled
    policy instead of pulling it back to the base model.
 
+The base model samples with the Studio's prompt, worked examples and all; SFT and DPO train on the same
+answers under the short prompt (no examples, a fifth of the tokens), so the examples are distilled into the
+adapter with the reranking, a training step costs a fraction as much, and the tuned model is prompted short
+wherever it writes (its adapter folder says so: `generation.copy.mark_short_prompt`).
+
 Each stage leaves its result in the run folder (the scored samples in `best_of_n.json`, the SFT adapter in
 `sft/adapter`, DPO's checkpoints at the top), so a resumed run goes on from the stage it stopped in. With a
 time budget, sampling may use the first `SAMPLING_SHARE` of it and SFT runs until `SFT_SHARE`; DPO has the
@@ -25,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from generation import copy
 from rewards import audience
 from store import runs as run_store
-from tuning import reward, trainers
+from tuning import reward, targets, trainers
 from tuning.trainers import TuningConfig
 
 SAMPLING_SHARE = 0.3  # of the time budget: the most sampling may take (the rest trains)
@@ -56,16 +62,21 @@ def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume
                 "model": path}
     trainer = _dpo(cfg, path, tokenizer, data["pairs"], output_dir, run_id, attempt, sft_steps, until(1.0))
     checkpoint = trainers.last_checkpoint(output_dir) if resume else None
-    return trainers.fit(trainer, cfg, output_dir / "adapter", checkpoint, sft_steps)
+    result = trainers.fit(trainer, cfg, output_dir / "adapter", checkpoint, sft_steps)
+    if trainers.is_main_process():
+        copy.mark_short_prompt(result["adapter_path"])
+    return result
 
 
 def samples(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, until: float | None) -> dict:
     """The scored samples of stage 1, drawn once per run and kept in the run folder (a resumed run reuses them):
-    {groups, best: SFT rows {prompt, completion}, pairs: DPO rows {prompt, chosen, rejected}}."""
+    {groups, best: SFT rows {prompt, completion}, pairs: DPO rows {prompt, chosen, rejected}}; the rows' prompts
+    are the short ones the later stages train on."""
     file = output_dir / SAMPLES_FILE
     if file.exists():
         return json.loads(file.read_text(encoding="utf-8"))
-    rows, texts, groups = trainers.sample_groups(cfg, None, path, tokenizer, until)
+    rows, _, groups = trainers.sample_groups(cfg, None, path, tokenizer, until)
+    texts = targets.texts(cfg.target, tokenizer, rows, examples=False)
     users, items = [r["user_id"] for r in rows], [r["item_id"] for r in rows]
     scores = audience.group_scores(groups, users, items, trainers.train_reward(cfg))
     shown = reward.catalog(cfg.dataset)
@@ -95,11 +106,12 @@ def supervised(cfg: TuningConfig, path: str, tokenizer, best: list[dict], folder
     args = SFTConfig(**trainers.base_args(cfg, folder, cfg.sft_steps), per_device_train_batch_size=cfg.prompts_per_step,
                      max_length=512, completion_only_loss=True)
     callbacks = [trainers.StopSignals(run_id, deadline),
-                 *trainers.callbacks_for(cfg, run_id, attempt, prefix="sft_")]
+                 *trainers.callbacks_for(cfg, run_id, attempt, prefix="sft_", examples=False)]
     trainer = SFTTrainer(model=trainers.load_policy(path), args=args, train_dataset=Dataset.from_list(best),
                          processing_class=tokenizer, peft_config=trainers.lora(cfg, path), callbacks=callbacks)
     result = trainers.fit(trainer, cfg, adapter, trainers.last_checkpoint(folder))
     if trainers.is_main_process():
+        copy.mark_short_prompt(adapter)
         (adapter / STAGE_FILE).write_text(json.dumps({"global_step": result["global_step"]}), encoding="utf-8")
     return result["global_step"]
 
@@ -116,6 +128,6 @@ def _dpo(cfg: TuningConfig, path: str, tokenizer, pairs: list[dict], output_dir:
     args = DPOConfig(**trainers.common_args(cfg, output_dir), per_device_train_batch_size=cfg.prompts_per_step,
                      max_length=512)
     callbacks = [trainers.StopSignals(run_id, deadline),
-                 *trainers.callbacks_for(cfg, run_id, attempt, offset=sft_steps)]
+                 *trainers.callbacks_for(cfg, run_id, attempt, offset=sft_steps, examples=False)]
     return DPOTrainer(model=policy, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
                       callbacks=callbacks)

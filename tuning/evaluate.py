@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from generation import models
+from generation import copy, models
 from store import movielens
 from store import runs as run_store
 from tuning import targets
@@ -174,8 +174,9 @@ def evaluate(adapter_path: str, dataset: str = movielens.NAME, model: str = "", 
         pool = _draw(base, tokenizer, texts, draws * best_of, args, fast)[0]
     outputs = {"base": pool, "best_of_n": _best_of(pool, rows, best_of, train)}
     tuned_model = PeftModel.from_pretrained(base, adapter_path).eval()
+    tuned_texts = targets.texts(target, tokenizer, rows, copy.uses_examples(adapter_path))  # its own prompt
     with engine_for(path, adapter_path) as fast:
-        outputs["tuned"], prompt_ids, completion_ids = _draw(tuned_model, tokenizer, texts, draws, args, fast)
+        outputs["tuned"], prompt_ids, completion_ids = _draw(tuned_model, tokenizer, tuned_texts, draws, args, fast)
     result = {name: setting_metrics(target, raw, rows, dataset, judge, train) for name, raw in outputs.items()}
     per_prompt = {name: result[name].pop("judge_per_prompt") for name in outputs}
     return {"judge_ctr": {name: result[name]["judge_ctr"]["mean"] for name in outputs}, "settings": result,

@@ -10,7 +10,8 @@ appeal model never saw them, so tuning cannot simply memorise them.
 
 The prompt is the Studio's own (`generation.copy.prompt_for`, first angle) with the chat template
 applied and the answer started with "Title: <the item's name>," (`generation.copy.answer_start`), exactly
-as `generation.writer` asks the model; each row carries that start as `prefix`.
+as `generation.writer` asks the model; each row carries that start as `prefix`, and the same prompt without
+the worked examples as `short_chat` (what the best-of-N recipe tunes on, `tuning.distill`).
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def _profile(dataset: str, user_id: str) -> dict:
 
 def prompt_rows(dataset: str, split: str = "train", users: int = 64, items_per_user: int = 1,
                 offset: int = 0) -> list[dict]:
-    """Rows {chat, prefix, angle, user_id, item_id}: the first `users` users of the split (after `offset`) with
-    liked items."""
+    """Rows {chat, short_chat, prefix, angle, user_id, item_id}: the first `users` users of the split (after
+    `offset`) with liked items."""
     if split not in ("train", "held_out"):
         raise ValueError("split must be 'train' or 'held_out'")
     population = audience.world(dataset).population.user_ids
@@ -90,5 +91,6 @@ def _user_rows(dataset: str, user_id: str, item_ids: list[str], catalog: pd.Data
         item = {"item_id": item_id, **catalog.loc[item_id].to_dict()}
         angle = copy.angles(profile, item, 1)[0]
         rows.append({"chat": copy.prompt_for(item, profile, angle), "prefix": copy.answer_start(item),
+                     "short_chat": copy.prompt_for(item, profile, angle, examples=False),
                      "angle": angle, "user_id": user_id, "item_id": item_id})
     return rows

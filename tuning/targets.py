@@ -52,9 +52,11 @@ def stop_lines(target: str) -> int:
     return 0 if target == "brief" else copy.ANSWER_LINES
 
 
-def texts(target: str, tokenizer, chosen: list[dict]) -> list[str]:
-    """The templated prompt text of each row, ending in its answer's start."""
-    return [prompts.chat_prompt(tokenizer, r["chat"], answer_prefix(target, r)) for r in chosen]
+def texts(target: str, tokenizer, chosen: list[dict], examples: bool = True) -> list[str]:
+    """The templated prompt text of each row, ending in its answer's start; without the copy prompt's worked
+    examples when `examples` is False (the brief's prompt has none to leave out)."""
+    chat = "chat" if examples or target == "brief" else "short_chat"
+    return [prompts.chat_prompt(tokenizer, r[chat], answer_prefix(target, r)) for r in chosen]
 
 
 def reward(target: str, dataset: str, audience_name: str = "train", seed: int = 0,

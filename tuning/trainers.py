@@ -181,17 +181,21 @@ class HeldOutJudge(TrainerCallback):
     audience scores them: the live curve that says whether gains on the train reward carry over, logged as
     `judge_ctr` at step 0 (the base model) and at each evaluation point."""
 
-    def __init__(self, cfg: TuningConfig, path: str, run_id: str, attempt: int, offset: int = 0) -> None:
+    def __init__(self, cfg: TuningConfig, path: str, run_id: str, attempt: int, offset: int = 0,
+                 examples: bool = True) -> None:
         self.cfg, self.run_id, self.attempt, self.offset = cfg, run_id, attempt, offset
         self.tokenizer = load_tokenizer(path)  # its own: sampling pads left, the trainer's may pad right
         self.rows = targets.rows(cfg.target, cfg.dataset, "held_out", cfg.eval_users)
-        self.texts = targets.texts(cfg.target, self.tokenizer, self.rows)
+        # the base model (step 0 of the run) on the Studio's prompt; the policy on the prompt it is tuned on
+        self.base_texts = targets.texts(cfg.target, self.tokenizer, self.rows)
+        self.texts = targets.texts(cfg.target, self.tokenizer, self.rows, examples)
         self.judge = targets.reward(cfg.target, cfg.dataset, "judge")
 
     def _log(self, model, step: int) -> None:
         training = model.training
         model.eval()
-        raw, _, _ = sample(model, self.tokenizer, self.texts, self.cfg.max_completion_length, TEMPERATURE,
+        texts = self.base_texts if self.offset + step == 0 else self.texts
+        raw, _, _ = sample(model, self.tokenizer, texts, self.cfg.max_completion_length, TEMPERATURE,
                            seed=self.cfg.seed)
         model.train(training)
         ctr = self.judge(raw, user_id=[r["user_id"] for r in self.rows], item_id=[r["item_id"] for r in self.rows])
@@ -353,12 +357,13 @@ def last_checkpoint(output_dir: Path) -> str | None:
     return None
 
 
-def callbacks_for(cfg: TuningConfig, run_id: str | None, attempt: int, offset: int = 0, prefix: str = "") -> list:
-    """Store metrics and the live held-out judge, for a run's main process; stop signals are added when the
-    trainer is built (every process needs them)."""
+def callbacks_for(cfg: TuningConfig, run_id: str | None, attempt: int, offset: int = 0, prefix: str = "",
+                  examples: bool = True) -> list:
+    """Store metrics and the live held-out judge (prompting the policy with or without the worked examples),
+    for a run's main process; stop signals are added when the trainer is built (every process needs them)."""
     if not run_id or not is_main_process():
         return []
-    live = [HeldOutJudge(cfg, resolve_model(cfg.model), run_id, attempt, offset)] if cfg.eval_steps else []
+    live = [HeldOutJudge(cfg, resolve_model(cfg.model), run_id, attempt, offset, examples)] if cfg.eval_steps else []
     return [StoreCallback(run_id, attempt, offset, prefix), *live]
 
 
