@@ -18,7 +18,8 @@ wherever it writes (its adapter folder says so: `generation.copy.mark_short_prom
 Each stage leaves its result in the run folder (the scored samples in `best_of_n.json`, the SFT adapter in
 `sft/adapter`, DPO's checkpoints at the top), so a resumed run goes on from the stage it stopped in. With a
 time budget, sampling may use the first `SAMPLING_SHARE` of it and SFT runs until `SFT_SHARE`; DPO has the
-rest. Curves: SFT's metrics are logged as `sft_*` at steps 1..S, DPO's at S+1.., the live judge at both.
+rest, at `DPO_LR_SCALE` times the run's learning rate. Curves: SFT's metrics are logged as `sft_*` at steps
+1..S, DPO's at S+1.., the live judge at both.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from tuning import reward, targets, trainers
 from tuning.trainers import TuningConfig
 
 SAMPLING_SHARE = 0.3  # of the time budget: the most sampling may take (the rest trains)
-SFT_SHARE = 0.6  # SFT stops at this share of the budget (or at `sft_steps`), DPO takes what is left
+SFT_SHARE = 0.75  # SFT stops at this share of the budget (or at `sft_steps`), DPO takes what is left
+DPO_LR_SCALE = 0.1  # DPO refines the distilled policy at a tenth of SFT's learning rate: at the same rate it
+# drove its margins up within a few dozen steps and the copy into loops ("a day in the life of a drama, ...")
 SAMPLES_FILE = "best_of_n.json"
 STAGE_FILE = "stage.json"  # in the SFT adapter's folder: the steps SFT took, where DPO's curves continue
 
@@ -125,8 +128,8 @@ def _dpo(cfg: TuningConfig, path: str, tokenizer, pairs: list[dict], output_dir:
 
     policy = PeftModel.from_pretrained(trainers.load_policy(path), str(output_dir / "sft" / "adapter"),
                                        is_trainable=True)
-    args = DPOConfig(**trainers.common_args(cfg, output_dir), per_device_train_batch_size=cfg.prompts_per_step,
-                     max_length=512)
+    args = DPOConfig(**(trainers.common_args(cfg, output_dir) | {"learning_rate": cfg.learning_rate * DPO_LR_SCALE}),
+                     per_device_train_batch_size=cfg.prompts_per_step, max_length=512)
     callbacks = [trainers.StopSignals(run_id, deadline),
                  *trainers.callbacks_for(cfg, run_id, attempt, offset=sft_steps, examples=False)]
     return DPOTrainer(model=policy, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
