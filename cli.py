@@ -36,8 +36,8 @@ def _stderr_progress(enabled: bool):
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
-    services.ensure_demo_data()
-    result = services.profile(args.dataset, args.user, recompute=args.recompute, use_llm=not args.no_llm,
+    services.common.ensure_demo_data()
+    result = services.audience.profile(args.dataset, args.user, recompute=args.recompute, use_llm=not args.no_llm,
                               progress=_stderr_progress(not args.json))
     lines = [f"User {result['user_id']} ({result['history_size']} interactions, model {result['model']})",
              "Interests: " + ", ".join(f"{i['label']} {i['weight']:.0%}" for i in result["interests"]),
@@ -47,12 +47,12 @@ def cmd_profile(args: argparse.Namespace) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    counts = services.import_csv_files(args.name, args.items, args.interactions, replace=args.replace)
-    _print({"dataset": args.name, **counts}, args.json, services.import_message(args.name, counts))
+    counts = services.audience.import_csv_files(args.name, args.items, args.interactions, replace=args.replace)
+    _print({"dataset": args.name, **counts}, args.json, services.audience.import_message(args.name, counts))
 
 
 def cmd_eval_intent(args: argparse.Namespace) -> None:
-    report = services.eval_intent(args.dataset, args.users, args.negatives, args.seed,
+    report = services.audience.eval_intent(args.dataset, args.users, args.negatives, args.seed,
                                   progress=_stderr_progress(not args.json))
     k = report["k"]
     rows = [f"{'method':<22} {'HR@' + str(k):>8} {'NDCG@' + str(k):>8}"]
@@ -63,7 +63,8 @@ def cmd_eval_intent(args: argparse.Namespace) -> None:
 
 
 def cmd_validate_simulator(args: argparse.Namespace) -> None:
-    report = services.validate_simulator(args.dataset, args.users, args.seed, progress=_stderr_progress(not args.json))
+    report = services.campaigns.validate_simulator(args.dataset, args.users, args.seed,
+                                                  progress=_stderr_progress(not args.json))
     names = list(report["appeal_auc"])
     rows = [f"{'check':<34}" + "".join(f"{n:>9}" for n in names)]
     rows.append(f"{'appeal AUC (held-out liked)':<34}" + "".join(f"{report['appeal_auc'][n]['auc']:>9.4f}"
@@ -84,15 +85,15 @@ def cmd_validate_simulator(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    report = services.prepare(progress=_stderr_progress(not args.json))
+    report = services.settings.prepare(progress=_stderr_progress(not args.json))
     _print(report, args.json, "\n".join(f"{k}: {v}" for k, v in report.items()))
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
-    services.ensure_demo_data()
-    variants = services.parse_variants_file(args.variants)
-    item = args.item or services.default_item(args.dataset)
-    run = services.run_campaign(args.dataset, item, variants, args.segment, args.group, args.impressions,
+    services.common.ensure_demo_data()
+    variants = services.campaigns.parse_variants_file(args.variants)
+    item = args.item or services.audience.default_item(args.dataset)
+    run = services.campaigns.run_campaign(args.dataset, item, variants, args.segment, args.group, args.impressions,
                                 args.allocation, args.seed, args.audience, max_users=args.users,
                                 progress=_stderr_progress(not args.json))
     rows = [{"variant": int(r.variant) + 1, "title": variants[int(r.variant)]["title"],
@@ -106,10 +107,10 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    services.ensure_demo_data()
+    services.common.ensure_demo_data()
     segment = (args.segment, args.group) if args.user is None else None
     out = _output_folder(args.out)
-    variants = services.generate(args.dataset, args.item, args.user, segment, args.n, args.seed, args.renderer,
+    variants = services.studio.generate(args.dataset, args.item, args.user, segment, args.n, args.seed, args.renderer,
                                  args.users, args.candidates, progress=_stderr_progress(not args.json))
     report = []
     for v in variants:
@@ -142,7 +143,7 @@ def _output_folder(text: str) -> Path:
 def cmd_tune(args: argparse.Namespace) -> None:
     from tuning import runs
 
-    services.ensure_demo_data()
+    services.common.ensure_demo_data()
     config = {"method": args.method, "max_steps": args.steps, "learning_rate": args.learning_rate,
               "lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r, "users": args.users,
               "num_generations": args.generations, "prompts_per_step": args.prompts_per_step,
@@ -151,11 +152,11 @@ def cmd_tune(args: argparse.Namespace) -> None:
               "sft_steps": args.sft_steps}
     if args.beta is not None:
         config["beta"] = args.beta
-    run_id = services.launch_run(config)
+    run_id = services.tuning.launch_run(config)
     if not args.json:
         print(f"run {run_id} started; waiting (Ctrl-C leaves it running)", file=sys.stderr)
     run = runs.wait(run_id, timeout=args.timeout)
-    steps = services.run_metrics(run_id)
+    steps = services.tuning.run_metrics(run_id)
     final = steps.drop(columns=["run", "logged_at"]).iloc[-1].dropna().to_dict() if "step" in steps else {}
     report = {"run_id": run_id, "status": run["status"], "steps": run["global_step"],
               "adapter": run["adapter_path"], "final_metrics": final, "error": run["error"]}
@@ -165,7 +166,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    result = services.evaluate_run(args.run, users=args.users, best_of=args.best_of, draws=args.draws)
+    result = services.tuning.evaluate_run(args.run, users=args.users, best_of=args.best_of, draws=args.draws)
     lines = [f"{name:<10} judge CTR {s['judge_ctr']['mean']:.3%}  train {s['train_ctr']:.3%}  "
              + "  ".join(f"{k} {v:.2f}" for k, v in s.items() if isinstance(v, float) and k != "train_ctr")
              for name, s in result["settings"].items()]
@@ -175,18 +176,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_users(args: argparse.Namespace) -> None:
-    services.ensure_demo_data()
-    frame = services.users(args.dataset, args.query, args.limit)
+    services.common.ensure_demo_data()
+    frame = services.audience.users(args.dataset, args.query, args.limit)
     _print(frame.to_dict("records"), args.json, frame.to_string(index=False))
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
-    frame = services.datasets()
+    frame = services.audience.datasets()
     _print(frame.to_dict("records"), args.json, frame.to_string(index=False))
 
 
 def cmd_settings(args: argparse.Namespace) -> None:
-    env = services.environment()
+    env = services.settings.environment()
     text = "\n".join(f"{k:<16} {v}  ({env['sources'][k]})" for k, v in env["settings"].items())
     _print(env, args.json, f"{text}\ndevice           {env['device']}\nsettings file    {env['settings_file']}")
     if env["problems"]:  # the exit status tells a deployment script that the configuration will fail
@@ -212,7 +213,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("profile", cmd_profile, "infer a user's interests, themes and current intent")
     p.add_argument("--user", required=True)
-    p.add_argument("--dataset", default=services.DEFAULT_DATASET)
+    p.add_argument("--dataset", default=services.common.DEFAULT_DATASET)
     p.add_argument("--recompute", action="store_true", help="ignore the cached profile")
     p.add_argument("--no-llm", action="store_true", help="summary from the structured signals only")
 
@@ -223,7 +224,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true", help="replace a dataset of the same name")
 
     p = command("eval-intent", cmd_eval_intent, "leave-last-one-out ranking quality of profiles vs baselines")
-    p.add_argument("--dataset", default=services.DEFAULT_DATASET)
+    p.add_argument("--dataset", default=services.common.DEFAULT_DATASET)
     p.add_argument("--users", type=limits.EVAL_USERS.argument, default=None, help="evaluate a random sample of users")
     p.add_argument("--negatives", type=limits.NEGATIVES.argument, default=100)
     p.add_argument("--seed", type=limits.SEED.argument, default=0)
@@ -231,7 +232,7 @@ def parser() -> argparse.ArgumentParser:
     p = command("simulate", cmd_simulate, "run a simulated campaign over ad variants (A/B or Thompson)")
     p.add_argument("--variants", required=True, help="CSV (title, body, cta) or JSON list of variants")
     p.add_argument("--item", default=None, help="item to promote (default: the most popular)")
-    p.add_argument("--dataset", default=services.DEFAULT_DATASET)
+    p.add_argument("--dataset", default=services.common.DEFAULT_DATASET)
     p.add_argument("--users", type=limits.CAMPAIGN_USERS.argument, default=None,
                    help="simulated users drawn from the segment")
     p.add_argument("--impressions", type=limits.IMPRESSIONS.argument, default=10_000)
@@ -243,7 +244,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("validate-simulator", cmd_validate_simulator,
                 "check the simulated audience: appeal AUC, attacks that must lose, CTR calibration")
-    p.add_argument("--dataset", default=services.DEFAULT_DATASET)
+    p.add_argument("--dataset", default=services.common.DEFAULT_DATASET)
     p.add_argument("--users", type=limits.SIMULATOR_USERS.argument, default=200,
                    help="users sampled for the attack and CTR checks")
     p.add_argument("--seed", type=limits.SEED.argument, default=0)
@@ -254,7 +255,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=limits.VARIANTS_PER_USER.argument, default=4,
                    help=f"variants per user (at most {limits.VARIANTS_PER_REQUEST} in all)")
     p.add_argument("--out", required=True, help="folder for the banner PNGs")
-    p.add_argument("--dataset", default=services.DEFAULT_DATASET)
+    p.add_argument("--dataset", default=services.common.DEFAULT_DATASET)
     p.add_argument("--segment", default="all", help="all, gender, age_band, occupation or taste")
     p.add_argument("--group", default=None)
     p.add_argument("--users", type=limits.SEGMENT_USERS.argument, default=8, help="users drawn from the segment")
@@ -298,7 +299,7 @@ def parser() -> argparse.ArgumentParser:
                    help="outputs per prompt and setting, averaged (less noise, more sampling)")
 
     p = command("users", cmd_users, "list users")
-    p.add_argument("--dataset", default=services.DEFAULT_DATASET)
+    p.add_argument("--dataset", default=services.common.DEFAULT_DATASET)
     p.add_argument("--query", default="")
     p.add_argument("--limit", type=limits.LIST_LIMIT.argument, default=20)
 

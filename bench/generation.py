@@ -30,22 +30,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import services  # noqa: E402
 import settings  # noqa: E402
-from generation import copy, grounding, models, writer  # noqa: E402
+from generation import copy, grounding, models, safety, writer  # noqa: E402
 from tuning import prompts  # noqa: E402
 
-DATASET = services.DEFAULT_DATASET
+DATASET = services.common.DEFAULT_DATASET
 ITEM, USER = "50", "1"
 
 
 def checks() -> writer.Checks:
-    labels, titles = services.catalog_vocabulary(DATASET)
-    return writer.Checks(labels, titles, services.brand_kit().check_terms())
+    labels, titles = safety.catalog_vocabulary(DATASET)
+    return writer.Checks(labels, titles, services.studio.brand_kit().check_terms())
 
 
 def user_jobs(pairs: list[tuple[str, str]], n: int, seed: int) -> list[writer.Job]:
-    catalog = services.catalog(DATASET)
+    catalog = services.common.catalog(DATASET)
     return [writer.Job(catalog.loc[item].to_dict() | {"item_id": item},
-                       services.profile(DATASET, user, use_llm=False), n, seed + k, user)
+                       services.audience.profile(DATASET, user, use_llm=False), n, seed + k, user)
             for k, (user, item) in enumerate(pairs)]
 
 
@@ -89,7 +89,7 @@ def latency(repeats: int, fast: models.TextModel, slow: models.TextModel) -> dic
 def candidates_sweep(users: int, fast: models.TextModel) -> dict:
     rows = prompts.prompt_rows(DATASET, "held_out", users)
     pairs = [(r["user_id"], r["item_id"]) for r in rows]
-    score = services.reranker  # the Studio's own reranking signal
+    score = services.studio.reranker  # the Studio's own reranking signal
     sweep = {}
     for k in (1, 2, 4):
         per_item = {}
@@ -119,11 +119,11 @@ def candidates_sweep(users: int, fast: models.TextModel) -> dict:
 
 
 def whole_request(repeats: int = 3) -> tuple[float, list[dict]]:
-    services.generate(DATASET, ITEM, user_id=USER, n=4, seed=99)  # warm: profile, briefs, audience
+    services.studio.generate(DATASET, ITEM, user_id=USER, n=4, seed=99)  # warm: profile, briefs, audience
     times, variants = [], []
     for seed in range(repeats):
         started = time.perf_counter()
-        made = services.generate(DATASET, ITEM, user_id=USER, n=4, seed=seed)
+        made = services.studio.generate(DATASET, ITEM, user_id=USER, n=4, seed=seed)
         times.append(time.perf_counter() - started)
         variants += made
     p50 = statistics.median(times)
@@ -136,8 +136,8 @@ def whole_request(repeats: int = 3) -> tuple[float, list[dict]]:
 def audit(variants: list[dict]) -> dict:
     """Repeated titles within a request and accepted variants that state something unsupported."""
     repeated, unsupported = 0, 0
-    item = services.catalog(DATASET).loc[ITEM].to_dict()
-    facts = grounding.facts_for(item, services.brand_kit().check_terms())
+    item = services.common.catalog(DATASET).loc[ITEM].to_dict()
+    facts = grounding.facts_for(item, services.studio.brand_kit().check_terms())
     batches: dict[str, list[str]] = {}
     for v in variants:
         if v["safety"]["status"] == "passed":
@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=16)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    services.prepare()
+    services.settings.prepare()
     cfg = settings.load()
     fast = models.text_model()
     slow = models.load_text_model(cfg.text_model, "cpu", Path(cfg.model_cache), engine="transformers")

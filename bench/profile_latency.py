@@ -34,16 +34,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     started = time.perf_counter()
-    services.prepare()
+    services.settings.prepare()
     print(f"setup (data, embeddings, models): {time.perf_counter() - started:.1f} s")
     print(f"text model load: {models.text_model().load_seconds:.2f} s on {models.text_model().device}")
-    dataset = services.DEFAULT_DATASET
-    size = len(services.history(dataset, args.user))
+    dataset = services.common.DEFAULT_DATASET
+    size = len(services.audience.history(dataset, args.user))
     rows = {
-        "structured only (baseline)": timed(args.repeats, lambda: services.profile(
+        "structured only (baseline)": timed(args.repeats, lambda: services.audience.profile(
             dataset, args.user, recompute=True, use_llm=False)),
-        "with LLM summary": timed(args.repeats, lambda: services.profile(dataset, args.user, recompute=True)),
-        "cached": timed(args.repeats, lambda: services.profile(dataset, args.user)),
+        "with LLM summary": timed(args.repeats, lambda: services.audience.profile(dataset, args.user, recompute=True)),
+        "cached": timed(args.repeats, lambda: services.audience.profile(dataset, args.user)),
     }
     print(f"user {args.user}, {size} interactions, median of {args.repeats}:")
     for name, times in rows.items():

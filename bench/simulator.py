@@ -59,8 +59,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     started = time.perf_counter()
-    services.ensure_demo_data()
-    crowd = simulated.audience(args.audience, services.DEFAULT_DATASET)
+    services.common.ensure_demo_data()
+    crowd = simulated.audience(args.audience, services.common.DEFAULT_DATASET)
     print(f"setup (data, item embeddings, {args.audience} audience): {time.perf_counter() - started:.1f} s")
     batch = impressions(crowd, args.users, args.creatives, seed=0)
     subset = batch[:args.naive]

@@ -55,7 +55,7 @@ def config(args: argparse.Namespace) -> dict:
 
 def train(cfg: dict) -> tuple[str, float]:
     started = time.perf_counter()
-    run_id = services.launch_run(cfg)
+    run_id = services.tuning.launch_run(cfg)
     print(f"run {run_id}: {json.dumps(cfg)}", flush=True)
     run = runs.wait(run_id, timeout=cfg["time_budget_minutes"] * 60 + 900)
     minutes = (time.perf_counter() - started) / 60
@@ -103,10 +103,11 @@ def main() -> None:
     parser.add_argument("--samples-out", help="write every judged output to this JSON file")
     parser.add_argument("--report", help="also write the whole evaluation to this JSON file")
     args = parser.parse_args()
-    services.ensure_demo_data()
+    services.common.ensure_demo_data()
     run_id = args.run or train(config(args))[0]
     started = time.perf_counter()
-    result = services.evaluate_run(run_id, users=args.eval_users, best_of=args.best_of, samples=6, draws=args.draws)
+    result = services.tuning.evaluate_run(run_id, users=args.eval_users, best_of=args.best_of, samples=6,
+                                          draws=args.draws)
     print(f"evaluated in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
     report(result)
     if args.samples_out:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from generation.intent import categories_of
-from generation.untrusted import clean
+from untrusted import clean
 
 # The mood words the simulated audience reads off a banner (rewards.features reads the same list).
 MOODS = ["dark", "bright", "warm", "cool", "dreamy", "vintage", "bold", "calm"]

@@ -34,7 +34,7 @@ from generation.brief import (
     rgb_to_hex,
     write_prompt,
 )
-from generation.untrusted import clean, fenced, neutralise
+from untrusted import clean, fenced, neutralise
 
 # The answer starts with the palette: asked for after the mood, SmolLM2-135M went from "Mood:" straight to
 # "Composition:" in nearly every answer; started for it, the palette line is always there.

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 import settings
 from generation.brief import HEX, Brief, hex_to_rgb, normalise_hex
 from generation.render import Renderer, cover
-from generation.untrusted import clean, findings
+from untrusted import clean, findings
 
 SIZES: tuple[tuple[int, int], ...] = ((300, 250), (728, 90), (160, 600), (1200, 628), (1080, 1080))
 SAFE_MARGIN = 0.06
@@ -136,6 +136,11 @@ def load_brand_kit(path: str | Path | None = None) -> BrandKit:
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"Brand kit {file} cannot be read as JSON: {exc}") from exc
     return parse_brand_kit(data, f"Brand kit {file}")
+
+
+def configured_brand_kit() -> BrandKit:
+    """The brand kit the settings name (validated; a broken file raises ValueError naming the key)."""
+    return load_brand_kit(settings.load().brand_kit)
 
 
 def _linear(c: np.ndarray) -> np.ndarray:

@@ -12,8 +12,8 @@ import numpy as np
 
 from generation import models
 from generation.intent import categories_of
-from generation.untrusted import clean
 from store import repository
+from untrusted import clean
 
 
 def _quiet(_fraction: float, _message: str) -> None:

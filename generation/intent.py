@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 
-from generation.untrusted import clean, fenced, findings
+from untrusted import clean, fenced, findings
 
 ALGORITHM_VERSION = "intent-v1"
 EVIDENCE_PER_CLAIM = 5

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 from generation import grounding
 from generation.copy import display_name
-from generation.untrusted import findings
+from generation.intent import categories_of
+from store import repository
+from untrusted import findings
 
 # Claims an ad must not make and words it must not use, whatever the brand.
 BLOCKLIST = [
@@ -37,6 +39,14 @@ class Verdict:
 
 def _mentions(text: str, phrase: str) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(phrase.lower())}(?![\w-])", text.lower()) is not None
+
+
+def catalog_vocabulary(dataset: str) -> tuple[list[str], list[str]]:
+    """Every category label and every item's display name of a dataset: what `catalog_problems` compares
+    copy to."""
+    items = repository.items(dataset)
+    labels = sorted({c for value in items["category"].dropna() for c in categories_of(value)})
+    return labels, sorted({display_name(t) for t in items["title"]})
 
 
 def catalog_problems(text: str, item: dict, categories: list[str], other_titles: list[str]) -> list[str]:

@@ -70,19 +70,19 @@ def import_form() -> None:
                     st.error("Choose both files first.")
                     return
                 try:
-                    counts = services.import_csv(name, items_file.getvalue(), interactions_file.getvalue(),
+                    counts = services.audience.import_csv(name, items_file.getvalue(), interactions_file.getvalue(),
                                                  items_file.name, interactions_file.name, replace)
                 except ImportFailed as exc:
                     st.error(f"Nothing was imported: {len(exc.problems)} problem(s) shown.")
                     st.code("\n".join(str(p) for p in exc.problems), language=None)
                     return
-                st.success(services.import_message(name, counts))
+                st.success(services.audience.import_message(name, counts))
                 st.session_state["dataset"] = name
 
 
 st.title("Audience")
 with st.spinner("Loading the demo dataset (first start only)…"):
-    summary = services.datasets()
+    summary = services.audience.datasets()
 names = summary["dataset"].tolist()
 if st.session_state.get("dataset") not in names:
     st.session_state["dataset"] = names[0]
@@ -91,7 +91,7 @@ dataset = top[0].selectbox("Dataset", names, key="dataset")
 query = top[1].text_input("Find users", placeholder="user id, occupation or gender (M/F)", key="user_query")
 import_form()
 
-people = services.users(dataset, query)
+people = services.audience.users(dataset, query)
 if people.empty:
     st.warning(f"No user matches '{query}'.")
     st.stop()
@@ -105,7 +105,7 @@ def describe(user_id: str) -> str:
 
 user_id = st.selectbox(f"User ({len(people)} found)", people["user_id"].tolist(), format_func=describe,
                        key="user_id")
-history = services.history(dataset, user_id)
+history = services.audience.history(dataset, user_id)
 cols = st.columns(4)
 cols[0].metric("Interactions", len(history))
 cols[1].metric("Mean rating", f"{history['rating'].mean():.2f}" if history["rating"].notna().any() else "—")
@@ -114,13 +114,13 @@ cols[3].metric("Latest", f"{history['date'].max():%Y-%m-%d}")
 
 profile_tab, history_tab, activity_tab = st.tabs(["Profile", "History", "Activity"])
 with profile_tab:
-    profile = services.cached_profile(dataset, user_id)
+    profile = services.audience.cached_profile(dataset, user_id)
     label = "Recompute profile" if profile else "Compute profile"
     if st.button(label, type="primary", key="compute"):
         bar = st.progress(0.0, text="Starting")
         try:
             with st.status("Inferring the profile…", expanded=False) as status:
-                profile = services.profile(dataset, user_id, recompute=True,
+                profile = services.audience.profile(dataset, user_id, recompute=True,
                                            progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
                 status.update(label=f"Profile ready in {profile['seconds']:.1f} s", state="complete")
         except (ModelUnavailable, ValueError) as exc:
@@ -135,12 +135,12 @@ with history_tab:
     st.dataframe(table, hide_index=True, width="stretch")
 
 with activity_tab:
-    mix = services.category_mix(history)
+    mix = services.audience.category_mix(history)
     if not mix.empty:
         chart = px.bar(mix, x="category", y="interactions", color="mean_rating", color_continuous_scale="Viridis",
                        title="Category mix", labels={"mean_rating": "mean rating"})
         st.plotly_chart(chart, width="stretch")
-    timeline = services.activity(history)
+    timeline = services.audience.activity(history)
     chart = px.bar(timeline, x="period", y="interactions", color="mean_rating", color_continuous_scale="Viridis",
                    title="Activity per week", labels={"period": "week", "mean_rating": "mean rating"})
     st.plotly_chart(chart, width="stretch")

@@ -16,11 +16,11 @@ st.title("Campaign Lab")
 st.caption("Simulated users are real users of the dataset; their clicks come from the simulated audience "
            "(collaborative filtering on real ratings × creative response). See the README for its assumptions.")
 
-datasets = services.datasets()["dataset"].tolist()
+datasets = services.audience.datasets()["dataset"].tolist()
 top = st.columns([2, 3])
 dataset = top[0].selectbox("Dataset", datasets, key="campaign_dataset")
-catalog = services.catalog(dataset)
-default_item = services.default_item(dataset)
+catalog = services.common.catalog(dataset)
+default_item = services.audience.default_item(dataset)
 item_id = top[1].selectbox("Item to promote", catalog["item_id"].tolist(),
                            index=catalog["item_id"].tolist().index(default_item),
                            format_func=lambda i: f"{catalog.at[i, 'title']} · {catalog.at[i, 'category'] or ''}",
@@ -31,20 +31,20 @@ uploaded = st.file_uploader("Load variants from a CSV (title, body, cta) or JSON
                             key="variants_file")
 if uploaded is not None:
     try:
-        st.session_state["variants"] = services.parse_variants(uploaded.getvalue(), uploaded.name)
+        st.session_state["variants"] = services.campaigns.parse_variants(uploaded.getvalue(), uploaded.name)
     except VariantFileError as exc:
         st.error(str(exc))
 if st.session_state.get("variants_item") != item_id and uploaded is None:
-    st.session_state["variants"] = services.example_variants(dataset, item_id)
+    st.session_state["variants"] = services.campaigns.example_variants(dataset, item_id)
     st.session_state["variants_item"] = item_id
 edited = st.data_editor(pd.DataFrame(st.session_state["variants"], columns=["title", "body", "cta"]),
                         num_rows="dynamic", width="stretch", key="variants_editor")
 
 st.subheader("Traffic")
 cols = st.columns(4)
-kinds = services.segment_kinds()
+kinds = services.audience.segment_kinds()
 kind = cols[0].selectbox("Segment", list(kinds), format_func=kinds.get, key="segment_kind")
-options = services.segment_values(dataset, kind)
+options = services.audience.segment_values(dataset, kind)
 value = cols[1].selectbox("Group", options, key="segment_value", disabled=kind == "all")
 impressions = cols[2].number_input("Impressions", *IMPRESSIONS.bounds(), value=20_000, step=1000,
                                    key="impressions")
@@ -56,12 +56,12 @@ seed = st.number_input("Seed", *SEED.bounds(), value=0, key="seed")
 
 if st.button("Run campaign", type="primary", key="run_campaign"):
     try:
-        variants = services.validate_variants(edited.to_dict("records"))
+        variants = services.campaigns.validate_variants(edited.to_dict("records"))
         bar = st.progress(0.0, text="Scoring variants for every simulated user")
         allocations = [allocation] + ([a for a in ("thompson", "ab") if a != allocation] if compare else [])
         runs = {}
         for n, name in enumerate(allocations):
-            runs[name] = services.run_campaign(
+            runs[name] = services.campaigns.run_campaign(
                 dataset, item_id, variants, kind, None if kind == "all" else value, int(impressions), name,
                 int(seed), progress=lambda f, m, n=n: bar.progress((n + f) / len(allocations), text=m))
         st.session_state["campaign"] = {"runs": runs, "variants": variants, "primary": allocation}
@@ -105,7 +105,7 @@ if state:
                            hover_data=["impressions", "clicks", "ci_low", "ci_high"],
                            title=f"CTR by {kinds[breakdown_kind].lower()}"), width="stretch")
     d = st.columns(2)
-    d[0].download_button("Download results (CSV)", services.csv_export(table), "campaign_results.csv",
+    d[0].download_button("Download results (CSV)", services.common.csv_export(table), "campaign_results.csv",
                          "text/csv", key="download_results")
-    d[1].download_button("Download impressions (CSV)", services.csv_export(primary["impressions"]),
+    d[1].download_button("Download impressions (CSV)", services.common.csv_export(primary["impressions"]),
                          "campaign_impressions.csv", "text/csv", key="download_impressions")

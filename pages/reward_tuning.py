@@ -28,7 +28,7 @@ st.caption("TRL refines the copy writer with LoRA adapters from simulated clicks
            "on held-out users by the judge audience they never trained on. TRL no longer ships a PPO trainer: "
            "GRPO and RLOO optimise the same clipped objective with a group baseline instead of a value model.")
 
-env = services.environment()
+env = services.settings.environment()
 adapters = {kind: env["settings"].get(f"{kind}_adapter") or "" for kind in ADAPTERS}
 cols = st.columns([4, 1])
 cols[0].info(f"Studio generates with: **{env['settings']['text_model']}**"
@@ -37,12 +37,12 @@ cols[0].info(f"Studio generates with: **{env['settings']['text_model']}**"
 if "promoted" in st.session_state:
     st.success(st.session_state.pop("promoted"))
 if any(adapters.values()) and cols[1].button("Roll back to base", key="rollback"):
-    services.rollback_adapter()
+    services.tuning.rollback_adapter()
     st.rerun()
 
 st.subheader("New run")
 method = st.selectbox("Method", list(METHODS), key="method", format_func=METHODS.get)
-defaults = services.tuning_defaults(method)
+defaults = services.tuning.tuning_defaults(method)
 with st.form("launch"):
     c = st.columns(4)
     steps = c[1].number_input("Steps" + (" (DPO stage)" if method == "best_of_n_sft_dpo" else ""),
@@ -83,12 +83,12 @@ with st.form("launch"):
                   "eval_steps": int(eval_steps), "studio_gate": bool(gate), "target": target,
                   "report_to": ["tensorboard"] if tensorboard else [], "sft_steps": int(sft_steps)}
         try:
-            st.session_state["selected_run"] = services.launch_run(config)
+            st.session_state["selected_run"] = services.tuning.launch_run(config)
             st.success(f"Launched run {st.session_state['selected_run']}")
         except ValueError as exc:
             st.error(str(exc))
 
-runs = services.runs_table()
+runs = services.tuning.runs_table()
 if runs.empty:
     st.write("No runs yet.")
     st.stop()
@@ -124,7 +124,7 @@ def curves(frame: pd.DataFrame, colour: str | None = None) -> None:
 @st.fragment(run_every=2)
 def live(run_id: str) -> None:
     """Redrawn every 2 s: status, progress and curves of the selected run."""
-    run = services.run_details(run_id)
+    run = services.tuning.run_details(run_id)
     state = run["status"]
     seen = st.session_state.setdefault("seen_status", {})
     if seen.get(run_id) in ("queued", "running") and state not in ("queued", "running"):
@@ -142,15 +142,15 @@ def live(run_id: str) -> None:
         st.error(run["error"][-1500:])
     buttons = st.columns(3)
     if state in ("queued", "running") and buttons[0].button("Cancel", key="cancel"):
-        services.cancel_run(run_id)
+        services.tuning.cancel_run(run_id)
     if state in ("failed", "cancelled") and buttons[1].button("Resume" if run.get("checkpoint") else "Restart",
                                                               key="resume"):
-        services.resume_run(run_id)
-    curves(services.run_metrics(run_id))
+        services.tuning.resume_run(run_id)
+    curves(services.tuning.run_metrics(run_id))
 
 
 live(run_id)
-run = services.run_details(run_id)
+run = services.tuning.run_details(run_id)
 
 st.subheader("Evaluation on held-out users (judge audience)")
 evaluation = run.get("evaluation") or {}
@@ -164,12 +164,12 @@ if run.get("adapter_path"):
         c[3].button("Evaluating…", disabled=True, key="evaluating")
     elif c[3].button("Evaluate", key="evaluate"):
         try:
-            services.start_evaluation(run_id, users=int(eval_users), best_of=int(best_of), draws=int(draws))
+            services.tuning.start_evaluation(run_id, users=int(eval_users), best_of=int(best_of), draws=int(draws))
             st.rerun()
         except ValueError as exc:
             st.error(str(exc))
     if c[4].button("Promote to Studio", key="promote"):
-        st.session_state["promoted"] = f"The Studio now generates with {services.promote_run(run_id)}"
+        st.session_state["promoted"] = f"The Studio now generates with {services.tuning.promote_run(run_id)}"
         st.rerun()  # redraw the header: it shows the active adapters and the roll-back button
 if evaluation.get("status") == "running":
     st.info(f"Evaluating on {evaluation['options'].get('users')} held-out users in a worker process: sampling base, "
@@ -203,7 +203,7 @@ elif run.get("adapter_path"):
 st.subheader("Compare runs")
 chosen = st.multiselect("Runs", ids, default=ids[: min(3, len(ids))], key="compare_runs")
 if chosen:
-    frames = [services.run_metrics(r) for r in chosen]
+    frames = [services.tuning.run_metrics(r) for r in chosen]
     frames = [f for f in frames if not f.empty]
     if frames:
         curves(pd.concat(frames, ignore_index=True), colour="run")

@@ -11,7 +11,7 @@ access.require_login()  # nothing below runs for a visitor who has not signed in
 
 st.title("Settings")
 try:
-    env = services.environment()
+    env = services.settings.environment()
 except ValueError as exc:  # a malformed settings file
     st.error(str(exc))
     st.stop()
@@ -55,7 +55,7 @@ with st.form("settings"):
                                "a GPU")
     if st.form_submit_button("Save settings"):
         try:
-            path = services.save_settings({"text_model": text_model, "embedding_model": embedding_model,
+            path = services.settings.save_settings({"text_model": text_model, "embedding_model": embedding_model,
                                            "device": device, "image_model": image_model, "brand_kit": brand_kit,
                                            "brief_writer": brief_writer, "engine": engine})
             st.success(f"Saved to {path}")

@@ -16,26 +16,26 @@ SIZE_NAMES = [f"{w}x{h}" for w, h in SIZES]
 MAX_CARDS = 12
 
 st.title("Studio")
-datasets = services.datasets()["dataset"].tolist()
+datasets = services.audience.datasets()["dataset"].tolist()
 top = st.columns([2, 3])
 dataset = top[0].selectbox("Dataset", datasets, key="studio_dataset")
-catalog = services.catalog(dataset)
+catalog = services.common.catalog(dataset)
 items = catalog["item_id"].tolist()
-item_id = top[1].selectbox("Item to promote", items, index=items.index(services.default_item(dataset)),
+item_id = top[1].selectbox("Item to promote", items, index=items.index(services.audience.default_item(dataset)),
                            format_func=lambda i: f"{catalog.at[i, 'title']} · {catalog.at[i, 'category'] or ''}",
                            key="studio_item")
 
 mode = st.radio("Write for", ["One user", "A segment"], horizontal=True, key="studio_mode")
 user_id, segment, max_users = None, None, 1
 if mode == "One user":
-    people = services.users(dataset)
+    people = services.audience.users(dataset)
     user_id = st.selectbox("User", people["user_id"].tolist(), key="studio_user",
                            format_func=lambda u: f"User {u}")
 else:
-    kinds = services.segment_kinds()
+    kinds = services.audience.segment_kinds()
     cols = st.columns(3)
     kind = cols[0].selectbox("Segment", list(kinds), format_func=kinds.get, key="studio_segment_kind")
-    value = cols[1].selectbox("Group", services.segment_values(dataset, kind), key="studio_segment_value",
+    value = cols[1].selectbox("Group", services.audience.segment_values(dataset, kind), key="studio_segment_value",
                               disabled=kind == "all")
     max_users = cols[2].number_input("Users from the segment", *SEGMENT_USERS.bounds(), 8, key="studio_max_users")
     segment = (kind, None if kind == "all" else value)
@@ -46,7 +46,7 @@ candidates = cols[3].number_input(
     "Candidates per variant", *CANDIDATES.bounds(), DEFAULT_CANDIDATES, key="studio_candidates",
     help="Samples drawn for each variant; every one is checked, and the one the simulated audience rates best "
          "is kept. More candidates: better and more often accepted copy, slower.")
-renderer = cols[1].text_input("Banner renderer", value=services.environment()["settings"]["image_model"],
+renderer = cols[1].text_input("Banner renderer", value=services.settings.environment()["settings"]["image_model"],
                               help="'procedural' (offline) or a diffusers model id / local folder",
                               key="studio_renderer")
 seed = cols[2].number_input("Seed", *SEED.bounds(), 0, key="studio_seed")
@@ -54,7 +54,7 @@ seed = cols[2].number_input("Seed", *SEED.bounds(), 0, key="studio_seed")
 if st.button("Generate variants", type="primary", key="generate"):
     bar = st.progress(0.0, text="Starting")
     try:
-        st.session_state["studio_variants"] = services.generate(
+        st.session_state["studio_variants"] = services.studio.generate(
             dataset, item_id, user_id, segment, int(n), int(seed), renderer.strip() or None, int(max_users),
             int(candidates), progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
     except (LookupError, ModelUnavailable, ValueError) as exc:
@@ -97,8 +97,8 @@ if variants:
     chosen = sorted(kept) or [v["id"] for v in accepted]
     if chosen:
         shown = {v["id"] for v in variants[:MAX_CARDS] if v["safety"]["status"] == "passed"}
-        services.keep_variants(sorted(kept))
-        services.keep_variants(sorted(shown - kept), kept=False)  # unticking discards in the store too
+        services.studio.keep_variants(sorted(kept))
+        services.studio.keep_variants(sorted(shown - kept), kept=False)  # unticking discards in the store too
         st.download_button(f"Export {'kept' if kept else 'all accepted'} variants (ZIP)",
-                           services.export_variants(chosen), "adloop_variants.zip", "application/zip",
+                           services.studio.export_variants(chosen), "adloop_variants.zip", "application/zip",
                            key="export_zip")

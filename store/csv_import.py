@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from generation import pii, untrusted
+import pii
+import untrusted
 from store import repository
 
 MAX_FILE_BYTES = 100 * 1024 * 1024

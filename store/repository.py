@@ -129,6 +129,11 @@ def history(dataset: str, user_id: str) -> pd.DataFrame:
     return pd.read_sql(stmt, engine())
 
 
+def catalog(dataset: str) -> pd.DataFrame:
+    """The dataset's items indexed by item id (for pickers and lookups by id)."""
+    return items(dataset).set_index("item_id", drop=False)
+
+
 def items(dataset: str) -> pd.DataFrame:
     require_dataset(dataset)
     stmt = select(Item.item_id, Item.title, Item.category, Item.year, Item.description).where(

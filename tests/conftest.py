@@ -35,8 +35,8 @@ def demo_store(isolated_home: Path) -> str:
     """The session store with MovieLens-100k loaded; returns the dataset name."""
     import services
 
-    services.ensure_demo_data()
-    return services.DEFAULT_DATASET
+    services.common.ensure_demo_data()
+    return services.common.DEFAULT_DATASET
 
 
 @pytest.fixture

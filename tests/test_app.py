@@ -146,9 +146,9 @@ def test_reward_tuning_launches_watches_evaluates_and_promotes_a_run(app: AppTes
     assert {"base", "best_of_n", "tuned"} <= set(samples.columns) and len(samples) > 0
     app.button(key="promote").click().run()
     adapter = finished["adapter_path"]
-    assert services.environment()["settings"]["text_adapter"] == adapter
-    variants = services.generate(demo_store, "50", user_id="4", n=1, seed=2)
+    assert services.settings.environment()["settings"]["text_adapter"] == adapter
+    variants = services.studio.generate(demo_store, "50", user_id="4", n=1, seed=2)
     assert {v["adapter"] for v in variants} == {adapter}  # the Studio now writes with the promoted adapter
     app.run()
     app.button(key="rollback").click().run()
-    assert services.environment()["settings"]["text_adapter"] == ""
+    assert services.settings.environment()["settings"]["text_adapter"] == ""

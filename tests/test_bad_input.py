@@ -78,7 +78,7 @@ class Case:
 def refused_import(items_data: bytes, events_data: bytes, name: str = "shop") -> str:
     """Import through the service that the Audience page and `cli.py import` share; the refusal's message."""
     with pytest.raises(csv_import.ImportFailed) as info:
-        services.import_csv(name, items_data, events_data, "items.csv", "events.csv")
+        services.audience.import_csv(name, items_data, events_data, "items.csv", "events.csv")
     return str(info.value)
 
 
@@ -197,7 +197,7 @@ def formula_cell(cell: str) -> Callable[[Ctx], str]:
     """Export a cell through the campaign downloads' CSV writer; read back as a spreadsheet would, it must be one
     cell of one row (a bare CR must not start a new row) that cannot start a formula."""
     def run(_ctx: Ctx) -> str:
-        data = services.csv_export(pd.DataFrame({"title": [cell], "clicks": [-2]}))
+        data = services.common.csv_export(pd.DataFrame({"title": [cell], "clicks": [-2]}))
         [row] = list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
         assert row["clicks"] == "-2"  # numbers stay numbers
         return row["title"]
@@ -207,7 +207,7 @@ def formula_cell(cell: str) -> Callable[[Ctx], str]:
 
 def manifest_export(ctx: Ctx) -> str:
     """The Studio's ZIP export: its manifest.csv cells from a stored variant whose every text is a formula."""
-    archive = zipfile.ZipFile(io.BytesIO(services.export_variants([ctx.variant_id])))
+    archive = zipfile.ZipFile(io.BytesIO(services.studio.export_variants([ctx.variant_id])))
     row = next(csv.DictReader(io.StringIO(archive.read("manifest.csv").decode("utf-8"), newline="")))
     fields = {k: row[k] for k in ("user_id", "title", "body", "cta")}
     assert all(v.startswith("'") for v in fields.values()), fields
@@ -238,7 +238,7 @@ def huge_upload(ctx: Ctx) -> str:
     tracemalloc.start()
     try:
         with pytest.raises(csv_import.ImportFailed) as info:
-            services.import_csv_files("shop", ctx.file("items.csv", ITEMS), ctx.huge_csv)
+            services.audience.import_csv_files("shop", ctx.file("items.csv", ITEMS), ctx.huge_csv)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -313,8 +313,8 @@ CSV_CASES = [
     Case("upload-over-cap", "csv", lambda c: refused_import(ITEMS, b"u" * (csv_import.MAX_FILE_BYTES + 1)),
          ("events.csv: file is 100.0 MB, over the 100 MB limit",)),
     Case("items-path-is-a-folder", "csv",
-         lambda c: str(pytest.raises(csv_import.ImportFailed, services.import_csv_files, "shop", c.tmp, c.huge_csv)
-                       .value), ("is a folder, not a CSV file",)),
+         lambda c: str(pytest.raises(csv_import.ImportFailed, services.audience.import_csv_files, "shop", c.tmp,
+                                     c.huge_csv).value), ("is a folder, not a CSV file",)),
 ]
 
 CLI_CASES = [
@@ -460,10 +460,10 @@ CONFIG_CASES = [
                                                          "settings"),
          ("unknown key 'font'",)),
     Case("save-broken-brand-kit", "config", lambda c: str(pytest.raises(
-        ValueError, services.save_settings, {"brand_kit": brand_kit(c, banned_words="free")}).value),
+        ValueError, services.settings.save_settings, {"brand_kit": brand_kit(c, banned_words="free")}).value),
         ("'banned_words' must be a list of non-empty strings",)),
     Case("save-unknown-setting", "config",
-         lambda c: str(pytest.raises(ValueError, services.save_settings, {"gpu_count": "2"}).value),
+         lambda c: str(pytest.raises(ValueError, services.settings.save_settings, {"gpu_count": "2"}).value),
          ("Unknown settings: gpu_count",)),
 ]
 
@@ -532,7 +532,7 @@ CORPUS = CSV_CASES + CLI_CASES + CONFIG_CASES + WIDGET_CASES + EXPORT_CASES
 @pytest.fixture(scope="module")
 def shared(demo_store: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Written once, before any case counts the store: a tiny dataset, a formula-laden variant, a 200 MB file."""
-    services.import_csv(TINY, ITEMS, EVENTS, replace=True)
+    services.audience.import_csv(TINY, ITEMS, EVENTS, replace=True)
     [variant_id] = repository.save_variants([{
         "batch": "bad-input", "dataset": demo_store, "user_id": "@SUM(1+1)*cmd|' /C calc'!A0", "segment": None,
         "item_id": "50", "title": "=cmd|' /C calc'!A0", "body": "-2+3", "cta": "+1", "angle": "test",
@@ -608,7 +608,7 @@ def test_dashboard_number_inputs_stop_at_the_shared_limits(shared: dict) -> None
         widget = at.number_input(key=key)
         assert (widget.min, widget.max) == limits.TUNING[field].bounds(), key
     with pytest.raises(ValueError, match="training steps must be a whole number from 1 to 100,000"):
-        services.launch_run({"method": "grpo", "max_steps": 10_000_000})
+        services.tuning.launch_run({"method": "grpo", "max_steps": 10_000_000})
     studio = page("pages/studio.py", {"studio_dataset": TINY, "studio_mode": "A segment"})
     assert studio.number_input(key="studio_max_users").max == limits.SEGMENT_USERS.high
     assert studio.slider(key="studio_n").max == limits.VARIANTS_PER_USER.high
@@ -622,8 +622,8 @@ def test_odd_but_valid_files_import_the_same_rows(empty_store: str) -> None:
         "cr-only": tuple(f.replace(b"\n", b"\r") for f in plain),
         "header-case": tuple(f.replace(b"item_id", b"Item_ID").replace(b"title", b" TITLE ") for f in plain),
     }
-    services.import_csv("plain", *plain)
+    services.audience.import_csv("plain", *plain)
     for name, (items_data, events_data) in variants.items():
-        services.import_csv(name, items_data, events_data)
+        services.audience.import_csv(name, items_data, events_data)
         for read in (repository.items, repository.interactions):
             pd.testing.assert_frame_equal(read(name), read("plain"))

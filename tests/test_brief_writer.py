@@ -111,8 +111,9 @@ def test_embedded_model_writes_briefs_in_one_batched_call(demo_store: str, embed
         calls.append(len(chats))
         return llm.generate(chats, **options)
 
-    item = services.catalog(demo_store).loc["50"].to_dict()
-    jobs = [brief_writer.BriefJob(services.profile(demo_store, u, use_llm=False), item, 0) for u in ("1", "2", "3")]
+    item = services.common.catalog(demo_store).loc["50"].to_dict()
+    jobs = [brief_writer.BriefJob(services.audience.profile(demo_store, u, use_llm=False), item, 0)
+            for u in ("1", "2", "3")]
     written = brief_writer.write_briefs(generate, jobs, seed=0)
     assert calls == [3]
     assert len(written) == 3 and all(isinstance(b, Brief) for b, _ in written)
@@ -159,7 +160,7 @@ def test_brief_writer_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.embedded
 def test_studio_writes_each_variants_brief_with_the_llm(demo_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ADLOOP_BRIEF_WRITER", "llm")
-    variants = services.generate(demo_store, "50", user_id="1", n=2, seed=0)
+    variants = services.studio.generate(demo_store, "50", user_id="1", n=2, seed=0)
     accepted = [v for v in variants if v["safety"]["status"] == "passed"]
     assert accepted, [v["safety"] for v in variants]
     for v in accepted:

@@ -23,13 +23,13 @@ ITEM = "50"  # Star Wars (1977)
 @pytest.fixture(scope="module")
 def variants(demo_store: str) -> list[dict]:
     stuffed = {"title": "STAR WARS SCI-FI ACTION MOVIE!!!", "body": "sci-fi action movie movie movie", "cta": ""}
-    return [*services.example_variants(demo_store, ITEM), stuffed]
+    return [*services.campaigns.example_variants(demo_store, ITEM), stuffed]
 
 
 @pytest.fixture(scope="module")
 def matrix(demo_store: str, variants: list[dict]) -> np.ndarray:
-    users = services.segment_table(demo_store)["user_id"].tolist()[:400]
-    return services.click_matrix(demo_store, ITEM, users, variants)
+    users = services.audience.segment_table(demo_store)["user_id"].tolist()[:400]
+    return services.campaigns.click_matrix(demo_store, ITEM, users, variants)
 
 
 def test_thompson_reaches_lower_regret_than_ab_on_the_same_traffic(matrix: np.ndarray) -> None:
@@ -78,7 +78,7 @@ def test_simulate_rejects_bad_arguments(matrix: np.ndarray) -> None:
 
 
 def test_segments_cover_users_and_taste_groups_are_varied(demo_store: str) -> None:
-    table = services.segment_table(demo_store)
+    table = services.audience.segment_table(demo_store)
     assert len(table) == 943 and set(table["gender"]) == {"M", "F"}
     assert table["taste"].nunique() >= 8 and table["taste"].value_counts().iloc[0] < 0.3 * len(table)
     women = segments.members(table, "gender", "F")
@@ -91,9 +91,9 @@ def test_segments_cover_users_and_taste_groups_are_varied(demo_store: str) -> No
 
 def test_run_campaign_on_a_segment_logs_every_impression(demo_store: str, variants: list[dict]) -> None:
     before = len(impression_log.read_impressions(demo_store))
-    run = services.run_campaign(demo_store, ITEM, variants, "age_band", "25-34", impressions=3_000,
+    run = services.campaigns.run_campaign(demo_store, ITEM, variants, "age_band", "25-34", impressions=3_000,
                                 allocation="ab", seed=3)
-    table = services.segment_table(demo_store).set_index("user_id")
+    table = services.audience.segment_table(demo_store).set_index("user_id")
     assert run["users"] == int((table["age_band"] == "25-34").sum())
     assert set(table.loc[run["impressions"]["user_id"], "age_band"]) == {"25-34"}
     log = impression_log.read_impressions(demo_store)
@@ -104,7 +104,7 @@ def test_run_campaign_on_a_segment_logs_every_impression(demo_store: str, varian
 
 
 def test_stuffed_variant_loses_in_a_campaign(demo_store: str, variants: list[dict]) -> None:
-    run = services.run_campaign(demo_store, ITEM, variants, impressions=10_000, allocation="ab", seed=0,
+    run = services.campaigns.run_campaign(demo_store, ITEM, variants, impressions=10_000, allocation="ab", seed=0,
                                 max_users=300)
     ctr = run["variants"].set_index("variant")["expected_ctr"]
     assert ctr[3] < ctr[[0, 1, 2]].min()
@@ -134,7 +134,7 @@ def test_variant_file_reads_csv_and_json() -> None:
 
 def test_csv_export_neutralises_spreadsheet_formulas() -> None:
     frame = pd.DataFrame({"title": ["=cmd|' /C calc'!A0", "+1", "@SUM(A1)", "fine"], "clicks": [1, 2, 3, -4]})
-    exported = pd.read_csv(pd.io.common.BytesIO(services.csv_export(frame)))
+    exported = pd.read_csv(pd.io.common.BytesIO(services.common.csv_export(frame)))
     assert exported["title"].tolist() == ["'=cmd|' /C calc'!A0", "'+1", "'@SUM(A1)", "fine"]
     assert exported["clicks"].tolist() == [1, 2, 3, -4]  # numbers stay numbers
 

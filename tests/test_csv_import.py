@@ -37,7 +37,7 @@ def day(text: str) -> int:
 
 
 def import_csv(name: str, items: bytes, events: bytes, replace: bool = False) -> dict[str, int]:
-    return services.import_csv(name, items, events, ITEMS_NAME, EVENTS_NAME, replace=replace)
+    return services.audience.import_csv(name, items, events, ITEMS_NAME, EVENTS_NAME, replace=replace)
 
 
 @pytest.fixture
@@ -70,10 +70,10 @@ def test_valid_files_import_with_counts_and_readable_history(empty_store: str):
     assert repository.table_counts() == {"datasets": 1, "users": 2, "items": 3, "interactions": 4,
                                          "item_embeddings": 0, "profiles": 0, "variants": 0, "impressions": 0,
                                          "runs": 0, "run_metrics": 0}
-    summary = services.datasets().set_index("dataset")
+    summary = services.audience.datasets().set_index("dataset")
     assert summary.loc["shop", ["users", "items", "interactions"]].tolist() == [2, 3, 4]
 
-    history = services.history("shop", "u1")
+    history = services.audience.history("shop", "u1")
     assert history["item_id"].tolist() == ["1", "2"]  # oldest first
     assert history["title"].tolist() == ["Heat (1995)", "Toy Story (1995)"]
     assert history["category"].tolist() == ["Action|Crime", "Animation|Comedy"]
@@ -82,7 +82,7 @@ def test_valid_files_import_with_counts_and_readable_history(empty_store: str):
     assert pd.isna(history["description"].iloc[1])  # empty cell -> NULL
     assert history["date"].iloc[0] == pd.Timestamp("2020-01-02")
 
-    u2 = services.history("shop", "u2")
+    u2 = services.audience.history("shop", "u2")
     assert u2["item_id"].tolist() == ["1", "3"]
     babe = u2.set_index("item_id").loc["3"]
     assert pd.isna(babe["year"]) and pd.isna(babe["rating"])
@@ -101,14 +101,14 @@ def test_files_on_disk_import_and_name_the_file_in_errors(empty_store: str, tmp_
     items, events = tmp_path / "catalog.csv", tmp_path / "events.csv"
     items.write_bytes(ITEMS)
     events.write_bytes(EVENTS)
-    assert services.import_csv_files("disk", items, events) == {"users": 2, "items": 3, "interactions": 4,
+    assert services.audience.import_csv_files("disk", items, events) == {"users": 2, "items": 3, "interactions": 4,
                                                                  "redacted": 0, "neutralised": 0}
 
     items.write_bytes(b"item_id,title\n1,\n")
     with pytest.raises(ImportFailed, match=r"catalog\.csv, line 2, column 'title': is empty"):
-        services.import_csv_files("disk2", items, events)
+        services.audience.import_csv_files("disk2", items, events)
     with pytest.raises(ImportFailed, match="file not found"):
-        services.import_csv_files("disk2", tmp_path / "missing.csv", events)
+        services.audience.import_csv_files("disk2", tmp_path / "missing.csv", events)
     assert repository.dataset_names() == ["disk"]
 
 
@@ -228,9 +228,9 @@ def test_existing_name_needs_replace(base: dict):
     assert summary.loc["base", ["users", "items", "interactions"]].tolist() == [2, 3, 4]  # untouched
     assert repository.table_counts() == base | {"datasets": 2, "users": 4, "items": 5, "interactions": 7}
     assert sorted(repository.items("shop")["item_id"]) == ["A", "B"]
-    assert services.history("shop", "u9")["title"].tolist() == ["Alien (1979)", "Aliens (1986)"]
+    assert services.audience.history("shop", "u9")["title"].tolist() == ["Alien (1979)", "Aliens (1986)"]
     with pytest.raises(repository.UnknownUser):
-        services.history("shop", "u1")
+        services.audience.history("shop", "u1")
 
 
 def test_failure_in_the_middle_of_the_write_rolls_back(base: dict):
@@ -246,4 +246,4 @@ def test_failure_in_the_middle_of_the_write_rolls_back(base: dict):
     with pytest.raises(IntegrityError):
         repository.write_dataset("base", "test", users, items.iloc[:1], events, replace=True)
     assert repository.table_counts() == base
-    assert services.history("base", "u1")["item_id"].tolist() == ["1", "2"]
+    assert services.audience.history("base", "u1")["item_id"].tolist() == ["1", "2"]

@@ -52,7 +52,7 @@ def pairs(demo_store: str, tiny_diffusion_dir: Path) -> list[diffusion_dpo.Image
 def item_of(dataset: str, item_id: str) -> dict:
     import services
 
-    return services.catalog(dataset).loc[item_id].to_dict()
+    return services.common.catalog(dataset).loc[item_id].to_dict()
 
 
 def studio_brief(dataset: str, pair: diffusion_dpo.ImagePair) -> Brief:

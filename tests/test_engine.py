@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import services
+import settings
 from generation import copy, engine, gguf_export, models, safety
 from tuning import prompts
 
@@ -120,13 +121,13 @@ def test_the_fast_path_writes_copy_as_good_as_transformers(demo_store: str) -> N
     """Same prompts (held-out users, the Studio's prompt and sampling), two samples each on both engines: the
     accepted share and the train audience's CTR differ by no more than noise (3 standard errors)."""
     rows = prompts.prompt_rows(demo_store, "held_out", 24)
-    catalog = services.catalog(demo_store)
+    catalog = services.common.catalog(demo_store)
     items = [catalog.loc[r["item_id"]].to_dict() | {"item_id": r["item_id"]} for r in rows]
-    labels, titles = services.catalog_vocabulary(demo_store)
-    kit = services.brand_kit().check_terms()
+    labels, titles = safety.catalog_vocabulary(demo_store)
+    kit = services.studio.brand_kit().check_terms()
     fast = models.text_model()
     assert fast.engine.startswith("llama.cpp"), fast.engine_note
-    slow = models.load_text_model(fast.model_id, "cpu", Path(services.settings.load().model_cache),
+    slow = models.load_text_model(fast.model_id, "cpu", Path(settings.load().model_cache),
                                   engine="transformers")
     measured = {}
     for name, llm in (("fast", fast), ("transformers", slow)):
@@ -134,7 +135,7 @@ def test_the_fast_path_writes_copy_as_good_as_transformers(demo_store: str) -> N
         ok = [f is not None and safety.check(f, items[k // 2], labels, titles, kit).passed
               for k, f in enumerate(parsed)]
         scored = [(rows[k // 2]["user_id"], rows[k // 2]["item_id"], f) for k, f in enumerate(parsed) if f]
-        ctr = [services.reranker(demo_store, item)([user], [f])[0] for user, item, f in scored]
+        ctr = [services.studio.reranker(demo_store, item)([user], [f])[0] for user, item, f in scored]
         measured[name] = (np.array(ok, dtype=float), np.array(ctr))
     (ok_a, ctr_a), (ok_b, ctr_b) = measured["fast"], measured["transformers"]
     assert ok_a.mean() >= 0.4 and ok_b.mean() >= 0.4, (ok_a.mean(), ok_b.mean())  # one draw, no reranking

@@ -20,6 +20,8 @@ from sqlalchemy import text
 from streamlit.testing.v1 import AppTest
 
 import services
+import settings
+from store import repository
 from store import runs as run_store
 from store.db import transaction
 from tuning import runs, trainers, worker
@@ -115,46 +117,47 @@ def test_killing_a_segment_generation_leaves_whole_batches_only(demo_store: str,
     chance = random.Random(11)
     env = os.environ | {"ADLOOP_TEXT_MODEL": str(tiny_model_dir)}
     command = [sys.executable, "cli.py", "generate", "--item", "50", "--segment", "gender", "--group", "F",
-               "--users", "6", "--n", "2", "--out", str(services.studio_folder("cli-out")), "--json"]
+               "--users", "6", "--n", "2", "--out", str(services.studio.studio_folder("cli-out")), "--json"]
     for _ in range(KILLS):
-        before = services.repository.variants(demo_store)
+        before = repository.variants(demo_store)
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(chance.uniform(2.0, 20.0))
         process.send_signal(signal.SIGKILL)
         process.wait()
-        after = services.repository.variants(demo_store)
+        after = repository.variants(demo_store)
         new = after[~after["id"].isin(before["id"])]
         assert new.empty or new.groupby("batch").size().eq(12).all()  # a batch is all 6 users x 2, or nothing
         assert_store_consistent()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    services.sweep_studio()
-    assert not list((services.settings.home() / "studio").glob("*.partial"))
-    stored = services.repository.variants(demo_store)
+    services.studio.sweep_studio()
+    assert not list((settings.home() / "studio").glob("*.partial"))
+    stored = repository.variants(demo_store)
     for banners in stored["banners"].dropna():
         assert all(Path(p).exists() for p in banners.values())
 
 
 def test_drafts_of_killed_generations_are_settled(demo_store: str) -> None:
-    studio = services.settings.home() / "studio"
-    committed = services.repository.variants(demo_store)["batch"].iloc[0]
+    studio = settings.home() / "studio"
+    committed = repository.variants(demo_store)["batch"].iloc[0]
     for batch in (committed, "never-committed"):
         draft = studio / f"{batch}.partial"
         draft.mkdir(parents=True, exist_ok=True)
         (draft / "banner-300x250.png").write_bytes(b"png")
-    services.studio_folder(committed).mkdir(parents=True, exist_ok=True)
-    for leftover in services.studio_folder(committed).iterdir():
+    services.studio.studio_folder(committed).mkdir(parents=True, exist_ok=True)
+    for leftover in services.studio.studio_folder(committed).iterdir():
         leftover.unlink()
-    services.studio_folder(committed).rmdir()
-    assert services.sweep_studio() == {"published": 1, "deleted": 1}
-    assert (services.studio_folder(committed) / "banner-300x250.png").exists()
-    assert not (studio / "never-committed.partial").exists() and not services.studio_folder("never-committed").exists()
+    services.studio.studio_folder(committed).rmdir()
+    assert services.studio.sweep_studio() == {"published": 1, "deleted": 1}
+    assert (services.studio.studio_folder(committed) / "banner-300x250.png").exists()
+    assert not (studio / "never-committed.partial").exists()
+    assert not services.studio.studio_folder("never-committed").exists()
 
 
 def test_an_unwritable_or_full_run_folder_is_refused_before_anything_is_stored(
         tiny_run_config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     before = len(run_store.list_runs())
-    blocked = services.settings.home() / "blocked-home"
+    blocked = settings.home() / "blocked-home"
     blocked.mkdir(exist_ok=True)
     (blocked / "runs").write_text("a file where the runs folder should be")
     monkeypatch.setattr(runs, "runs_folder", lambda: blocked / "runs")

@@ -49,11 +49,11 @@ def assert_profile_backed_by(profile: dict, user_id: str, history) -> None:
 
 @pytest.fixture(scope="module")
 def user1_profile(demo_store: str) -> dict:
-    return services.profile(demo_store, "1", recompute=True)
+    return services.audience.profile(demo_store, "1", recompute=True)
 
 
 def test_profile_of_a_real_user(demo_store: str, user1_profile: dict):
-    history = services.history(demo_store, "1")
+    history = services.audience.history(demo_store, "1")
     assert len(history) == 272
     profile = user1_profile
     assert_profile_backed_by(profile, "1", history)
@@ -71,15 +71,15 @@ def test_profile_of_a_real_user(demo_store: str, user1_profile: dict):
     recent = [e["item_id"] for e in profile["intent"]["recent"]]
     assert recent == history["item_id"].iloc[::-1].head(len(recent)).tolist()
 
-    cached = services.profile(demo_store, "1")
+    cached = services.audience.profile(demo_store, "1")
     assert cached["cached"] is True and cached["interests"] == profile["interests"]
 
 
 def test_unknown_user(demo_store: str):
     with pytest.raises(repository.UnknownUser, match="Unknown user 'nope'"):
-        services.profile(demo_store, "nope")
+        services.audience.profile(demo_store, "nope")
     with pytest.raises(repository.UnknownDataset):
-        services.profile("no-such-dataset", "1")
+        services.audience.profile("no-such-dataset", "1")
 
 
 def test_cli_profile_json(demo_store: str, user1_profile: dict):
@@ -87,7 +87,7 @@ def test_cli_profile_json(demo_store: str, user1_profile: dict):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert set(result) >= {"user_id", "interests", "themes", "intent", "intent_source", "model"}
-    assert_profile_backed_by(result, "1", services.history(demo_store, "1"))
+    assert_profile_backed_by(result, "1", services.audience.history(demo_store, "1"))
     assert result["model"] == settings.EMBEDDED_TEXT_MODEL
     # the command line shows the same profile the service computed (from the shared store)
     assert result["interests"] == user1_profile["interests"]

@@ -16,7 +16,7 @@ import pytest
 import services
 import settings
 from generation import embeddings, intent, models
-from generation.untrusted import clean, fenced
+from untrusted import clean, fenced
 
 COLUMNS = ["item_id", "title", "category", "year", "description", "rating", "timestamp"]
 
@@ -347,10 +347,10 @@ def test_fenced_keeps_one_fence():
 
 def test_profile_service_with_tiny_model(demo_store: str, tiny_llm: str):
     user_id = "2"
-    history = services.history(demo_store, user_id)
+    history = services.audience.history(demo_store, user_id)
     cats = categories(history)
 
-    first = services.profile(demo_store, user_id, recompute=True)
+    first = services.audience.profile(demo_store, user_id, recompute=True)
     assert first["cached"] is False
     assert first["model"] == tiny_llm
     assert first["embedding_model"] == settings.EMBEDDED_EMBEDDING_MODEL
@@ -369,13 +369,13 @@ def test_profile_service_with_tiny_model(demo_store: str, tiny_llm: str):
     if first["intent_source"] == "fallback":
         assert first["intent"]["rejected"]
 
-    second = services.profile(demo_store, user_id)
+    second = services.audience.profile(demo_store, user_id)
     assert second["cached"] is True
     assert {k: v for k, v in second.items() if k != "cached"} == {k: v for k, v in first.items() if k != "cached"}
 
-    again = services.profile(demo_store, user_id, recompute=True)
+    again = services.audience.profile(demo_store, user_id, recompute=True)
     assert again["cached"] is False
     assert again["interests"] == first["interests"]  # deterministic
 
     # a profile cached for another model is stale, not reused
-    assert services.cached_profile(demo_store, user_id, use_llm=False) is None
+    assert services.audience.cached_profile(demo_store, user_id, use_llm=False) is None

@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 
 import cli
+import pii
 import services
-from generation import pii
-from generation.untrusted import clean
 from store import db, repository
+from untrusted import clean
 
 # (identifier, the placeholder kind it must become)
 FOUND = [
@@ -114,18 +114,19 @@ def test_identifiers_never_reach_store_prompts_output_logs_or_exports(
     assert set(stored[2]["user_id"]) == {user, pii.pseudonym(PHONE_USER)[0]}
     assert "[email]" in stored[0].set_index("item_id").loc["1", "description"]
 
-    profile = services.profile("private", user, recompute=True)
+    profile = services.audience.profile("private", user, recompute=True)
     assert profile["intent"]["llm_output"] is not None
-    variants = services.generate("private", "1", user_id=user, n=2, seed=0)
+    variants = services.studio.generate("private", "1", user_id=user, n=2, seed=0)
     assert any(v["safety"]["status"] == "passed" for v in variants), [v["safety"] for v in variants]
     assert_no_secrets(json.dumps(profile, default=str), "the profile")
     for v in variants:
         assert_no_secrets(json.dumps(v, default=str), "a variant, its prompt or its banners' paths")
-    export = services.export_variants([v["id"] for v in variants])
+    export = services.studio.export_variants([v["id"] for v in variants])
     with zipfile.ZipFile(io.BytesIO(export)) as archive:
         for name in archive.namelist():
             assert_no_secrets(archive.read(name).decode("latin-1"), f"the export's {name}")
-    assert_no_secrets(services.csv_export(repository.variants("private", batch=None)).decode(), "the variants CSV")
+    exported = services.common.csv_export(repository.variants("private", batch=None)).decode()
+    assert_no_secrets(exported, "the variants CSV")
     assert_no_secrets("\n".join(r.getMessage() for r in caplog.records), "the logs")
     # SQLite's locks are per process and closing ANY descriptor of the file drops them all: with connections
     # still open, reading the database here would let the next process to close it delete the live WAL.
@@ -142,8 +143,8 @@ def test_a_store_filled_without_the_import_keeps_identifiers_out_of_prompts(empt
     users = pd.DataFrame({"user_id": events["user_id"].unique()}).assign(age=None, gender=None, occupation=None,
                                                                          zip_code=None)
     repository.write_dataset("raw", "written directly", users, items, events)
-    profile = services.profile("raw", EMAIL_USER, recompute=True)
+    profile = services.audience.profile("raw", EMAIL_USER, recompute=True)
     assert_no_secrets(profile["intent"]["summary"], "the summary")
-    for v in services.generate("raw", "2", user_id=EMAIL_USER, n=2, seed=0):
+    for v in services.studio.generate("raw", "2", user_id=EMAIL_USER, n=2, seed=0):
         assert_no_secrets(v["prompt"], "the prompt")
         assert "Fargo (1996) - owner [phone]" in v["prompt"]

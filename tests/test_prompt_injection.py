@@ -20,8 +20,8 @@ import pytest
 
 import services
 from generation import compose, copy, intent, safety
-from generation.untrusted import DATA_CLOSE, DATA_OPEN, clean, fenced, findings
 from store import repository
+from untrusted import DATA_CLOSE, DATA_OPEN, clean, fenced, findings
 
 # (canary, payload): the canary appears in an output only if the payload got through
 PAYLOADS = [
@@ -234,7 +234,7 @@ def poisoned_csv() -> tuple[bytes, bytes]:
 def poisoned(isolated_home: Path) -> str:
     """The poisoned catalog imported through the real CSV path; returns the dataset name."""
     items, events = poisoned_csv()
-    counts = services.import_csv("poisoned", items, events)
+    counts = services.audience.import_csv("poisoned", items, events)
     assert counts["items"] == len(REAL) and counts["neutralised"] == len(PAYLOADS)
     return "poisoned"
 
@@ -261,12 +261,12 @@ def test_profiles_and_studio_variants_never_follow_a_payload(poisoned: str) -> N
 
     torch.set_num_threads(1)
     for user in ("fan", "critic"):
-        profile = services.profile(poisoned, user, recompute=True)
+        profile = services.audience.profile(poisoned, user, recompute=True)
         assert profile["intent"]["llm_output"] is not None  # the real model was asked
         for text in profile_texts(profile):
             assert_clean_output(text)
-    variants = services.generate(poisoned, "1", user_id="fan", n=2, seed=0)
-    kit = services.brand_kit()
+    variants = services.studio.generate(poisoned, "1", user_id="fan", n=2, seed=0)
+    kit = services.studio.brand_kit()
     for v in variants:
         assert not leaked(v["prompt"]) and DATA_CLOSE in v["prompt"]
         if v["safety"]["status"] != "passed":
@@ -276,7 +276,7 @@ def test_profiles_and_studio_variants_never_follow_a_payload(poisoned: str) -> N
             assert_clean_output(text)  # the banners typeset title, CTA, brand name and disclaimer
     accepted = [v["id"] for v in variants if v["safety"]["status"] == "passed"]
     assert accepted, [v["safety"] for v in variants]  # the cleaned catalog is still usable
-    archive = zipfile.ZipFile(io.BytesIO(services.export_variants(accepted)))
+    archive = zipfile.ZipFile(io.BytesIO(services.studio.export_variants(accepted)))
     for name in ("manifest.json", "manifest.csv"):
         assert_clean_output(archive.read(name).decode())
 
@@ -290,9 +290,9 @@ def test_a_store_filled_without_the_import_is_still_cleaned_before_prompting(emp
                                                                          zip_code=None)
     repository.write_dataset("raw", "written directly", users, items, events)
     assert leaked(" ".join(repository.items("raw")["title"]))  # the payloads really are in the store
-    profile = services.profile("raw", "fan", recompute=True)
+    profile = services.audience.profile("raw", "fan", recompute=True)
     assert_clean_output(profile["intent"]["summary"])
-    for v in services.generate("raw", "1", user_id="fan", n=2, seed=0):
+    for v in services.studio.generate("raw", "1", user_id="fan", n=2, seed=0):
         assert not leaked(v["prompt"]) and json.loads(v["prompt"])[-1]["content"].count(DATA_CLOSE) == 1
         if v["safety"]["status"] == "passed":
             for text in (v["title"], v["body"], v["cta"]):

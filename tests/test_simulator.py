@@ -31,7 +31,7 @@ USERS = 100
 
 @pytest.fixture(scope="module")
 def report(demo_store: str) -> dict:
-    return services.validate_simulator(demo_store, users=USERS, seed=0)
+    return services.campaigns.validate_simulator(demo_store, users=USERS, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -189,7 +189,7 @@ def services_encode():
 
 
 def test_generate_with_the_tiny_model_stores_rejections_with_reasons(demo_store: str, tiny_llm: str) -> None:
-    variants = services.generate(demo_store, "50", user_id="3", n=2, seed=1)
+    variants = services.studio.generate(demo_store, "50", user_id="3", n=2, seed=1)
     assert len(variants) == 2
     stored = repository.variants(demo_store, batch=None).set_index("id").loc[[v["id"] for v in variants]]
     assert set(stored["model"]) == {tiny_llm}
@@ -201,7 +201,7 @@ def test_generate_with_the_tiny_model_stores_rejections_with_reasons(demo_store:
 
 @pytest.mark.embedded
 def test_generate_for_a_user_on_the_embedded_model_end_to_end(demo_store: str, tmp_path: Path) -> None:
-    variants = services.generate(demo_store, "50", user_id="1", n=3, seed=0)
+    variants = services.studio.generate(demo_store, "50", user_id="1", n=3, seed=0)
     accepted = [v for v in variants if v["safety"]["status"] == "passed"]
     assert accepted, [v["safety"] for v in variants]
     scores = [v["score"] for v in accepted]
@@ -212,7 +212,7 @@ def test_generate_for_a_user_on_the_embedded_model_end_to_end(demo_store: str, t
         assert set(v["banners"]) == {f"{w}x{h}" for w, h in SIZES}
         for size, path in v["banners"].items():
             assert Image.open(path).size == tuple(int(x) for x in size.split("x"))
-    archive = zipfile.ZipFile(io.BytesIO(services.export_variants([v["id"] for v in accepted])))
+    archive = zipfile.ZipFile(io.BytesIO(services.studio.export_variants([v["id"] for v in accepted])))
     manifest = json.loads(archive.read("manifest.json"))
     assert [m["id"] for m in manifest] == sorted(v["id"] for v in accepted)
     assert len([n for n in archive.namelist() if n.endswith(".png")]) == 5 * len(accepted)
@@ -239,4 +239,4 @@ def test_cli_generate_writes_banners_and_prints_variants(demo_store: str, tmp_pa
 
 def test_export_rejects_an_empty_selection(demo_store: str) -> None:
     with pytest.raises(ValueError, match="at least one"):
-        services.export_variants([987654])
+        services.studio.export_variants([987654])

@@ -61,7 +61,7 @@ def test_prompt_split_is_deterministic_and_disjoint(demo_store: str, tiny_model_
     tokenizer = trainers.load_tokenizer(str(tiny_model_dir))
     data = targets.prompt_dataset("copy", demo_store, tokenizer, "held_out", users=3)
     assert set(data.column_names) == {"prompt", "user_id", "item_id"}
-    catalog = services.catalog(demo_store)
+    catalog = services.common.catalog(demo_store)
     assert all(p.endswith(copy.answer_start(catalog.loc[i].to_dict())) for p, i in zip(data["prompt"],
                                                                                        data["item_id"], strict=True))
     assert all(prompts.split_of(u) == "held_out" for u in data["user_id"])

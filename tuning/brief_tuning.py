@@ -27,6 +27,7 @@ from generation import brief_writer, compose
 from generation.brief import Brief, brief_from, display_title
 from generation.render import ProceduralRenderer
 from rewards import audience
+from store import repository
 from tuning import prompts
 
 ANSWER_PREFIX = brief_writer.ANSWER_PREFIX
@@ -36,9 +37,7 @@ REWARD_SIZE = (300, 250)  # the medium rectangle the Studio scores banners at
 
 def _items(dataset: str) -> dict[str, dict]:
     """The dataset's items by id, as the Studio passes them to the brief writer."""
-    import services  # late: services wires tuning in, so a top-level import would be circular
-
-    return {str(k): row for k, row in services.catalog(dataset).to_dict("index").items()}
+    return {str(k): row for k, row in repository.catalog(dataset).to_dict("index").items()}
 
 
 def prompt_rows(dataset: str, split: str = "train", users: int = 64, items_per_user: int = 1,

@@ -43,6 +43,7 @@ import settings
 from generation import brief as briefs
 from generation import compose, models, render
 from rewards import audience
+from store import repository
 from store import runs as run_store
 from tuning import prompts
 
@@ -126,10 +127,8 @@ def build_pairs(cfg: TuningConfig, model: render.DiffusionModel, steps: int = RE
 
     `stop` is polled between prompts (cancel, half the time budget): pairs rendered so far are kept.
     """
-    import services  # late: services wires tuning in, so a top-level import would be circular
-
     renderer = render.DiffusersRenderer(model.model_id, steps=steps, guidance=guidance, model=model)
-    kit, catalog = services.brand_kit(), services.catalog(cfg.dataset)
+    kit, catalog = compose.configured_brand_kit(), repository.catalog(cfg.dataset)
     seeds = [cfg.seed * 1000 + k for k in range(cfg.num_generations)]
     groups, rows = [], []
     for row in prompts.prompt_rows(cfg.dataset, "train", cfg.users, cfg.items_per_user):

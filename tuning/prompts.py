@@ -20,7 +20,7 @@ import zlib
 
 import pandas as pd
 
-from generation import copy
+from generation import copy, profiles
 from rewards import audience
 from store import repository
 
@@ -56,9 +56,7 @@ def chat_prompt(tokenizer, chat: list[dict], prefix: str) -> str:
 
 def _profile(dataset: str, user_id: str) -> dict:
     """The user's profile from structured signals only (fast; no LLM), cached in the store."""
-    import services  # late: services wires tuning in, so a top-level import would be circular
-
-    return services.cached_profile(dataset, user_id, use_llm=False) or services.profile(dataset, user_id,
+    return profiles.cached_profile(dataset, user_id, use_llm=False) or profiles.profile(dataset, user_id,
                                                                                          use_llm=False)
 
 

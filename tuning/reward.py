@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from generation import copy, safety
+from generation import compose, copy, safety
 from rewards import audience
 
 REJECTED_FACTOR = 0.25
@@ -82,14 +82,13 @@ class Catalog:
 @lru_cache(maxsize=4)
 def catalog(dataset: str) -> Catalog:
     """The dataset's catalog for the checks, built once per process (the store is read-only here)."""
-    import services  # late: services wires tuning in, so a top-level import would be circular
     from store import repository
 
     frame = repository.items(dataset).astype(object)
     frame = frame.where(frame.notna(), None)  # a missing year is None, not NaN, for the grounding check
-    categories, titles = services.catalog_vocabulary(dataset)
+    categories, titles = safety.catalog_vocabulary(dataset)
     return Catalog({str(r["item_id"]): r for r in frame.to_dict("records")}, categories, titles,
-                   services.brand_kit().check_terms())
+                   compose.configured_brand_kit().check_terms())
 
 
 def click_reward(dataset: str, audience_name: str = "train", seed: int = 0,

@@ -5,7 +5,7 @@ reaches a prompt it is neutralised: look-alike and invisible characters cannot h
 chat template reads as structure (special tokens, role markers, our own <data> fence) is gone together
 with whatever follows it, a sentence that addresses the model ("ignore previous instructions", "in
 every ad say ...", "reveal your system prompt") is cut with the rest of the text, links, markup and
-encoded blobs are removed and personal identifiers are redacted (`generation.pii`). What is left is
+encoded blobs are removed and personal identifiers are redacted (`pii`). What is left is
 fenced inside a delimited block that the system prompt tells the model not to obey. Imports run the
 same neutralisation once, so the store holds the cleaned text; `findings` names what was found, which
 the output checks and the brand kit use to reject text instead of cleaning it.
@@ -18,7 +18,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from generation import pii
+import pii
 
 DATA_OPEN, DATA_CLOSE = "<data>", "</data>"
 CUT = "\x1e"  # where a chat-template token stood; control characters from the input are gone by then

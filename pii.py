@@ -8,7 +8,7 @@ checksums and the required separators keep years, ratings, ids and titles such a
 "2001: A Space Odyssey" or "9 1/2 Weeks" untouched.
 
 Redaction happens once, at import (`store.csv_import`), so nothing downstream (profiles, prompts,
-generated copy, logs, exports) can see the originals; `generation.untrusted.clean` runs it again
+generated copy, logs, exports) can see the originals; `untrusted.clean` runs it again
 before any prompt, for stores filled some other way. Identifiers used as ids are replaced by a stable
 pseudonym instead, so one person's rows still belong together.
 """

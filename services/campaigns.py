@@ -1,0 +1,103 @@
+"""Campaign Lab: variant files, the simulated audience's click probabilities, campaigns (A/B and bandits) on a
+segment, and the simulator's validation.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import limits
+from generation import intent
+from rewards import segments, variant_file
+from services.audience import segment_table
+from services.common import DEFAULT_DATASET, Progress, catalog, ensure_demo_data, known_item, quiet
+
+
+def parse_variants(data: bytes, name: str) -> list[dict[str, str]]:
+    return variant_file.parse(data, name)
+
+
+def parse_variants_file(path: str | Path) -> list[dict[str, str]]:
+    return variant_file.read_file(path)
+
+
+def validate_variants(rows: list[dict]) -> list[dict[str, str]]:
+    return variant_file.validate(rows, "variants")
+
+
+def example_variants(dataset: str, item_id: str) -> list[dict[str, str]]:
+    """Starting variants for an item written from its catalog facts, for a marketer to edit or replace."""
+    item = catalog(dataset).loc[item_id]
+    name = re.sub(r"\s*\(\d{4}\)\s*$", "", str(item["title"]))
+    cats = intent.categories_of(item["category"])
+    kind = f"{cats[0].lower()} " if cats else ""
+    article = "An" if (kind or "pick")[0] in "aeiou" else "A"
+    year = f" ({int(item['year'])})" if pd.notna(item["year"]) else ""
+    return [
+        {"title": f"{name}{year}", "body": f"The {kind}classic everyone talks about.", "cta": "Watch now"},
+        {"title": f"Tonight: {name}", "body": f"{article} {kind}pick made for your next night in.",
+         "cta": "Start watching"},
+        {"title": f"Rediscover {name}", "body": "See why audiences keep coming back to it.", "cta": "Play"},
+    ]
+
+
+def click_matrix(dataset: str, item_id: str, user_ids: list[str], variants: list[dict],
+                 audience_name: str = "train", seed: int = 0) -> np.ndarray:
+    """Expected click probability of every (user, variant) pair for an item, in one batch."""
+    from rewards.audience import Impression, audience
+
+    crowd = audience(audience_name, dataset, seed)
+    pairs = [Impression(u, item_id, v) for u in user_ids for v in variants]
+    return crowd.probabilities(pairs).reshape(len(user_ids), len(variants))
+
+
+def run_campaign(dataset: str, item_id: str, variants: list[dict], segment_kind: str = "all",
+                 segment_value: str | None = None, impressions: int = 20_000, allocation: str = "thompson",
+                 seed: int = 0, audience_name: str = "train", max_users: int | None = None,
+                 progress: Progress = quiet) -> dict:
+    """Simulate a campaign for an item's variants on a segment, log its impressions, and summarise it."""
+    from rewards import campaign
+    from rewards.audience import Impression, audience
+
+    limits.check_all({"impressions": impressions, "max_users": max_users, "seed": seed},
+                     {"impressions": limits.IMPRESSIONS, "max_users": limits.CAMPAIGN_USERS, "seed": limits.SEED})
+    item_id = known_item(dataset, item_id)  # before minutes of scoring, not after
+    variants = validate_variants(variants)
+    table = segment_table(dataset)
+    user_ids = segments.members(table, segment_kind, segment_value)
+    if max_users is not None and max_users < len(user_ids):
+        rng = np.random.default_rng(seed)
+        user_ids = sorted(rng.choice(user_ids, size=max_users, replace=False).tolist(), key=str)
+    progress(0.02, f"Scoring {len(variants)} variants for {len(user_ids)} simulated users")
+    matrix = click_matrix(dataset, item_id, user_ids, variants, audience_name, seed)
+    result = campaign.simulate(matrix, impressions, allocation, seed=seed, user_ids=user_ids,
+                               progress=lambda f, m: progress(0.05 + 0.85 * f, m))
+    progress(0.92, "Saving the impression log")
+    log = result.impressions
+    crowd = audience(audience_name, dataset, seed)
+    crowd.record([Impression(u, item_id, variants[v], int(p)) for u, v, p in
+                  zip(log["user_id"], log["variant"], log["position"], strict=True)],
+                 log["probability"].to_numpy(), log["click"].to_numpy())
+    by_user = table.set_index("user_id").loc[user_ids].reset_index(drop=True)
+    breakdowns = {kind: campaign.segment_breakdown(result, by_user[kind]) for kind in segments.KINDS if kind != "all"}
+    progress(1.0, "Done")
+    return {"allocation": allocation, "users": len(user_ids), "variants": result.variants,
+            "timeline": result.timeline, "impressions": log.drop(columns=["user_index"]),
+            "regret": result.regret, "best_variant": result.best_variant, "segments": breakdowns,
+            "audience": audience_name}
+
+
+def validate_simulator(dataset: str = DEFAULT_DATASET, users: int = 200, seed: int = 0,
+                       progress: Progress = quiet) -> dict:
+    """Is the simulated audience believable? Appeal AUC, attack win rates and CTR calibration, both audiences."""
+    from rewards import validation
+
+    limits.SIMULATOR_USERS.check(users)
+    limits.SEED.check(seed)
+    ensure_demo_data()
+    progress(0.0, "Building the train and judge audiences")
+    return validation.validate(dataset, users, seed, progress=lambda f, m: progress(0.1 + 0.9 * f, m))
