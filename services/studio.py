@@ -40,7 +40,7 @@ def score_variants(dataset: str, item_id: str, user_ids: list[str], variants: li
 
 def brand_kit() -> compose.BrandKit:
     """The configured brand kit (validated; a broken file raises ValueError naming the key)."""
-    return compose.load_brand_kit(settings.load().brand_kit)
+    return compose.configured_brand_kit()
 
 
 def studio_folder(batch: str) -> Path:
