@@ -17,7 +17,9 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF -DGGML_AM
 # pip keeps an installed llama-cpp-python of the same version whatever its flags, so the stamp names them.
 LLAMA_STAMP := $(VENV)/.llama-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
 
-.PHONY: run test setup system-deps build-deps prepare lint clean
+SERVE_PORT ?= 8000
+
+.PHONY: run serve test setup system-deps build-deps prepare lint clean
 
 setup: $(STAMP) $(LLAMA_STAMP)
 
@@ -55,6 +57,10 @@ prepare: setup
 
 run: setup prepare
 	$(VENV)/bin/streamlit run streamlit_app.py --server.port $(PORT) --browser.gatherUsageStats false
+
+# The serving API (FastAPI under uvicorn); OpenAPI docs at http://127.0.0.1:$(SERVE_PORT)/docs.
+serve: setup prepare
+	$(PY) cli.py serve --port $(SERVE_PORT)
 
 lint: setup
 	$(VENV)/bin/ruff check .

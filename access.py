@@ -9,6 +9,11 @@ the files named by `--secrets.files`), never from `$ADLOOP_HOME`, so the data fo
 - `[auth]`: Streamlit's own OpenID Connect login (`st.login`), optionally narrowed to some e-mail
   addresses or domains by `[adloop] allowed_emails` / `allowed_domains`.
 
+The serving API (`cli.py serve`) reads the same secrets: with a login configured, every request needs an API
+key from `[adloop.api_keys]` (account -> list of SHA-256 hashes of its keys, made by `python -m access
+make-api-key ACCOUNT`), and a key's account must be one of the dashboard's accounts (a password-mode user, or
+an allowed e-mail address in OIDC mode).
+
 A secrets file that exists but cannot be read, or an `[adloop]` section without a usable hash, stops the
 app with an error instead of opening it: a typo must not remove the login.
 """
@@ -184,6 +189,37 @@ def policy_from(secrets: Mapping[str, Any]) -> Policy:
     return Policy("password", users=_password_users(section), **limits)
 
 
+def api_keys(secrets: Mapping[str, Any]) -> dict[str, str]:
+    """SHA-256 hex digest of each API key -> its account, from `[adloop.api_keys]` ({} when none)."""
+    table = dict(dict(secrets.get("adloop", {})).get("api_keys", {}))
+    keys: dict[str, str] = {}
+    for account, digests in table.items():
+        if isinstance(digests, str) or not isinstance(digests, Sequence):
+            raise AccessMisconfigured(f"[adloop.api_keys] {account} must be a list of SHA-256 hex digests")
+        for digest in digests:
+            digest = str(digest).strip().lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise AccessMisconfigured(f"[adloop.api_keys] {account} holds '{digest[:12]}...', which is not a "
+                                          "SHA-256 hex digest; make keys with `python -m access make-api-key`")
+            keys[digest] = str(account).strip()
+    return keys
+
+
+def key_digest(key: str) -> str:
+    """How a key is stored: keys are 32 random bytes, so a plain hash is safe and fast enough to check on every
+    request (a slow salted hash suits guessable passwords, not random keys)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def is_account(policy: Policy, account: str) -> bool:
+    """Whether a name is one of the dashboard's accounts under the policy (any name when it is open)."""
+    if policy.mode == "open":
+        return True
+    if policy.mode == "password":
+        return account in policy.users
+    return email_allowed(policy, account)
+
+
 def read_secrets() -> Mapping[str, Any]:
     """Streamlit's secrets as a mapping; {} when no file exists, an error when one exists but does not parse."""
     if st.secrets.load_if_toml_exists():
@@ -324,9 +360,15 @@ def _account_sidebar(policy: Policy, who: str) -> None:
 # --- command line ---------------------------------------------------------------------------------------------
 
 def main(argv: list[str]) -> int:
-    """`python -m access hash-password`: ask for a password twice and print the line for secrets.toml."""
+    """`python -m access hash-password`: ask for a password twice and print the line for secrets.toml;
+    `python -m access make-api-key ACCOUNT`: print a new API key (shown once) and its line for secrets.toml."""
+    if argv[:1] == ["make-api-key"] and len(argv) == 2:
+        key = token_source.token_urlsafe(32)
+        print(f"API key for {argv[1]} (shown once; send it as the X-API-Key header): {key}")
+        print(f'[adloop.api_keys]\n"{argv[1]}" = ["{key_digest(key)}"]')
+        return 0
     if argv[:1] != ["hash-password"]:
-        print("usage: python -m access hash-password", file=sys.stderr)
+        print("usage: python -m access hash-password | make-api-key ACCOUNT", file=sys.stderr)
         return 2
     password = getpass.getpass("Password: ")
     if password != getpass.getpass("Again: "):

@@ -175,6 +175,19 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _print(result, args.json, "\n".join(lines) + f"\nKL to base: {result['kl_to_base']}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    """The serving API under uvicorn (one process: the group-commit writer and the bandit's caches are per
+    process, so scale by running more servers behind a balancer rather than uvicorn workers)."""
+    import uvicorn
+
+    from api.app import ServeConfig, create_app
+
+    app = create_app(ServeConfig(dataset=args.dataset, secrets=Path(args.secrets) if args.secrets else None,
+                                 rate_limit=args.rate_limit))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
+                loop="auto", http="auto")
+
+
 def cmd_users(args: argparse.Namespace) -> None:
     services.common.ensure_demo_data()
     frame = services.audience.users(args.dataset, args.query, args.limit)
@@ -297,6 +310,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--best-of", type=limits.BEST_OF.argument, default=4)
     p.add_argument("--draws", type=limits.DRAWS.argument, default=1,
                    help="outputs per prompt and setting, averaged (less noise, more sampling)")
+
+    p = command("serve", cmd_serve, "serve the HTTP API (variants, decisions, events, report; docs at /docs)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=limits.PORT.argument, default=8000)
+    p.add_argument("--dataset", default=services.common.DEFAULT_DATASET, help="the dataset when a request names none")
+    p.add_argument("--secrets", default=None,
+                   help="secrets.toml with the login and [adloop.api_keys] (default: the dashboard's)")
+    p.add_argument("--rate-limit", type=limits.RATE_LIMIT.argument, default=2000.0,
+                   help="requests a second per API key, or per address when open (0: no limit)")
+    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], default="info")
+    p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
+                   help="log every request (off by default: it costs a tenth of the throughput)")
 
     p = command("users", cmd_users, "list users")
     p.add_argument("--dataset", default=services.common.DEFAULT_DATASET)

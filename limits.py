@@ -99,6 +99,8 @@ TUNING = {
     "seed": SEED,
 }
 WAIT_SECONDS = Limit("seconds to wait", 1, 7 * 24 * 3600)
+PORT = Limit("the port", 1, 65_535)
+RATE_LIMIT = Limit("requests a second", 0, 1_000_000, whole=False)
 
 
 def check_all(values: Mapping[str, object], limits: Mapping[str, Limit]) -> None:

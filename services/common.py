@@ -46,6 +46,11 @@ def per_dataset(kind: str, dataset: str, build):
         return _derived[key]
 
 
+def require_dataset(dataset: str) -> None:
+    """UnknownDataset (naming the loaded ones) unless the dataset is in the store."""
+    repository.require_dataset(dataset)
+
+
 def known_item(dataset: str, item_id: str) -> str:
     from rewards.audience import UnknownItem
 

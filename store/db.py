@@ -20,10 +20,13 @@ _lock = threading.Lock()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """Enforce foreign keys and let readers work while a writer commits."""
+    """Enforce foreign keys and let readers work while a writer commits. In WAL mode synchronous=NORMAL keeps
+    every committed transaction through a killed process (only a power cut may lose the last few) and saves an
+    fsync per commit, which the serving API's event log pays thousands of times a second."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 

@@ -10,7 +10,18 @@ import pandas as pd
 from sqlalchemy import delete, func, insert, select
 
 from store.db import engine, transaction
-from store.schema import Base, Dataset, Interaction, Item, ItemEmbedding, Profile, SimulatedImpression, User, Variant
+from store.schema import (
+    Base,
+    Dataset,
+    Interaction,
+    Item,
+    ItemEmbedding,
+    Profile,
+    ServedImpression,
+    SimulatedImpression,
+    User,
+    Variant,
+)
 
 
 class UnknownUser(LookupError):
@@ -74,7 +85,8 @@ def write_dataset(name: str, source: str, users: pd.DataFrame, items: pd.DataFra
         if existing is not None and not replace:
             raise DatasetExists(f"Dataset '{name}' already exists; choose another name or replace it")
         if existing is not None:
-            for model in (SimulatedImpression, Variant, Profile, ItemEmbedding, Interaction, Item, User):
+            for model in (ServedImpression, SimulatedImpression, Variant, Profile, ItemEmbedding, Interaction, Item,
+                          User):
                 s.execute(delete(model).where(model.dataset == name))
             s.delete(existing)
             s.flush()
@@ -229,3 +241,25 @@ def set_kept(variant_ids: list[int], kept: bool) -> None:
     with transaction() as s:
         for variant in s.scalars(select(Variant).where(Variant.id.in_(variant_ids))):
             variant.kept = kept
+
+
+def passed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a variants frame whose Studio checks passed (an empty frame keeps its columns)."""
+    mask = frame["safety"].map(lambda s: (s or {}).get("status") == "passed").astype(bool)
+    return frame.loc[mask].reset_index(drop=True)
+
+
+def variants_for(dataset: str, user_id: str, item_id: str, adapter: str | None) -> pd.DataFrame:
+    """The stored variants of an item written for one user by one adapter (None: the base model)."""
+    stmt = select(Variant.id, Variant.title, Variant.body, Variant.cta, Variant.score, Variant.banners,
+                  Variant.safety).where(Variant.dataset == dataset, Variant.user_id == str(user_id),
+                                        Variant.item_id == item_id)
+    stmt = stmt.where(Variant.adapter.is_(None) if adapter is None else Variant.adapter == adapter)
+    return pd.read_sql(stmt.order_by(Variant.id), engine())
+
+
+def variant_banners(variant_id: int) -> dict | None:
+    """A stored variant's banner paths by size ({} when it has none); None when there is no such variant."""
+    with transaction() as s:
+        row = s.get(Variant, int(variant_id))
+        return None if row is None else dict(row.banners or {})

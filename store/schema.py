@@ -151,6 +151,34 @@ class SimulatedImpression(Base):
     )
 
 
+class ServedImpression(Base):
+    """A creative shown for real: decided by the serving API, or a row of an imported campaign log.
+
+    Events (click, conversion) set their timestamp once; a repeated event changes nothing, so an ad server may
+    retry. `variant_id` names the stored variant the API served; an imported row carries only the text.
+    """
+
+    __tablename__ = "served_impressions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the impression id given to the caller
+    dataset: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(128))
+    item_id: Mapped[str] = mapped_column(String(128))
+    variant_id: Mapped[int | None] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(String(600))
+    cta: Mapped[str] = mapped_column(String(60))
+    segment: Mapped[str] = mapped_column(String(200))  # the user's taste segment when it was shown
+    source: Mapped[str] = mapped_column(String(100))  # "api", or "import:<campaign name>"
+    shown_at: Mapped[datetime] = mapped_column(DateTime)
+    clicked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    converted_at: Mapped[datetime | None] = mapped_column(DateTime)
+    __table_args__ = (
+        ForeignKeyConstraint(["dataset", "item_id"], ["items.dataset", "items.item_id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(["variant_id"], ["variants.id"], ondelete="SET NULL"),
+        Index("ix_served_item", "dataset", "item_id", "source"),
+    )
+
+
 class Run(Base):
     """A reward-tuning run: its config, lifecycle status and where its files are (one worker process per run)."""
 
