@@ -176,16 +176,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    """The serving API under uvicorn (one process: the group-commit writer and the bandit's caches are per
-    process, so scale by running more servers behind a balancer rather than uvicorn workers)."""
+    """The serving API under uvicorn, in one process: its group-commit writer and the bandit's counts are
+    per process (measured with SQLite, two worker processes fighting over the write lock served fewer
+    decisions than one)."""
     import uvicorn
 
     from api.app import ServeConfig, create_app
 
     app = create_app(ServeConfig(dataset=args.dataset, secrets=Path(args.secrets) if args.secrets else None,
-                                 rate_limit=args.rate_limit))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
-                loop="auto", http="auto")
+                                 rate_limit=args.rate_limit, commit_batch=args.commit_batch))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
 
 
 def cmd_users(args: argparse.Namespace) -> None:
@@ -319,6 +319,8 @@ def parser() -> argparse.ArgumentParser:
                    help="secrets.toml with the login and [adloop.api_keys] (default: the dashboard's)")
     p.add_argument("--rate-limit", type=limits.RATE_LIMIT.argument, default=2000.0,
                    help="requests a second per API key, or per address when open (0: no limit)")
+    p.add_argument("--commit-batch", type=limits.COMMIT_BATCH.argument, default=1000,
+                   help="decisions and events committed together at most (1: one commit per request)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], default="info")
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
                    help="log every request (off by default: it costs a tenth of the throughput)")

@@ -100,6 +100,7 @@ TUNING = {
 }
 WAIT_SECONDS = Limit("seconds to wait", 1, 7 * 24 * 3600)
 PORT = Limit("the port", 1, 65_535)
+COMMIT_BATCH = Limit("writes per commit", 1, 100_000)
 RATE_LIMIT = Limit("requests a second", 0, 1_000_000, whole=False)
 
 

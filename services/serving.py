@@ -102,21 +102,27 @@ class _Timed:
 
 
 class _ItemState:
-    """An item's live variants with each one's (segment -> impressions, clicks) evidence."""
+    """An item's live variants with each one's impressions and clicks, overall and per segment."""
 
     def __init__(self, dataset: str, item_id: str) -> None:
-        self.variants = serving.live_variants(dataset, item_id)
-        self.ids = self.variants["id"].to_numpy()
-        self.records = [_public(r) for r in self.variants.to_dict("records")]
-        counts = serving.counts(dataset, item_id)
-        counts = counts[counts["variant_id"].isin(self.ids)]
-        index = {int(v): k for k, v in enumerate(self.ids)}
+        self.loaded_at = time.monotonic()
+        variants = serving.live_variants(dataset, item_id)
+        self.ids = variants["id"].to_numpy()
+        self.records = [_public(r) for r in variants.to_dict("records")]
+        self._index = {int(v): k for k, v in enumerate(self.ids)}
         self.total = np.zeros((2, len(self.ids)))
         self.by_segment: dict[str, np.ndarray] = {}
-        for row in counts.itertuples():
-            cell = self.by_segment.setdefault(row.segment, np.zeros((2, len(self.ids))))
-            cell[:, index[int(row.variant_id)]] += (row.impressions, row.clicks)
-            self.total[:, index[int(row.variant_id)]] += (row.impressions, row.clicks)
+        for row in serving.counts(dataset, item_id).itertuples():
+            self.add(int(row.variant_id), row.segment, row.impressions, row.clicks)
+
+    def add(self, variant_id: int, segment: str, shown: int, clicked: int) -> None:
+        """Count impressions and clicks of a variant in a segment (a variant no longer live is ignored)."""
+        k = self._index.get(variant_id)
+        if k is None:
+            return
+        cell = self.by_segment.setdefault(segment, np.zeros((2, len(self.ids))))
+        cell[:, k] += (shown, clicked)
+        self.total[:, k] += (shown, clicked)
 
     def posterior(self, segment: str) -> tuple[np.ndarray, np.ndarray]:
         """Beta(alpha, beta) of each variant's CTR in a segment: its own counts on top of a prior worth up to
@@ -129,12 +135,18 @@ class _ItemState:
 
 
 class Decider:
-    """Thompson sampling over items' live variants, per taste segment, from the logged events."""
+    """Thompson sampling over a dataset's items' live variants, per taste segment, from the logged events.
 
-    def __init__(self, dataset: str, ttl: float = 1.0, seed: int | None = None) -> None:
-        self.dataset, self.ttl = dataset, ttl
+    An item's evidence is read from the store once, then kept current by `observe` with every write this
+    process commits; `refresh` re-reads items older than `refresh_s` (picking up new live variants, imported
+    logs and other servers' events). Both run right after a commit, on the thread that commits, so no commit is
+    counted twice or missed.
+    """
+
+    def __init__(self, dataset: str, refresh_s: float = 30.0, seed: int | None = None) -> None:
+        self.dataset, self.refresh_s = dataset, refresh_s
         self._rng = np.random.default_rng(seed)
-        self._items: dict[str, _Timed] = {}
+        self._items: dict[str, _ItemState] = {}
         self._people = _Timed(self._load_people, 60.0)
         self._lock = threading.Lock()
 
@@ -151,13 +163,14 @@ class Decider:
         return EVERYONE
 
     def _item(self, item_id: str) -> _ItemState:
-        _, items = self._people.get()
-        if item_id not in items:
-            known_item(self.dataset, item_id)  # UnknownItem unless the item arrived since the last load
-        with self._lock:
-            if item_id not in self._items:
-                self._items[item_id] = _Timed(lambda: _ItemState(self.dataset, item_id), self.ttl)
-        return self._items[item_id].get()
+        state = self._items.get(item_id)
+        if state is None:
+            _, items = self._people.get()
+            if item_id not in items:
+                known_item(self.dataset, item_id)  # UnknownItem unless the item arrived since the last load
+            with self._lock:
+                state = self._items.setdefault(item_id, _ItemState(self.dataset, item_id))
+        return state
 
     def decide(self, user_id: str, item_id: str) -> tuple[dict, dict]:
         """(the impression to log, the chosen variant) for a request; NoLiveVariants when there is nothing to show."""
@@ -165,10 +178,12 @@ class Decider:
         segment = self._segment(user_id)
         state = self._item(item_id)
         if not len(state.ids):
+            with self._lock:  # look again next time: variants may be made or kept meanwhile
+                self._items.pop(item_id, None)
             raise NoLiveVariants(f"Item '{item_id}' has no live variants: make some with POST /v1/variants "
                                  "or keep some in the Studio")
-        alpha, beta = state.posterior(segment)
         with self._lock:
+            alpha, beta = state.posterior(segment)
             choice = int(np.argmax(self._rng.beta(alpha, beta)))
         variant = state.records[choice]
         impression = {"id": uuid.uuid4().hex, "dataset": self.dataset, "user_id": user_id, "item_id": item_id,
@@ -176,10 +191,54 @@ class Decider:
                       "cta": variant["cta"], "segment": segment, "source": "api", "shown_at": serving.now()}
         return impression, variant
 
+    def observe(self, impressions: list[dict], clicks: list[serving.Clicked]) -> None:
+        """Count committed impressions and first clicks of this dataset into the loaded items."""
+        with self._lock:
+            for row in impressions:
+                state = self._items.get(row["item_id"]) if row["dataset"] == self.dataset else None
+                if state is not None:
+                    state.add(row["variant_id"], row["segment"], 1, 0)
+            for click in clicks:
+                state = self._items.get(click.item_id) if click.dataset == self.dataset else None
+                if state is not None and click.variant_id is not None:
+                    state.add(click.variant_id, click.segment, 0, 1)
 
-def record(impressions: list[dict], events: list[Event]) -> list[str]:
-    """Commit decisions and events together; each event's outcome ("recorded", "duplicate", "unknown")."""
-    return serving.apply(impressions, events)
+    def refresh(self) -> None:
+        """Re-read the items loaded longer ago than `refresh_s` from the store."""
+        stale = [i for i, state in list(self._items.items()) if time.monotonic() - state.loaded_at > self.refresh_s]
+        for item_id in stale:
+            fresh = _ItemState(self.dataset, item_id)
+            with self._lock:
+                self._items[item_id] = fresh
+
+
+class Serving:
+    """One serving process's state: a decider per dataset, and the write that commits decisions and events
+    and then counts them into the deciders (the API calls it from its group commit, one batch at a time)."""
+
+    def __init__(self, default_dataset: str, refresh_s: float = 30.0) -> None:
+        self.default_dataset, self.refresh_s = default_dataset, refresh_s
+        self._deciders: dict[str, Decider] = {}
+        self._lock = threading.Lock()
+
+    def decider(self, dataset: str | None = None) -> Decider:
+        name = dataset or self.default_dataset
+        if name not in self._deciders:
+            repository.require_dataset(name)
+            with self._lock:
+                self._deciders.setdefault(name, Decider(name, self.refresh_s))
+        return self._deciders[name]
+
+    def decide(self, user_id: str, item_id: str, dataset: str | None = None) -> tuple[dict, dict]:
+        return self.decider(dataset).decide(user_id, item_id)
+
+    def write(self, impressions: list[dict], events: list[Event]) -> list[str]:
+        """Commit, then count; each event's outcome ("recorded", "duplicate", "unknown")."""
+        outcomes, clicks = serving.apply(impressions, events)
+        for decider in list(self._deciders.values()):
+            decider.observe(impressions, clicks)
+            decider.refresh()
+        return outcomes
 
 
 def report(dataset: str, item_id: str | None = None, source: str | None = None,
@@ -200,5 +259,5 @@ def report(dataset: str, item_id: str | None = None, source: str | None = None,
     return frame.assign(ctr_low=low, ctr_high=high)
 
 
-__all__ = ["Decider", "Event", "NoLiveVariants", "NotFound", "UnknownItem", "UnknownUser", "banner_path", "record",
+__all__ = ["Decider", "Event", "NoLiveVariants", "NotFound", "Serving", "UnknownItem", "UnknownUser", "banner_path",
            "report", "variants_for"]

@@ -35,29 +35,53 @@ def now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def apply(impressions: Sequence[dict], events: Sequence[Event]) -> list[str]:
+@dataclass(frozen=True)
+class Clicked:
+    """A first click just recorded, with what the bandit counts it under."""
+
+    dataset: str
+    item_id: str
+    variant_id: int | None
+    segment: str
+
+
+def apply(impressions: Sequence[dict], events: Sequence[Event]) -> tuple[list[str], list[Clicked]]:
     """Insert the impressions, then record the events, in one transaction.
 
-    Returns each event's outcome in order: "recorded" (first time), "duplicate" (already recorded: nothing
-    changes, so retries are safe) or "unknown" (no such impression). An event for an impression in the same
-    batch is recorded, since the impressions are inserted first.
+    Returns each event's outcome in order, "recorded" (first time), "duplicate" (already recorded: nothing
+    changes, so retries are safe) or "unknown" (no such impression), and the clicks recorded. An event for an
+    impression of the same batch is recorded, since the impressions are inserted first. A batch costs a few
+    statements whatever its size (one insert, one update and one lookup per event kind).
     """
-    outcomes = []
-    with transaction() as s:
+    table = ServedImpression.__table__
+    outcomes: dict[int, str] = {}
+    clicks: list[Clicked] = []
+    with engine().begin() as connection:  # Core statements: the ORM's bookkeeping would double each write's cost
         if impressions:
-            s.execute(insert(ServedImpression), [{"clicked_at": None, "converted_at": None, **row}
-                                                 for row in impressions])
-        for ev in events:
-            column = getattr(ServedImpression, EVENTS[ev.event])
-            changed = s.execute(update(ServedImpression)
-                                .where(ServedImpression.id == ev.impression_id, column.is_(None))
-                                .values({EVENTS[ev.event]: now()})).rowcount
-            if changed:
-                outcomes.append("recorded")
-            else:
-                exists = s.scalar(select(ServedImpression.id).where(ServedImpression.id == ev.impression_id))
-                outcomes.append("duplicate" if exists else "unknown")
-    return outcomes
+            connection.execute(insert(table), [{"clicked_at": None, "converted_at": None, **row}
+                                               for row in impressions])
+        for kind, column_name in EVENTS.items():
+            wanted = [(n, ev.impression_id) for n, ev in enumerate(events) if ev.event == kind]
+            ids = sorted({i for _, i in wanted})
+            recorded, known = {}, set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                column = table.c[column_name]
+                for row in connection.execute(update(table).where(table.c.id.in_(chunk), column.is_(None))
+                                              .values({column: now()})
+                                              .returning(table.c.id, table.c.dataset, table.c.item_id,
+                                                         table.c.variant_id, table.c.segment)):
+                    recorded[row.id] = Clicked(row.dataset, row.item_id, row.variant_id, row.segment)
+                known |= set(connection.execute(select(table.c.id).where(table.c.id.in_(chunk))).scalars())
+            for n, impression_id in wanted:  # the first report of an id records it; a repeat is a duplicate
+                if impression_id in recorded:
+                    outcomes[n] = "recorded"
+                    if kind == "click":
+                        clicks.append(recorded[impression_id])
+                    del recorded[impression_id]
+                else:
+                    outcomes[n] = "duplicate" if impression_id in known else "unknown"
+    return [outcomes[n] for n in range(len(events))], clicks
 
 
 def counts(dataset: str, item_id: str) -> pd.DataFrame:
