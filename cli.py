@@ -51,6 +51,13 @@ def cmd_import(args: argparse.Namespace) -> None:
     _print({"dataset": args.name, **counts}, args.json, services.audience.import_message(args.name, counts))
 
 
+def cmd_import_log(args: argparse.Namespace) -> None:
+    counts = services.campaigns.import_log_file(args.dataset, args.campaign, args.file)
+    _print({"dataset": args.dataset, "campaign": args.campaign, **counts}, args.json,
+           f"Imported campaign '{args.campaign}' into {args.dataset}: {counts['impressions']:,} impressions, "
+           f"{counts['clicks']:,} clicks, {counts['conversions']:,} conversions")
+
+
 def cmd_eval_intent(args: argparse.Namespace) -> None:
     report = services.audience.eval_intent(args.dataset, args.users, args.negatives, args.seed,
                                   progress=_stderr_progress(not args.json))
@@ -235,6 +242,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--interactions", required=True)
     p.add_argument("--name", default="my-data", help="dataset name (letters, digits, . _ -)")
     p.add_argument("--replace", action="store_true", help="replace a dataset of the same name")
+
+    p = command("import-log", cmd_import_log, "import a real campaign's log (impression_id, user_id, item_id, "
+                "variant, clicked, timestamp[, converted]) as logged feedback")
+    p.add_argument("--file", required=True)
+    p.add_argument("--campaign", required=True, help="a name for the campaign (letters, digits, . _ -)")
+    p.add_argument("--dataset", default=services.common.DEFAULT_DATASET)
 
     p = command("eval-intent", cmd_eval_intent, "leave-last-one-out ranking quality of profiles vs baselines")
     p.add_argument("--dataset", default=services.common.DEFAULT_DATASET)

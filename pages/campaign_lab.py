@@ -9,6 +9,7 @@ import access
 import services
 from limits import IMPRESSIONS, SEED
 from rewards.variant_file import VariantFileError
+from store.csv_import import ImportFailed
 
 access.require_login()  # nothing below runs for a visitor who has not signed in
 
@@ -68,6 +69,15 @@ if st.button("Run campaign", type="primary", key="run_campaign"):
     except (ValueError, VariantFileError) as exc:
         st.error(str(exc))
 
+
+def ctr_bars(labels: pd.Series, ctr: pd.Series, low: pd.Series, high: pd.Series, title: str) -> go.Figure:
+    """CTR per variant with its interval as asymmetric error bars."""
+    bars = go.Figure(go.Bar(x=labels, y=ctr, error_y={"type": "data", "symmetric": False, "array": high - ctr,
+                                                      "arrayminus": ctr - low}))
+    bars.update_layout(title=title, yaxis_tickformat=".1%", yaxis_title="CTR")
+    return bars
+
+
 state = st.session_state.get("campaign")
 if state:
     primary = state["runs"][state["primary"]]
@@ -81,11 +91,8 @@ if state:
     m[3].metric("Regret (expected clicks lost)", f"{primary['regret']:.1f}")
     st.dataframe(table.style.format({"ctr": "{:.2%}", "ci_low": "{:.2%}", "ci_high": "{:.2%}",
                                      "expected_ctr": "{:.2%}"}), hide_index=True, width="stretch")
-    bars = go.Figure(go.Bar(x=table["variant"], y=table["ctr"], error_y={
-        "type": "data", "symmetric": False, "array": table["ci_high"] - table["ctr"],
-        "arrayminus": table["ctr"] - table["ci_low"]}))
-    bars.update_layout(title="CTR per variant with 95% Wilson intervals", yaxis_tickformat=".1%")
-    st.plotly_chart(bars, width="stretch")
+    st.plotly_chart(ctr_bars(table["variant"], table["ctr"], table["ci_low"], table["ci_high"],
+                             "CTR per variant with 95% Wilson intervals"), width="stretch")
 
     timeline = primary["timeline"].assign(variant=lambda f: f["variant"].map(labels))
     left, right = st.columns(2)
@@ -109,3 +116,55 @@ if state:
                          "text/csv", key="download_results")
     d[1].download_button("Download impressions (CSV)", services.common.csv_export(primary["impressions"]),
                          "campaign_impressions.csv", "text/csv", key="download_impressions")
+
+st.divider()
+st.subheader("Real feedback")
+st.caption("Impressions and clicks that really happened: decided by the serving API (`make serve`) or imported "
+           "from a campaign's log. They become preference pairs for a DPO run *from logged feedback* on the "
+           "Reward Tuning page.")
+with st.expander("Import a campaign log (CSV)"), st.form("import_log"):
+    log_file = st.file_uploader("Columns: impression_id, user_id, item_id, variant ('title | body | cta'), "
+                                "clicked (1/0), timestamp (Unix or ISO), optional converted", type=["csv"],
+                                key="log_upload")
+    campaign_name = st.text_input("Campaign name", placeholder="spring-launch", key="log_campaign")
+    if st.form_submit_button("Import log"):
+        if log_file is None or not campaign_name:
+            st.error("Choose a CSV file and name the campaign")
+        else:
+            try:
+                counts = services.campaigns.import_log(dataset, campaign_name, log_file.getvalue(),
+                                                       log_file.name)
+                st.success(f"Imported '{campaign_name}': {counts['impressions']:,} impressions, "
+                           f"{counts['clicks']:,} clicks, {counts['conversions']:,} conversions")
+            except ImportFailed as exc:
+                st.error(f"Nothing was imported: {len(exc.problems)} problem(s).")
+                st.code(str(exc), language=None)
+sources = services.campaigns.logged_sources(dataset)
+if not sources:
+    st.info("No real impressions in this dataset yet: serve decisions through the API or import a log above.")
+else:
+    pick = st.columns([2, 1])
+    source = pick[0].selectbox("Source", sources, key="log_source",
+                               format_func=lambda s: "Serving API" if s == "api" else f"Imported: {s[7:]}")
+    only_item = pick[1].checkbox("Only the item above", value=True, key="log_only_item")
+    logged = services.serving.report(dataset, item_id if only_item else None, source)
+    if logged.empty:
+        st.info("Nothing logged for this item from this source.")
+    else:
+        titles = catalog["title"].to_dict()
+        logged = logged.assign(item=logged["item_id"].map(titles),
+                               variant=[f"{t[:40]} ({titles.get(i, i)[:20]})" if not only_item else t[:50]
+                                        for t, i in zip(logged["title"], logged["item_id"], strict=True)])
+        m = st.columns(3)
+        m[0].metric("Impressions", f"{int(logged['impressions'].sum()):,}")
+        m[1].metric("Clicks", f"{int(logged['clicks'].sum()):,}")
+        m[2].metric("Overall CTR", f"{logged['clicks'].sum() / max(logged['impressions'].sum(), 1):.2%}")
+        shown = logged[["item", "title", "body", "cta", "impressions", "clicks", "conversions", "ctr", "ctr_low",
+                        "ctr_high"]]
+        st.dataframe(shown.style.format({"ctr": "{:.2%}", "ctr_low": "{:.2%}", "ctr_high": "{:.2%}"}),
+                     hide_index=True, width="stretch")
+        st.plotly_chart(ctr_bars(logged["variant"], logged["ctr"], logged["ctr_low"], logged["ctr_high"],
+                                 "Logged CTR per variant with 95% Wilson intervals"), width="stretch")
+        st.download_button("Download the logged impressions (CSV)",
+                           services.common.csv_export(services.serving.impressions(dataset, source)),
+                           "logged_impressions.csv", "text/csv", key="download_logged")

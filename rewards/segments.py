@@ -8,6 +8,7 @@ from generation.intent import categories_of
 
 AGE_BANDS = [(0, 17, "under 18"), (18, 24, "18-24"), (25, 34, "25-34"), (35, 44, "35-44"), (45, 54, "45-54"),
              (55, 200, "55+")]
+EVERYONE = "everyone"  # the group of the "all" kind, and of a user whose taste the data does not tell
 KINDS = {"all": "Everyone", "gender": "Gender", "age_band": "Age band", "occupation": "Occupation",
          "taste": "Taste theme (dominant category)"}
 
@@ -38,7 +39,7 @@ def dominant_category(interactions: pd.DataFrame, items: pd.DataFrame, min_share
 def table(users: pd.DataFrame, interactions: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     """One row per user with every segment kind as a column (None where the data does not say)."""
     frame = users[["user_id", "gender", "occupation"]].copy()
-    frame["all"] = "everyone"
+    frame["all"] = EVERYONE
     frame["age_band"] = users["age"].map(age_band)
     frame["taste"] = frame["user_id"].map(dominant_category(interactions, items))
     frame["taste"] = frame["taste"].map(lambda c: f"{c} fans" if isinstance(c, str) else None)

@@ -91,6 +91,28 @@ def run_campaign(dataset: str, item_id: str, variants: list[dict], segment_kind:
             "audience": audience_name}
 
 
+def import_log(dataset: str, campaign: str, data: bytes, file: str = "log.csv") -> dict[str, int]:
+    """Import a real campaign's log (impression, user, item, the ad shown, clicked, time) as source
+    "import:<campaign>", each impression under its user's taste segment; ImportFailed lists every problem."""
+    from store import campaign_log
+
+    taste = segment_table(dataset).set_index("user_id")["taste"].dropna().astype(str).to_dict()
+    return campaign_log.import_log(dataset, campaign, data, file, taste, segments.EVERYONE)
+
+
+def import_log_file(dataset: str, campaign: str, path: str | Path) -> dict[str, int]:
+    from store.csv_import import read_file
+
+    return import_log(dataset, campaign, read_file(path), Path(path).name)
+
+
+def logged_sources(dataset: str) -> list[str]:
+    """Where the dataset's real impressions came from: "api" and "import:<campaign>" for each imported log."""
+    from store import serving
+
+    return serving.sources(dataset)
+
+
 def validate_simulator(dataset: str = DEFAULT_DATASET, users: int = 200, seed: int = 0,
                        progress: Progress = quiet) -> dict:
     """Is the simulated audience believable? Appeal AUC, attack win rates and CTR calibration, both audiences."""

@@ -21,6 +21,7 @@ import limits
 import settings
 from rewards.audience import UnknownItem
 from rewards.campaign import wilson_interval
+from rewards.segments import EVERYONE
 from services.audience import segment_table
 from services.common import known_item
 from services.studio import generate
@@ -28,7 +29,6 @@ from store import repository, serving
 from store.repository import UnknownUser
 from store.serving import Event
 
-EVERYONE = "everyone"  # the segment of a user whose taste the data does not tell
 PRIOR_IMPRESSIONS = 100  # at most this much of a variant's pooled evidence (all segments) seeds each segment
 _generation_locks: dict[tuple, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -241,6 +241,11 @@ class Serving:
         return outcomes
 
 
+def impressions(dataset: str, source: str | None = None) -> pd.DataFrame:
+    """Every real impression of a dataset (optionally of one source), oldest first, for export."""
+    return serving.impressions(dataset, source)
+
+
 def report(dataset: str, item_id: str | None = None, source: str | None = None,
            confidence: float = 0.95) -> pd.DataFrame:
     """Per creative and source: impressions, clicks, conversions, CTR and its Wilson interval."""
@@ -260,4 +265,4 @@ def report(dataset: str, item_id: str | None = None, source: str | None = None,
 
 
 __all__ = ["Decider", "Event", "NoLiveVariants", "NotFound", "Serving", "UnknownItem", "UnknownUser", "banner_path",
-           "report", "variants_for"]
+           "impressions", "report", "variants_for"]

@@ -247,11 +247,11 @@ def validate(items_data: bytes, interactions_data: bytes, items_name: str = "ite
 def import_files(name: str, items_path: str | Path, interactions_path: str | Path,
                  replace: bool = False) -> dict[str, int]:
     """Validate and import two CSV files from disk as dataset `name`."""
-    return import_bytes(name, _read_file(items_path), _read_file(interactions_path),
+    return import_bytes(name, read_file(items_path), read_file(interactions_path),
                         Path(items_path).name, Path(interactions_path).name, replace)
 
 
-def _read_file(path: str | Path) -> bytes:
+def read_file(path: str | Path) -> bytes:
     """The file's bytes; its size is checked with stat() first, so an oversized file is never read."""
     path = Path(path)
     if path.is_dir():
