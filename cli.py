@@ -156,7 +156,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
               "num_generations": args.generations, "prompts_per_step": args.prompts_per_step,
               "save_steps": max(1, min(10, args.steps)), "seed": args.seed, "target": args.target,
               "time_budget_minutes": args.minutes, "eval_steps": args.eval_steps, "report_to": args.report_to,
-              "sft_steps": args.sft_steps}
+              "sft_steps": args.sft_steps, "preferences": args.preferences,
+              "min_impressions": args.min_impressions}
     if args.beta is not None:
         config["beta"] = args.beta
     run_id = services.tuning.launch_run(config)
@@ -296,6 +297,11 @@ def parser() -> argparse.ArgumentParser:
                    help="best_of_n_sft_dpo: SFT on the best accepted of N samples per prompt, then DPO from it")
     p.add_argument("--target", choices=["copy", "brief"], default="copy",
                    help="what an LLM method tunes: the ad copy or the banner's art direction")
+    p.add_argument("--preferences", choices=["sampled", "logged"], default="sampled",
+                   help="dpo: pairs from its own samples ranked by the simulated audience, or from logged feedback "
+                        "(real clicks from the API and imported logs)")
+    p.add_argument("--min-impressions", type=limits.TUNING["min_impressions"].argument, default=30,
+                   help="logged preferences: impressions each variant needs in its segment before it is compared")
     p.add_argument("--minutes", type=limits.TUNING["time_budget_minutes"].argument, default=0.0,
                    help="time budget (0: none); stops after a checkpoint")
     p.add_argument("--eval-steps", type=limits.TUNING["eval_steps"].argument, default=10,

@@ -96,6 +96,7 @@ TUNING = {
     "temperature": Limit("the sampling temperature", 0.01, 5, whole=False),
     "lora_dropout": Limit("the LoRA dropout", 0, 0.9, whole=False),
     "time_budget_minutes": Limit("the time budget in minutes", 0, 10_080, whole=False),
+    "min_impressions": Limit("impressions per variant before logged CTRs are compared", 1, 1_000_000),
     "seed": SEED,
 }
 WAIT_SECONDS = Limit("seconds to wait", 1, 7 * 24 * 3600)

@@ -74,6 +74,12 @@ with st.form("launch"):
                             format_func={"copy": "Ad copy writer", "brief": "Banner brief writer"}.get)
     gate = c[2].checkbox("Reward only copy the Studio would show", defaults["studio_gate"], key="gate")
     tensorboard = c[3].checkbox("Also log to TensorBoard", False, key="tensorboard")
+    preferences = c[3].radio("DPO pairs from", ["sampled", "logged"], key="preferences", disabled=method != "dpo",
+                             format_func={"sampled": "its own samples, ranked by the simulated audience",
+                                          "logged": "logged feedback (real clicks)"}.get,
+                             help="Logged feedback: clicked vs less-clicked variants of the same item and segment "
+                                  "(API decisions and imported logs), where each was shown at least 30 times and "
+                                  "the CTRs differ at 95% confidence")
     if st.form_submit_button("Launch run", type="primary"):
         config = {"method": method, "max_steps": int(steps), "learning_rate": float(learning_rate),
                   "lora_r": int(lora_r), "lora_alpha": 2 * int(lora_r), "beta": float(beta),
@@ -81,7 +87,8 @@ with st.form("launch"):
                   "users": int(users), "max_completion_length": int(completion),
                   "save_steps": max(1, min(10, int(steps))), "time_budget_minutes": float(minutes),
                   "eval_steps": int(eval_steps), "studio_gate": bool(gate), "target": target,
-                  "report_to": ["tensorboard"] if tensorboard else [], "sft_steps": int(sft_steps)}
+                  "report_to": ["tensorboard"] if tensorboard else [], "sft_steps": int(sft_steps),
+                  "preferences": preferences if method == "dpo" else "sampled"}
         try:
             st.session_state["selected_run"] = services.tuning.launch_run(config)
             st.success(f"Launched run {st.session_state['selected_run']}")

@@ -28,7 +28,14 @@ def launch_run(config: dict) -> str:
     from tuning import runs
 
     limits.check_all(config, limits.TUNING)
-    repository.require_dataset(config.get("dataset") or DEFAULT_DATASET)
+    dataset = config.get("dataset") or DEFAULT_DATASET
+    repository.require_dataset(dataset)
+    if config.get("preferences") == "logged":  # refused now rather than by the worker minutes later
+        from tuning import logged
+
+        needed = config.get("min_impressions", logged.MIN_IMPRESSIONS)
+        if not logged.pairs(dataset, needed):
+            raise logged.no_pairs(dataset, needed)
     return runs.launch(config)
 
 

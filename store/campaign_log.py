@@ -69,13 +69,14 @@ def validate(data: bytes, file: str, users: set[str], items: set[str]) -> pd.Dat
     text = _decode(data, file, out)
     records, first_line = [], {}
     for line, row in _rows(text, file, LOG_COLUMNS, out) if text is not None else []:
-        ok = all([_check_id(row[c], file, line, c, out) for c in ("impression_id", "user_id", "item_id")])
-        if ok and row["impression_id"] in first_line:
+        valid = {c: _check_id(row[c], file, line, c, out) for c in ("impression_id", "user_id", "item_id")}
+        ok = all(valid.values())
+        if valid["impression_id"] and row["impression_id"] in first_line:
             out.add(file, line, "impression_id", f"repeats line {first_line[row['impression_id']]}")
             ok = False
         first_line.setdefault(row["impression_id"], line)
         for column, known in (("user_id", users), ("item_id", items)):
-            if ok and row[column] not in known:
+            if valid[column] and row[column] not in known:
                 out.add(file, line, column, f"'{row[column]}' is not in the dataset")
                 ok = False
         stamp = parse_timestamp(row["timestamp"])

@@ -46,7 +46,7 @@ def prompt_rows(dataset: str, split: str = "train", users: int = 64, items_per_u
     liked items), each with the brief writer's chat instead of the copy writer's."""
     rows = prompts.prompt_rows(dataset, split, users, items_per_user, offset)
     items = _items(dataset) if rows else {}
-    return [{"chat": brief_writer.brief_chat(prompts._profile(dataset, r["user_id"]), items[str(r["item_id"])]),
+    return [{"chat": brief_writer.brief_chat(prompts.profile_for(dataset, r["user_id"]), items[str(r["item_id"])]),
              "user_id": r["user_id"], "item_id": r["item_id"]} for r in rows]
 
 
@@ -93,7 +93,7 @@ def banner_reward(dataset: str, audience_name: str = "train", seed: int = 0) -> 
         """Score the rule-based brief of each new (user, item) once: the malformed completions' reference."""
         new = list(dict.fromkeys(p for p in pairs if p not in baselines))
         if new:
-            rules = [brief_from(prompts._profile(dataset, u), items[i], seed) for u, i in new]
+            rules = [brief_from(prompts.profile_for(dataset, u), items[i], seed) for u, i in new]
             baselines.update(zip(new, score(new, rules).tolist(), strict=True))
 
     def banner_click(completions: list, user_id: list, item_id: list, **_columns) -> list[float]:

@@ -135,7 +135,7 @@ def build_pairs(cfg: TuningConfig, model: render.DiffusionModel, steps: int = RE
         if stop():
             break
         item = catalog.loc[row["item_id"]].to_dict()
-        brief = briefs.brief_from(prompts._profile(cfg.dataset, row["user_id"]), item, cfg.seed)
+        brief = briefs.brief_from(prompts.profile_for(cfg.dataset, row["user_id"]), item, cfg.seed)
         try:
             groups.append(_candidates(renderer, brief, briefs.display_title(item["title"]), kit, seeds))
         except render.UnsafeArt:  # art the Studio would never show is no training example either

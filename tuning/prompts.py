@@ -54,7 +54,7 @@ def chat_prompt(tokenizer, chat: list[dict], prefix: str) -> str:
     return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) + prefix
 
 
-def _profile(dataset: str, user_id: str) -> dict:
+def profile_for(dataset: str, user_id: str) -> dict:
     """The user's profile from structured signals only (fast; no LLM), cached in the store."""
     return profiles.cached_profile(dataset, user_id, use_llm=False) or profiles.profile(dataset, user_id,
                                                                                          use_llm=False)
@@ -83,7 +83,7 @@ def prompt_rows(dataset: str, split: str = "train", users: int = 64, items_per_u
 def _user_rows(dataset: str, user_id: str, item_ids: list[str], catalog: pd.DataFrame) -> list[dict]:
     if not item_ids:
         return []
-    profile = _profile(dataset, user_id)
+    profile = profile_for(dataset, user_id)
     rows = []
     for item_id in item_ids:
         item = {"item_id": item_id, **catalog.loc[item_id].to_dict()}

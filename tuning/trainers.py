@@ -27,11 +27,12 @@ from generation import models
 from rewards import audience
 from store import movielens
 from store import runs as run_store
-from tuning import targets
+from tuning import logged, targets
 from tuning.sampling import TEMPERATURE, engine_for, sample, sample_on
 
 BEST_OF_N_SFT_DPO = "best_of_n_sft_dpo"  # the chained recipe (`tuning.distill`)
 METHODS = ("grpo", "rloo", "dpo", BEST_OF_N_SFT_DPO, "diffusion_dpo")
+PREFERENCES = ("sampled", "logged")  # where DPO's pairs come from
 REPORT_TO = ("tensorboard", "trackio")  # transformers' integrations; each needs its package installed
 DEFAULT_BETA = {"grpo": 0.04, "rloo": 0.05, "dpo": 0.1, BEST_OF_N_SFT_DPO: 0.1, "diffusion_dpo": 5000.0}
 
@@ -64,6 +65,8 @@ class TuningConfig:
     eval_steps: int = 10  # judge CTR of the current policy on held-out users every N steps (0: never)
     eval_users: int = 8  # held-out users in that live check (the full evaluation uses more)
     report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"]: also logs under <run folder>/runs
+    preferences: str = "sampled"  # DPO: "sampled" (its own samples ranked by the reward) or "logged" (real clicks)
+    min_impressions: int = logged.MIN_IMPRESSIONS  # "logged": impressions per variant and segment before comparing
     studio_gate: bool = True  # reward copy the Studio would reject at REJECTED_FACTOR of its click probability
     time_budget_minutes: float = 0.0  # 0: no limit; else training stops (after a checkpoint) when it is spent
     seed: int = 0
@@ -90,6 +93,13 @@ class TuningConfig:
             raise ValueError(f"Unknown report_to: {', '.join(unknown)} (choose from {', '.join(REPORT_TO)})")
         if self.eval_steps < 0 or self.eval_users < 1:
             raise ValueError("eval_steps must be 0 (never) or positive, and eval_users positive")
+        if self.preferences not in PREFERENCES:
+            raise ValueError(f"Unknown preferences '{self.preferences}' (choose from {', '.join(PREFERENCES)})")
+        if self.preferences == "logged" and (self.method != "dpo" or self.target != "copy"):
+            raise ValueError("Preferences from logged feedback train the copy writer with DPO: choose method dpo "
+                             "and target copy")
+        if self.min_impressions < 1:
+            raise ValueError("min_impressions must be positive")
         if self.time_budget_minutes < 0:
             raise ValueError("time_budget_minutes must be 0 (no limit) or positive")
 
@@ -311,7 +321,12 @@ def build_dpo(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbac
     from trl import DPOConfig, DPOTrainer
 
     model = load_policy(path, models.resolve_device("auto"))  # samples the pairs, then is trained on them
-    pairs = dpo_pairs(cfg, model, path, tokenizer, deadline)
+    if cfg.preferences == "logged":
+        pairs, skipped = logged.preference_rows(cfg.dataset, tokenizer, min_impressions=cfg.min_impressions)
+        if not pairs:
+            raise logged.no_pairs(cfg.dataset, cfg.min_impressions, skipped)
+    else:
+        pairs = dpo_pairs(cfg, model, path, tokenizer, deadline)
     if not pairs:
         raise ValueError("No preference pairs: every prompt's variants scored the same")
     args = DPOConfig(**common_args(cfg, output_dir), per_device_train_batch_size=cfg.prompts_per_step,
