@@ -26,8 +26,7 @@ import limits
 import services
 from api.batching import GroupCommit
 from api.guard import MAX_BODY_BYTES, Guard, RateLimiter
-from services.serving import Event, NoLiveVariants, Serving
-from store.repository import UnknownDataset, UnknownUser
+from services.serving import Event, NoLiveVariants, Serving, UnknownDataset, UnknownUser
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from store.serving import Event
+from services.serving import Event
 
 Write = Callable[[list[dict], list[Event]], list[str]]
 

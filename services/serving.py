@@ -26,7 +26,7 @@ from services.audience import segment_table
 from services.common import known_item
 from services.studio import generate
 from store import repository, serving
-from store.repository import UnknownUser
+from store.repository import UnknownDataset, UnknownUser
 from store.serving import Event
 
 PRIOR_IMPRESSIONS = 100  # at most this much of a variant's pooled evidence (all segments) seeds each segment
@@ -264,5 +264,5 @@ def report(dataset: str, item_id: str | None = None, source: str | None = None,
     return frame.assign(ctr_low=low, ctr_high=high)
 
 
-__all__ = ["Decider", "Event", "NoLiveVariants", "NotFound", "Serving", "UnknownItem", "UnknownUser", "banner_path",
-           "impressions", "report", "variants_for"]
+__all__ = ["Decider", "Event", "NoLiveVariants", "NotFound", "Serving", "UnknownDataset", "UnknownItem", "UnknownUser",
+           "banner_path", "impressions", "report", "variants_for"]

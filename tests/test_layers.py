@@ -37,6 +37,13 @@ def test_a_layer_imports_only_what_lies_below_it(layer: str) -> None:
     assert not upward, f"{layer}/ reaches up a layer: {sorted(upward)}"
 
 
+def test_the_api_calls_the_services_and_nothing_below_them() -> None:
+    files = sorted((ROOT / "api").rglob("*.py"))
+    below = {f"{f.relative_to(ROOT)} imports {name}" for f in files
+             for name in imported_packages(f) - {"api", "services", "access", *LEAVES}}
+    assert files and not below, f"api/ skips the service layer: {sorted(below)}"
+
+
 def test_the_leaf_modules_import_no_layer() -> None:
     for name in LEAVES:
         assert not imported_packages(ROOT / f"{name}.py") - LEAVES, f"{name}.py imports a layer"
