@@ -57,8 +57,10 @@ def _stored_for(dataset: str, user_id: str, item_id: str, adapter: str | None) -
 def variants_for(dataset: str, user_id: str, item_id: str, n: int) -> tuple[list[dict], bool]:
     """N checked variants of an item for a user, and whether they were made now.
 
-    Made once per (dataset, user, item, adapter) and stored (kept, so decisions choose among them); later
-    requests are served from the store. Concurrent requests for the same key wait for one generation.
+    Made once per (dataset, user, item, adapter) and stored; later requests are served from the store (the
+    Studio's variants for that user and item count). Served variants are kept, so decisions choose among them.
+    Concurrent requests for the same key wait for one generation; fewer than N come back when the checks
+    rejected some of what was written.
     """
     limits.VARIANTS_PER_USER.check(n)
     repository.get_user(dataset, user_id)
@@ -69,12 +71,13 @@ def variants_for(dataset: str, user_id: str, item_id: str, n: int) -> tuple[list
         lock = _generation_locks.setdefault(key, threading.Lock())
     with lock:
         stored = _stored_for(dataset, str(user_id), item_id, adapter)
-        if len(stored) >= n:
-            return [_public(r) for r in stored[:n]], False
-        made = generate(dataset, item_id, user_id=str(user_id), n=n - len(stored))
-        repository.set_kept([v["id"] for v in made if v["safety"]["status"] == "passed"], True)
-        stored = _stored_for(dataset, str(user_id), item_id, adapter)
-        return [_public(r) for r in stored[:n]], True
+        generated = len(stored) < n
+        if generated:
+            generate(dataset, item_id, user_id=str(user_id), n=n - len(stored))
+            stored = _stored_for(dataset, str(user_id), item_id, adapter)
+        served = stored[:n]
+        repository.set_kept([r["id"] for r in served if not r["kept"]], True)  # served: live for decisions
+        return [_public(r) for r in served], generated
 
 
 def banner_path(variant_id: int, size: str) -> Path:
@@ -216,8 +219,8 @@ class Serving:
     """One serving process's state: a decider per dataset, and the write that commits decisions and events
     and then counts them into the deciders (the API calls it from its group commit, one batch at a time)."""
 
-    def __init__(self, default_dataset: str, refresh_s: float = 30.0) -> None:
-        self.default_dataset, self.refresh_s = default_dataset, refresh_s
+    def __init__(self, default_dataset: str, refresh_s: float = 30.0, seed: int | None = None) -> None:
+        self.default_dataset, self.refresh_s, self.seed = default_dataset, refresh_s, seed
         self._deciders: dict[str, Decider] = {}
         self._lock = threading.Lock()
 
@@ -226,7 +229,7 @@ class Serving:
         if name not in self._deciders:
             repository.require_dataset(name)
             with self._lock:
-                self._deciders.setdefault(name, Decider(name, self.refresh_s))
+                self._deciders.setdefault(name, Decider(name, self.refresh_s, self.seed))
         return self._deciders[name]
 
     def decide(self, user_id: str, item_id: str, dataset: str | None = None) -> tuple[dict, dict]:

@@ -252,7 +252,7 @@ def passed(frame: pd.DataFrame) -> pd.DataFrame:
 def variants_for(dataset: str, user_id: str, item_id: str, adapter: str | None) -> pd.DataFrame:
     """The stored variants of an item written for one user by one adapter (None: the base model)."""
     stmt = select(Variant.id, Variant.title, Variant.body, Variant.cta, Variant.score, Variant.banners,
-                  Variant.safety).where(Variant.dataset == dataset, Variant.user_id == str(user_id),
+                  Variant.safety, Variant.kept).where(Variant.dataset == dataset, Variant.user_id == str(user_id),
                                         Variant.item_id == item_id)
     stmt = stmt.where(Variant.adapter.is_(None) if adapter is None else Variant.adapter == adapter)
     return pd.read_sql(stmt.order_by(Variant.id), engine())

@@ -69,7 +69,7 @@ def test_valid_files_import_with_counts_and_readable_history(empty_store: str):
     assert counts == {"users": 2, "items": 3, "interactions": 4, "redacted": 0, "neutralised": 0}
     assert repository.table_counts() == {"datasets": 1, "users": 2, "items": 3, "interactions": 4,
                                          "item_embeddings": 0, "profiles": 0, "variants": 0, "impressions": 0,
-                                         "runs": 0, "run_metrics": 0}
+                                         "served_impressions": 0, "runs": 0, "run_metrics": 0}
     summary = services.audience.datasets().set_index("dataset")
     assert summary.loc["shop", ["users", "items", "interactions"]].tolist() == [2, 3, 4]
 

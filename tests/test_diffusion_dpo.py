@@ -57,7 +57,7 @@ def item_of(dataset: str, item_id: str) -> dict:
 
 def studio_brief(dataset: str, pair: diffusion_dpo.ImagePair) -> Brief:
     """The Studio's brief for the pair's user and item (seed 0, the run's seed)."""
-    return brief_from(prompts._profile(dataset, pair.user_id), item_of(dataset, pair.item_id), 0)
+    return brief_from(prompts.profile_for(dataset, pair.user_id), item_of(dataset, pair.item_id), 0)
 
 
 def banner_click(dataset: str, pair: diffusion_dpo.ImagePair, banner: dict) -> float:
