@@ -13,9 +13,9 @@ from streamlit.testing.v1 import AppTest
 import cli
 import services
 from store import repository
+from store import runs as run_store
 from store.csv_import import ImportFailed
 from tuning import logged, trainers
-from tuning.runs import wait
 
 REPO = Path(__file__).resolve().parent.parent
 WINNER = "Star Wars, a saga for the ages | Rebels take on an empire in a galaxy far away. | Watch now"
@@ -91,7 +91,7 @@ def test_only_credible_differences_become_preferences() -> None:
 
 
 def test_logged_clicks_train_a_dpo_run_toward_the_clicked_variant(demo_store: str, fans: list[str],
-                                                                 tiny_model_dir: Path) -> None:
+                                                                 tiny_model_dir: Path, tmp_path: Path) -> None:
     services.campaigns.import_log(demo_store, "autumn", _log("autumn", fans, [(WINNER, 60, 25), (LOSER, 60, 3)]))
     found = [(w, lo) for w, lo in logged.pairs(demo_store) if w["item_id"] == "50"]  # other suites log too
     assert [(w["title"], lo["title"]) for w, lo in found] == [("Star Wars, a saga for the ages",
@@ -105,15 +105,15 @@ def test_logged_clicks_train_a_dpo_run_toward_the_clicked_variant(demo_store: st
     assert star_wars[0]["chosen"] == " a saga for the ages\nBody: Rebels take on an empire in a galaxy far away."
     assert star_wars[0]["rejected"] == " on tonight\nBody: A film to watch."
 
-    config = {"dataset": demo_store, "model": str(tiny_model_dir), "method": "dpo", "preferences": "logged",
-              "max_steps": 3, "learning_rate": 5e-3, "prompts_per_step": 1, "torch_threads": 1, "eval_steps": 0,
-              "max_completion_length": 12}
-    run_id = services.tuning.launch_run(config)
-    run = wait(run_id, timeout=300)
-    assert run["status"] == "finished", run["error"]
-    steps = services.tuning.run_metrics(run_id).dropna(subset=["loss"])
-    assert steps["loss"].iloc[0] == pytest.approx(0.6931, abs=1e-3)
-    assert steps["rewards/margins"].iloc[-1] > steps["rewards/margins"].iloc[0]
+    config = trainers.TuningConfig(dataset=demo_store, model=str(tiny_model_dir), method="dpo", preferences="logged",
+                                   max_steps=3, learning_rate=5e-3, prompts_per_step=1, torch_threads=1,
+                                   eval_steps=0, max_completion_length=12)
+    run_store.create_run("test-logged-dpo", "dpo", demo_store, config.to_dict(), str(tmp_path), "", 3)
+    result = trainers.train(config, tmp_path, run_id="test-logged-dpo")  # what the run's worker process calls
+    steps = [m for m in run_store.metrics("test-logged-dpo") if "loss" in m]
+    assert result["global_step"] == 3 and len(steps) == 3
+    assert steps[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # the adapter starts as the reference
+    assert steps[-1]["rewards/margins"] > steps[0]["rewards/margins"]
 
 
 def test_a_run_from_logged_feedback_without_credible_pairs_is_refused_before_it_starts(demo_store: str) -> None:

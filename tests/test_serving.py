@@ -40,6 +40,13 @@ def _seed_live(dataset: str, item_id: str, titles: list[str]) -> list[int]:
 
 
 @pytest.fixture(scope="module")
+def open_api(demo_store: str):
+    """One app without a login for the tests that only call it (building one per case costs seconds in all)."""
+    with _client() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
 def generated(demo_store: str) -> dict:
     """Two variants of Star Wars for one user, written by the embedded model through the API (once per module)."""
     with _client() as client:
@@ -103,11 +110,10 @@ def test_a_decision_is_logged_and_events_are_idempotent(generated: dict) -> None
     ("get", "/v1/report", None, 422, "item_id"),
     ("get", "/v1/no-such-route", None, 404, "Not Found"),
 ])
-def test_bad_requests_get_a_json_error_and_change_nothing(demo_store: str, method: str, path: str,
+def test_bad_requests_get_a_json_error_and_change_nothing(open_api: TestClient, method: str, path: str,
                                                           body: dict | None, status: int, words: str) -> None:
     before = repository.table_counts()
-    with _client() as client:
-        reply = client.request(method.upper(), path, json=body)
+    reply = open_api.request(method.upper(), path, json=body)
     assert reply.status_code == status, reply.text
     assert words in reply.json()["error"]
     assert repository.table_counts() == before
