@@ -64,7 +64,8 @@ if st.button("Run campaign", type="primary", key="run_campaign"):
         for n, name in enumerate(allocations):
             runs[name] = services.campaigns.run_campaign(
                 dataset, item_id, variants, kind, None if kind == "all" else value, int(impressions), name,
-                int(seed), progress=lambda f, m, n=n: bar.progress((n + f) / len(allocations), text=m))
+                int(seed), progress=lambda f, m, n=n: bar.progress((n + f) / len(allocations), text=m),
+                record=name == allocation)  # the comparison run is counterfactual: logged once, not twice
         st.session_state["campaign"] = {"runs": runs, "variants": variants, "primary": allocation}
     except (ValueError, VariantFileError) as exc:
         st.error(str(exc))

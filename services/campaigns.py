@@ -58,8 +58,9 @@ def click_matrix(dataset: str, item_id: str, user_ids: list[str], variants: list
 def run_campaign(dataset: str, item_id: str, variants: list[dict], segment_kind: str = "all",
                  segment_value: str | None = None, impressions: int = 20_000, allocation: str = "thompson",
                  seed: int = 0, audience_name: str = "train", max_users: int | None = None,
-                 progress: Progress = quiet) -> dict:
-    """Simulate a campaign for an item's variants on a segment, log its impressions, and summarise it."""
+                 progress: Progress = quiet, record: bool = True) -> dict:
+    """Simulate a campaign for an item's variants on a segment, log its impressions (unless `record` is False:
+    a counterfactual run on the same traffic, for comparison, is not a second campaign), and summarise it."""
     from rewards import campaign
     from rewards.audience import Impression, audience
 
@@ -76,12 +77,13 @@ def run_campaign(dataset: str, item_id: str, variants: list[dict], segment_kind:
     matrix = click_matrix(dataset, item_id, user_ids, variants, audience_name, seed)
     result = campaign.simulate(matrix, impressions, allocation, seed=seed, user_ids=user_ids,
                                progress=lambda f, m: progress(0.05 + 0.85 * f, m))
-    progress(0.92, "Saving the impression log")
     log = result.impressions
-    crowd = audience(audience_name, dataset, seed)
-    crowd.record([Impression(u, item_id, variants[v], int(p)) for u, v, p in
-                  zip(log["user_id"], log["variant"], log["position"], strict=True)],
-                 log["probability"].to_numpy(), log["click"].to_numpy())
+    if record:
+        progress(0.92, "Saving the impression log")
+        crowd = audience(audience_name, dataset, seed)
+        crowd.record([Impression(u, item_id, variants[v], int(p)) for u, v, p in
+                      zip(log["user_id"], log["variant"], log["position"], strict=True)],
+                     log["probability"].to_numpy(), log["click"].to_numpy())
     by_user = table.set_index("user_id").loc[user_ids].reset_index(drop=True)
     breakdowns = {kind: campaign.segment_breakdown(result, by_user[kind]) for kind in segments.KINDS if kind != "all"}
     progress(1.0, "Done")

@@ -103,6 +103,14 @@ def test_run_campaign_on_a_segment_logs_every_impression(demo_store: str, varian
     assert gender["impressions"].sum() == 3_000
 
 
+def test_a_counterfactual_comparison_run_logs_nothing(demo_store: str, variants: list[dict]) -> None:
+    before = len(impression_log.read_impressions(demo_store))
+    run = services.campaigns.run_campaign(demo_store, ITEM, variants, impressions=1_000, allocation="thompson",
+                                          seed=1, max_users=100, record=False)
+    assert run["variants"]["impressions"].sum() == 1_000
+    assert len(impression_log.read_impressions(demo_store)) == before
+
+
 def test_stuffed_variant_loses_in_a_campaign(demo_store: str, variants: list[dict]) -> None:
     run = services.campaigns.run_campaign(demo_store, ITEM, variants, impressions=10_000, allocation="ab", seed=0,
                                 max_users=300)
