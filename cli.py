@@ -152,9 +152,9 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
     services.common.ensure_demo_data()
     config = {"method": args.method, "max_steps": args.steps, "learning_rate": args.learning_rate,
-              "lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r, "users": args.users,
+              "lora_r": args.lora_r, "users": args.users,
               "num_generations": args.generations, "prompts_per_step": args.prompts_per_step,
-              "save_steps": max(1, min(10, args.steps)), "seed": args.seed, "target": args.target,
+              "seed": args.seed, "target": args.target,
               "time_budget_minutes": args.minutes, "eval_steps": args.eval_steps, "report_to": args.report_to,
               "sft_steps": args.sft_steps, "preferences": args.preferences,
               "min_impressions": args.min_impressions}

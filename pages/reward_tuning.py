@@ -82,10 +82,10 @@ with st.form("launch"):
                                   "the CTRs differ at 95% confidence")
     if st.form_submit_button("Launch run", type="primary"):
         config = {"method": method, "max_steps": int(steps), "learning_rate": float(learning_rate),
-                  "lora_r": int(lora_r), "lora_alpha": 2 * int(lora_r), "beta": float(beta),
+                  "lora_r": int(lora_r), "beta": float(beta),
                   "prompts_per_step": int(prompts_per_step), "num_generations": int(generations),
                   "users": int(users), "max_completion_length": int(completion),
-                  "save_steps": max(1, min(10, int(steps))), "time_budget_minutes": float(minutes),
+                  "time_budget_minutes": float(minutes),
                   "eval_steps": int(eval_steps), "studio_gate": bool(gate), "target": target,
                   "report_to": ["tensorboard"] if tensorboard else [], "sft_steps": int(sft_steps),
                   "preferences": preferences if method == "dpo" else "sampled"}

@@ -22,12 +22,24 @@ def tuning_defaults(method: str = "grpo") -> dict:
     return TuningConfig(method=method).to_dict()
 
 
+def with_derived_settings(config: dict) -> dict:
+    """The settings a form or the CLI does not ask for, derived from those it does: LoRA alpha at twice the
+    rank (the ratio of the defaults), and a checkpoint every 10 steps or at the end of a shorter run."""
+    derived = dict(config)
+    if "lora_r" in derived:
+        derived.setdefault("lora_alpha", 2 * int(derived["lora_r"]))
+    if "max_steps" in derived:
+        derived.setdefault("save_steps", max(1, min(10, int(derived["max_steps"]))))
+    return derived
+
+
 def launch_run(config: dict) -> str:
     """Start a tuning run in its own process; returns the run id at once. Absurd settings (zero or ten million
     steps, a negative learning rate) and an unknown dataset are refused here, before a run is stored."""
     from tuning import runs
 
     limits.check_all(config, limits.TUNING)
+    config = with_derived_settings(config)
     dataset = config.get("dataset") or DEFAULT_DATASET
     repository.require_dataset(dataset)
     if config.get("preferences") == "logged":  # refused now rather than by the worker minutes later

@@ -320,3 +320,11 @@ def test_copies_share_the_prefill_and_decode_as_if_sampled_one_by_one(demo_store
     copies, _, completions = sampling.sample(model, tokenizer, texts, 10, 1e-5, seed=0, copies=3, batch=6)
     assert copies == [answer for answer in expected for _ in range(3)]
     assert all(0 < len(c) <= 10 for c in completions)
+
+
+def test_the_settings_a_form_does_not_ask_for_are_derived_in_one_place() -> None:
+    derived = services.tuning.with_derived_settings({"lora_r": 8, "max_steps": 4})
+    assert (derived["lora_alpha"], derived["save_steps"]) == (16, 4)
+    assert services.tuning.with_derived_settings({"max_steps": 400})["save_steps"] == 10
+    kept = services.tuning.with_derived_settings({"lora_r": 8, "lora_alpha": 8, "max_steps": 50, "save_steps": 25})
+    assert (kept["lora_alpha"], kept["save_steps"]) == (8, 25)
