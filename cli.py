@@ -191,8 +191,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from api.app import ServeConfig, create_app
 
+    given = {"rate_limit": args.rate_limit, "commit_batch": args.commit_batch}  # None: ServeConfig's default
     app = create_app(ServeConfig(dataset=args.dataset, secrets=Path(args.secrets) if args.secrets else None,
-                                 rate_limit=args.rate_limit, commit_batch=args.commit_batch))
+                                 **{k: v for k, v in given.items() if v is not None}))
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
 
 
@@ -336,10 +337,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=services.common.DEFAULT_DATASET, help="the dataset when a request names none")
     p.add_argument("--secrets", default=None,
                    help="secrets.toml with the login and [adloop.api_keys] (default: the dashboard's)")
-    p.add_argument("--rate-limit", type=limits.RATE_LIMIT.argument, default=2000.0,
-                   help="requests a second per API key, or per address when open (0: no limit)")
-    p.add_argument("--commit-batch", type=limits.COMMIT_BATCH.argument, default=1000,
-                   help="decisions and events committed together at most (1: one commit per request)")
+    p.add_argument("--rate-limit", type=limits.RATE_LIMIT.argument, default=None,
+                   help="requests a second per API key, or per address when open (0: no limit; default 2000)")
+    p.add_argument("--commit-batch", type=limits.COMMIT_BATCH.argument, default=None,
+                   help="decisions and events committed together at most (1: one commit per request; default 1000)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], default="info")
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
                    help="log every request (off by default: it costs a tenth of the throughput)")
