@@ -20,13 +20,17 @@ that training and KL use are identical on both paths.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import importlib.util
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 CONTEXT = 8192  # cache cells shared by all sequences of a call
 MAX_SEQUENCES = 64  # sequences per decode (sequence 0 holds the common prefix)
+KERNELS = "AVX2"  # the CPU kernels llama.cpp runs on, set when it loads
 BATCH_TOKENS = CONTEXT  # one decode takes a whole call's prefill, so every logits index stays valid
 
 
@@ -34,8 +38,46 @@ class EngineUnavailable(RuntimeError):
     """llama.cpp cannot run this model here (not installed, or the file does not load)."""
 
 
-def _library():
+# The CPU kernels built with AVX-512 and VNNI beside the AVX2 ones (Makefile), and what they need of the CPU.
+AVX512_KERNELS = Path(sys.prefix) / "lib" / "ggml-avx512" / "libggml-cpu.so.0"
+AVX512_FLAGS = {"avx2", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512vbmi",
+                "avx512_bf16"}
+
+
+def cpu_flags() -> set[str]:
+    """The instruction sets this CPU reports (Linux), empty where it cannot be read."""
     try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return set()
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def _load_fastest_kernels() -> str:
+    """Load the AVX-512 kernels ahead of llama.cpp when this CPU has the instructions and `make setup` built
+    them: the dynamic linker then uses them for llama.cpp's own `libggml-cpu.so.0` (same name), and decoding
+    is about a third faster on this project's CPU. Elsewhere llama.cpp's AVX2 kernels load as usual. Which
+    kernels run is returned for the engine's description."""
+    if not (AVX512_KERNELS.exists() and cpu_flags() >= AVX512_FLAGS):
+        return "AVX2"
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return "AVX2"
+    try:  # the kernels need llama.cpp's own base library, loaded first from the package's folder
+        base = Path(spec.submodule_search_locations[0]) / "lib" / "libggml-base.so.0"
+        ctypes.CDLL(str(base), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(str(AVX512_KERNELS), mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        return "AVX2"
+    return "AVX-512"
+
+
+def _library():
+    global KERNELS
+    try:
+        if "llama_cpp" not in sys.modules:
+            KERNELS = _load_fastest_kernels()
         import llama_cpp
     except (ImportError, OSError, RuntimeError) as exc:  # the shared library does not load on this machine
         raise EngineUnavailable(f"llama.cpp is not available ({exc}); run `make setup`") from exc

@@ -28,6 +28,18 @@ def tiny(folder: Path, cache: Path, adapter: str | None = None, choice: str = "a
     return models.load_text_model(str(folder), "cpu", cache, adapter, choice)
 
 
+def test_the_avx512_kernels_run_where_the_cpu_has_them(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`make setup` builds the AVX-512 kernels; on a CPU with the instructions llama.cpp runs on them (the
+    process maps that library, not the AVX2 one), and on any other CPU on the AVX2 build."""
+    tiny(tiny_model_dir, tmp_path)  # loads llama.cpp
+    maps = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "libggml-cpu" in line}
+    if engine.cpu_flags() >= engine.AVX512_FLAGS:
+        assert engine.AVX512_KERNELS.exists(), "make setup did not build the AVX-512 kernels"
+        assert engine.KERNELS == "AVX-512" and maps == {str(engine.AVX512_KERNELS.resolve())}, maps
+    else:
+        assert engine.KERNELS == "AVX2" and all("ggml-avx512" not in m for m in maps), maps
+
+
 def test_the_tiny_model_runs_on_llama_cpp_with_copies_and_line_stops(tiny_model_dir: Path, tmp_path: Path) -> None:
     llm = tiny(tiny_model_dir, tmp_path)
     assert llm.engine == "llama.cpp (Q8_0)" and not llm.engine_note
