@@ -57,8 +57,8 @@ def cpu_flags() -> set[str]:
 def _load_fastest_kernels() -> str:
     """Load the AVX-512 kernels ahead of llama.cpp when this CPU has the instructions and `make setup` built
     them: the dynamic linker then uses them for llama.cpp's own `libggml-cpu.so.0` (same name), and decoding
-    is about a third faster on this project's CPU. Elsewhere llama.cpp's AVX2 kernels load as usual. Which
-    kernels run is returned for the engine's description."""
+    is about a third faster on this project's CPU. Elsewhere llama.cpp's AVX2 kernels load as usual. Returns
+    which kernels llama.cpp will run on (kept in `KERNELS`)."""
     if not (AVX512_KERNELS.exists() and cpu_flags() >= AVX512_FLAGS):
         return "AVX2"
     spec = importlib.util.find_spec("llama_cpp")
