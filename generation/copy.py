@@ -133,21 +133,20 @@ def mark_short_prompt(adapter: str | Path) -> None:
 
 
 def fit(text: str, limit: int) -> str:
-    """Cut text to `limit` characters at a word boundary, dropping dangling punctuation."""
+    """Cut text to `limit` characters at a word boundary, dropping dangling punctuation and words that leave
+    it unfinished ("a world of a", "A Close Shave, A, a" from a model copying the catalog's "Close Shave, A")."""
     text = re.sub(r"\s+", " ", text).strip().strip('"“”').strip()
-    if len(text) <= limit:
-        return text
-    cut = text[: limit + 1].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
+    cut = text if len(text) <= limit else text[: limit + 1].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
     words = cut.rstrip(" ,;:-–—").split(" ")
-    while len(words) > 1 and words[-1].lower() in DANGLING:  # "a world of a" reads as cut off
+    while len(words) > 1 and words[-1].lower().strip(",;:-–—") in DANGLING:  # "a world of a" reads as cut off
         words.pop()
     return " ".join(words).rstrip(" ,;:-–—")
 
 
 def _tidy(value: str) -> str:
-    """Remove what small models copy from the prompt: markup, fences and parenthesised category lists."""
+    """Remove what small models copy from the prompt: markup, fences, parenthesised category lists and years."""
     value = re.sub(r"</?data>|<[^>]{0,40}>", " ", value)
-    value = re.sub(r"\((?:[A-Z][\w'-]*(?:, )?){2,}\)", " ", value)  # "(Action, Adventure, Sci-Fi)"
+    value = re.sub(r"\((?:[A-Z][\w'-]*(?:, )?){2,}\)|\(\d{4}\)", " ", value)  # "(Action, Adventure)", "(1995)"
     return re.sub(r"\s+", " ", value).strip(" -*#")
 
 

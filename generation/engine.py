@@ -10,8 +10,11 @@ sequence, as llama.cpp's own batched and parallel examples do:
   kept in the cache of sequence 0 between calls, so a request prefills only what is new;
 - each distinct prompt is prefilled once, and its `copies` samples share that cache (llama.cpp's unified
   cache shares the cells instead of copying them), so K candidates per slot cost K answers, not K prompts;
-- a sequence stops at the end of its sequence token or after `stop_lines` line breaks (the end of the
-  call to action), and finished sequences leave the batch.
+- a sequence stops after `stop_lines` line breaks (the end of the answer's last line; before them it may
+  not end), or at its end-of-sequence token when there is no such limit; finished sequences leave the
+  batch;
+- an answer never takes an avoided token (a logit bias in its sampler chain) nor one that would repeat a
+  run of its own tokens (its logits set to minus infinity before sampling).
 
 Token ids come from the transformers tokenizer of the same model, so prompts, answers and the token ids
 that training and KL use are identical on both paths.
@@ -32,6 +35,15 @@ CONTEXT = 8192  # cache cells shared by all sequences of a call
 MAX_SEQUENCES = 64  # sequences per decode (sequence 0 holds the common prefix)
 KERNELS = "AVX2"  # the CPU kernels llama.cpp runs on, set when it loads
 BATCH_TOKENS = CONTEXT  # one decode takes a whole call's prefill, so every logits index stays valid
+
+
+def repeating_tokens(tokens: list[int], n: int) -> list[int]:
+    """The tokens that would end a run of `n` tokens the answer has already written (0: none): what both
+    engines keep an answer from taking next, so a small model cannot loop ("a film about a film about")."""
+    if n <= 0 or len(tokens) < n:
+        return []
+    tail = tokens[len(tokens) - n + 1:]
+    return [tokens[k + n - 1] for k in range(len(tokens) - n + 1) if tokens[k:k + n - 1] == tail]
 
 
 class EngineUnavailable(RuntimeError):
@@ -122,20 +134,27 @@ class LlamaCpp:
             self.close()
             raise EngineUnavailable(f"llama.cpp cannot make a context for '{path}'")
         self.vocab = lib.llama_model_get_vocab(self.model)
+        self.end_ids = [t for t in range(lib.llama_vocab_n_tokens(self.vocab)) if lib.llama_vocab_is_eog(self.vocab, t)]
         self.memory = lib.llama_get_memory(self.context)
         self.batch = lib.llama_batch_init(BATCH_TOKENS, 0, MAX_SEQUENCES)
         self.prefix: list[int] = []  # tokens held by sequence 0
         self.lock = threading.Lock()
 
     def complete(self, prompts: list[list[int]], copies: int = 1, max_new_tokens: int = 48, temperature: float = 0.0,
-                 top_p: float = 0.9, seed: int = 0, stop_lines: int = 0, top_k: int = 0) -> list[list[int]]:
+                 top_p: float = 0.9, seed: int = 0, stop_lines: int = 0, top_k: int = 0,
+                 avoid: list[frozenset[int]] | None = None, no_repeat: int = 0) -> list[list[int]]:
         """`copies` answers (token ids) to each prompt, in order: prompt 0's copies, then prompt 1's...; `top_k`
-        (0: all) bounds the tokens the nucleus is taken from."""
+        (0: all) bounds the tokens the nucleus is taken from; `avoid` (one set per prompt) holds tokens its
+        answers never take; no answer repeats a run of `no_repeat` of its own tokens (0: no limit), nor ends
+        before `stop_lines` line breaks."""
         out: list[list[int]] = []
+        avoid = avoid or [frozenset()] * len(prompts)
         with self.lock:
+            done = 0
             for chunk in self._chunks(prompts, copies, max_new_tokens):
                 out += self._complete(chunk, copies, max_new_tokens, (temperature, top_p, top_k), seed + len(out),
-                                      stop_lines)
+                                      (stop_lines, no_repeat), avoid[done:done + len(chunk)])
+                done += len(chunk)
         return out
 
     def _chunks(self, prompts: list[list[int]], copies: int, max_new_tokens: int):
@@ -185,11 +204,16 @@ class LlamaCpp:
         self.prefix = prompts[0][:common]
         return common
 
-    def _sampler(self, seed: int, temperature: float, top_p: float, top_k: int):
-        """The sampler chain of one answer. A top-k cut first spares the nucleus a sort of the whole vocabulary
-        for every answer at every step (a third of a 16-answer step on this CPU)."""
+    def _sampler(self, seed: int, avoid: frozenset[int], temperature: float, top_p: float, top_k: int):
+        """The sampler chain of one answer: the avoided tokens' logits set to minus infinity, then greedy or a
+        seeded draw. A top-k cut first spares the nucleus a sort of the whole vocabulary for every answer at
+        every step (a third of a 16-answer step on this CPU)."""
         lib = self.lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if avoid:
+            biases = (lib.llama_logit_bias * len(avoid))(*((t, float("-inf")) for t in sorted(avoid)))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_logit_bias(
+                lib.llama_vocab_n_tokens(self.vocab), len(avoid), biases))  # the sampler copies the biases
         if temperature <= 0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
             return chain
@@ -201,7 +225,7 @@ class LlamaCpp:
         return chain
 
     def _start(self, prompts: list[list[int]], copies: int, common: int, sampling: tuple[float, float, int],
-               seed: int) -> list[_Sequence]:
+               seed: int, avoid: list[frozenset[int]]) -> list[_Sequence]:
         """Prefill each distinct prompt's own tokens once, in its first sequence; every copy of it, and every
         repeat of the same prompt, shares that cache."""
         entries, owner = [], {}  # prompt -> (its first sequence, batch index of its last token's logits)
@@ -219,19 +243,27 @@ class LlamaCpp:
                 seq = 1 + k * copies + c
                 if seq != first:
                     self.lib.llama_memory_seq_cp(self.memory, first, seq, -1, -1)
-                sequences.append(_Sequence(seq, self._sampler(seed + seq, *sampling), len(prompt), logits_at))
+                sequences.append(_Sequence(seq, self._sampler(seed + seq, avoid[k], *sampling), len(prompt),
+                                           logits_at))
         return sequences
 
     def _complete(self, prompts: list[list[int]], copies: int, max_new_tokens: int,
-                  sampling: tuple[float, float, int], seed: int, stop_lines: int) -> list[list[int]]:
+                  sampling: tuple[float, float, int], seed: int, limits: tuple[int, int],
+                  avoid: list[frozenset[int]]) -> list[list[int]]:
+        stop_lines, no_repeat = limits
         sequences: list[_Sequence] = []
         try:
             common = self._share_prefix(prompts)
-            sequences = self._start(prompts, copies, common, sampling, seed)
+            sequences = self._start(prompts, copies, common, sampling, seed, avoid)
             active = list(sequences)
             for _ in range(max_new_tokens):
                 running = []
                 for s in active:
+                    banned = repeating_tokens(s.tokens, no_repeat) + (self.end_ids if s.lines < stop_lines else [])
+                    if banned:
+                        logits = self.lib.llama_get_logits_ith(self.context, s.logits_at)
+                        for t in banned:  # the sampler reads these logits next
+                            logits[t] = float("-inf")
                     token = self.lib.llama_sampler_sample(s.sampler, self.context, s.logits_at)
                     if self.lib.llama_vocab_is_eog(self.vocab, token):
                         continue

@@ -9,7 +9,9 @@ its categories, the brand's name and call to action), and names every statement 
   a sentence. Every word of a run must be a word of the description or the brand kit; a sentence (or the
   hook after a headline's separator) may open with one of the common words in `common_words.txt`
   ("Watch", "Join the Rebellion" where the description tells of a rebellion). Words of the title count
-  only as the whole name: "Star Wars: The Lost Star" invents a subtitle.
+  only as the whole name or a run of it as written there ("a crime in the Bronx" for Rumble in the
+  Bronx, "Willy Wonka" for Willy Wonka and the Chocolate Factory); "Star Wars: The Lost Star" invents
+  a subtitle.
 - numbers: a token with a digit (years, "#1", "$9.99", "10/10", "4 stars") must be the item's year (or its
   decade, "1970s"), or occur in the description or the brand kit; digits inside the name are blanked.
 - claims: superlatives, rankings, awards and hype ("best", "number one", "Oscar-nominated", "five-star",
@@ -52,6 +54,11 @@ CLAIMS = re.compile(
     r"(?:ten|five|10|5) out of (?:ten|five|10|5)|hundreds?|thousands?|millions?|billions?|"
     r"[a-z]+iest|(?!(?:" + "|".join(sorted(NOT_SUPERLATIVES)) + r")\b)[a-z]{2,}[^aeiou\W]est)(?!\w)",
     re.IGNORECASE)
+# The claim words small models reach for (bench/generation.py's rejections): the writer keeps the engine from
+# writing them at all unless the facts say so (`claim_words_to_avoid`); the check above still reads every claim.
+CLAIM_WORDS = ("best", "greatest", "finest", "biggest", "famous", "legendary", "iconic", "beloved", "acclaimed",
+               "masterpiece", "ultimate", "blockbuster", "award", "awards", "oscar", "oscars", "winner", "winners",
+               "nominated", "funniest", "scariest", "hundreds", "thousands", "millions")
 TOKEN = re.compile(r"[^\W\d_][\w'’-]*|[#$€£']?\d(?:[\d%]|[.,:/](?=\d))*[^\W\d_]*|[.!?:;—–\u2022,]|\s[-–]\s")
 QUOTED = re.compile(r"[\"“”]([^\"“”]{2,80})[\"“”]|(?<!\w)['‘]((?:[^'‘’\n]|['’](?=\w)){2,80})['’](?!\w)")
 SENTENCE_END = {".", "!", "?", ":", ";", "—", "–"}
@@ -99,6 +106,7 @@ class Facts:
     claims_text: str  # lower-case description and brand kit: where a claim may be supported
     text: str  # lower-case facts with single spaces, for quotations
     year: int | None
+    names: tuple[str, ...] = ()  # the names the item goes by, lower case: a part of one may be named alone
 
     def supports(self, word: str) -> bool:
         return bool(_forms(word) & self.words)
@@ -126,7 +134,13 @@ def facts_for(item: Mapping, brand_kit: Mapping | None = None) -> Facts:
     numbers = set(re.findall(r"\d+", described)) | {str(y) for y in (year, title_year and title_year.group(1)) if y}
     text = " ".join(" ".join([title, " ".join(categories), described, str(year or "")]).lower().split())
     return Facts(phrases, frozenset(f for w in _words(described) for f in _forms(w)), frozenset(numbers),
-                 " ".join(described.lower().split()), text, year)
+                 " ".join(described.lower().split()), text, year,
+                 tuple(" ".join(_words(name)) for name in names_of(title)))
+
+
+def claim_words_to_avoid(facts: Facts) -> list[str]:
+    """The claim words of `CLAIM_WORDS` that the description and brand kit do not support."""
+    return [w for w in CLAIM_WORDS if not re.search(rf"(?<![\w-]){w}(?![\w-])", facts.claims_text)]
 
 
 def _blank(text: str, facts: Facts) -> str:
@@ -156,6 +170,9 @@ def _run_problem(run: list[str], opens: bool, field: str, facts: Facts) -> str |
     content = [w for w in run if w.lower() not in CONNECTORS]
     if not content or all(facts.supports(w) for w in content):
         return None
+    part = " ".join(_words(" ".join(run)))
+    if any(re.search(rf"(?<![\w'-]){re.escape(part)}(?![\w'-])", name) for name in facts.names):
+        return None  # a part of the item's own name, as written there: "the Bronx", "Willy Wonka"
     common = common_words()
     if opens and content[0].lower() in common and all(facts.supports(w) for w in content[1:]):
         return None  # a sentence opening with a common word: "Watch", "Join the Rebellion" (described)

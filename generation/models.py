@@ -21,6 +21,7 @@ import torch
 from filelock import FileLock
 
 import settings
+from generation.engine import repeating_tokens
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOP_K = 1000  # sampling draws from the nucleus of these most likely tokens: as good as all of them, and on the
@@ -94,6 +95,29 @@ class _LineStop:
 
 
 @dataclass
+class _Bans:
+    """transformers logits processor, the same rules as the llama.cpp engine: row i never takes the tokens of
+    `avoid[i]`, nor one that repeats a run of `no_repeat` tokens of its own answer (from column `start`), nor
+    an end token before `lines` line breaks."""
+
+    avoid: list[frozenset[int]] | None
+    no_repeat: int
+    start: int
+    lines: int = 0
+    newlines: frozenset[int] = frozenset()
+    end_ids: frozenset[int] = frozenset()
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        for i, answer in enumerate(input_ids[:, self.start:].tolist()):
+            banned = set(self.avoid[i] if self.avoid else ()) | set(repeating_tokens(answer, self.no_repeat))
+            if sum(t in self.newlines for t in answer) < self.lines:
+                banned |= self.end_ids
+            if banned:
+                scores[i, sorted(banned)] = float("-inf")
+        return scores
+
+
+@dataclass
 class TextModel:
     """A causal LM with its tokenizer; `generate` is batched and safe to call from many threads.
 
@@ -136,23 +160,47 @@ class TextModel:
 
     def generate(self, conversations: list[list[dict]], max_new_tokens: int = 48, temperature: float = 0.0,
                  top_p: float = 0.9, seed: int = 0, assistant_prefix: str | list[str] = "", copies: int = 1,
-                 stop_lines: int = 0) -> list[str]:
+                 stop_lines: int = 0, avoid: list[list[str]] | None = None, no_repeat: int = 0) -> list[str]:
         """Complete each chat `copies` times (chat 0's answers first). `assistant_prefix` starts every answer
-        (and is not returned); `stop_lines` ends an answer after that many line breaks (0: no limit)."""
+        (and is not returned); `stop_lines` ends an answer after that many line breaks (0: no limit); `avoid`
+        (one list per chat) holds words its answers may not write (`avoided_tokens`); no answer repeats a run
+        of `no_repeat` of its own tokens (0: no limit)."""
         prompts = self.prompt_ids(conversations, assistant_prefix)
-        answers = self.complete(prompts, copies, max_new_tokens, temperature, top_p, seed, stop_lines)
+        banned = [self.avoided_tokens(words) for words in avoid] if avoid else None
+        answers = self.complete(prompts, copies, max_new_tokens, temperature, top_p, seed, stop_lines, banned,
+                                no_repeat)
         return [t.strip() for t in self.tokenizer.batch_decode(answers, skip_special_tokens=True)]
 
+    def avoided_tokens(self, words: list[str]) -> frozenset[int]:
+        """The tokens that spell one of `words` whole, as a word inside a sentence (" best", " Best") or
+        opening a line ("Best"): giving them no chance keeps the model from writing the word in those forms.
+        A word the tokenizer splits into pieces is left to the checks (its first piece starts other words)."""
+        found = set()
+        for word in words:
+            for form in {f" {word.lower()}", f" {word.capitalize()}", word.capitalize()}:
+                ids = self.tokenizer(form, add_special_tokens=False)["input_ids"]
+                found.update(ids if len(ids) == 1 else ())
+        return frozenset(found)
+
     def complete(self, prompts: list[list[int]], copies: int = 1, max_new_tokens: int = 48, temperature: float = 0.0,
-                 top_p: float = 0.9, seed: int = 0, stop_lines: int = 0) -> list[list[int]]:
-        """Answer token ids for prompt token ids, on the fast engine when there is one."""
+                 top_p: float = 0.9, seed: int = 0, stop_lines: int = 0,
+                 avoid: list[frozenset[int]] | None = None, no_repeat: int = 0) -> list[list[int]]:
+        """Answer token ids for prompt token ids, on the fast engine when there is one; `avoid` holds, per
+        prompt, tokens its answers never take."""
         if self.fast is not None:
-            return self.fast.complete(prompts, copies, max_new_tokens, temperature, top_p, seed, stop_lines, TOP_K)
-        return self._complete_transformers(prompts, copies, max_new_tokens, temperature, top_p, seed, stop_lines)
+            return self.fast.complete(prompts, copies, max_new_tokens, temperature, top_p, seed, stop_lines, TOP_K,
+                                      avoid, no_repeat)
+        return self._complete_transformers(prompts, copies, max_new_tokens, temperature, top_p, seed, stop_lines,
+                                           (avoid, no_repeat))
 
     def _complete_transformers(self, prompts: list[list[int]], copies: int, max_new_tokens: int, temperature: float,
-                               top_p: float, seed: int, stop_lines: int) -> list[list[int]]:
+                               top_p: float, seed: int, stop_lines: int,
+                               bans: tuple[list[frozenset[int]] | None, int]) -> list[list[int]]:
+        from transformers import LogitsProcessorList
+
         pad = self.tokenizer.pad_token_id
+        avoid, no_repeat = bans
+        rows_avoid = [a for a in avoid for _ in range(copies)] if avoid and any(avoid) else None
         prompts = [p for p in prompts for _ in range(copies)]  # as many rows as answers: greedy copies too
         width = max(len(p) for p in prompts)
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
@@ -161,11 +209,14 @@ class TextModel:
             else {"do_sample": False}
         stop = [_LineStop(torch.tensor(sorted(self.newlines()), device=self.device), width, stop_lines)] \
             if stop_lines else None
+        configured = self.model.generation_config.eos_token_id
+        end_ids = {self.tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
+        bans = _Bans(rows_avoid, no_repeat, width, stop_lines, frozenset(self.newlines()), frozenset(end_ids - {None}))
         with self.lock, torch.inference_mode():
             torch.manual_seed(seed)
             output = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                          pad_token_id=pad, stopping_criteria=stop,
-                                         **sampling)
+                                         logits_processor=LogitsProcessorList([bans]), **sampling)
         answers = []
         for row in output[:, width:].tolist():
             ends = [k for k, t in enumerate(row) if t in (pad, self.tokenizer.eos_token_id)]

@@ -23,7 +23,9 @@ BLOCKLIST = [
     "fuck", "shit", "bitch", "cunt",
 ]
 # Signs that the model repeated its instructions or followed an injected one.
-REPEAT_WORDS = 3  # a run of this many words said twice in one field reads as a stuck model, not as copy
+# a run of this many words said twice in one field reads as a stuck model, not as copy; three-word parallels
+# ("a moment of solitude, and a moment of sanity") are writing (the engines keep token runs from looping)
+REPEAT_WORDS = 4
 LEAKS = re.compile(r"<\|[^|]*\|>|</?data>|system prompt|ignore (all |any |the )?(previous|above)|instructions?\b|"
                    r"\bviewer:|\bangle:|\bitem:|https?://|www\.", re.IGNORECASE)
 
@@ -49,18 +51,22 @@ def catalog_vocabulary(dataset: str) -> tuple[list[str], list[str]]:
     return labels, sorted({display_name(t) for t in items["title"]})
 
 
+def categories_not_listed(item: dict, categories: list[str]) -> list[str]:
+    """The catalog's categories this item lacks (longer than three letters: "War" is also a plain word)."""
+    own = {c.lower() for c in categories_of(item.get("category"))}
+    return [label for label in categories if label.lower() not in own and len(label) > 3]
+
+
 def catalog_problems(text: str, item: dict, categories: list[str], other_titles: list[str]) -> list[str]:
     """Facts the copy gets wrong about the item: a category it lacks, another item's title."""
-    problems = []
-    own = {c.lower() for c in str(item.get("category") or "").split("|") if c}
-    for label in categories:
-        if label.lower() not in own and len(label) > 3 and _mentions(text, label):
-            problems.append(f"calls it {label}, which the catalog does not list for this item")
+    problems = [f"calls it {label}, which the catalog does not list for this item"
+                for label in categories_not_listed(item, categories) if _mentions(text, label)]
     own_title, own_name = str(item["title"]).lower(), display_name(str(item["title"])).lower()
-    low = text.lower()
     for title in other_titles:  # the substring test first: a regex per catalog title took seconds per request
         name = title.lower()
-        if len(title) >= 8 and name in low and name not in own_title and name != own_name and _mentions(text, title):
+        # as a name is written, capitals included: "at the edge of reality" does not name "The Edge"
+        if len(title) >= 8 and title in text and name not in own_title and name != own_name and re.search(
+                rf"(?<![\w-]){re.escape(title)}(?![\w-])", text):
             problems.append(f"names another item ('{title}')")
             break
     return problems
@@ -73,6 +79,15 @@ def fact_problems(copy: dict[str, str], item: dict, categories: list[str], other
     text = " ".join(copy.get(k, "") for k in ("title", "body", "cta"))
     return catalog_problems(text, item, categories, other_titles) + grounding.problems(
         copy, grounding.facts_for(item, brand_kit))
+
+
+def words_to_avoid(item: dict, categories: list[str], brand_kit: dict) -> list[str]:
+    """Words the checks would reject in copy about this item, which the writer keeps the model from writing
+    at all (construction before filtering): unsupported claim words, the catalog's categories the item lacks,
+    the blocklist's and the brand kit's banned single words."""
+    banned = [w for w in (*BLOCKLIST, *brand_kit.get("banned_words", [])) if w and w.isalpha()]
+    claims = grounding.claim_words_to_avoid(grounding.facts_for(item, brand_kit))
+    return list(dict.fromkeys(claims + categories_not_listed(item, categories) + banned))
 
 
 def names_item(text: str, title: str) -> bool:

@@ -23,6 +23,7 @@ from generation import copy, safety
 DUPLICATE_SIMILARITY = 0.92  # title and body together
 TITLE_SIMILARITY = 0.9  # the hooks of two titles (the text after the item's name)
 MAX_NEW_TOKENS = 48
+NO_REPEAT = 3  # no answer repeats a run of this many of its own tokens: the repetition check's words, upstream
 DEFAULT_CANDIDATES = 4  # samples per slot, reranked: chosen by measurement (README, bench/generation.py)
 Scorer = Callable[[list[str], list[dict]], list[float]]  # (user ids, variants) -> predicted CTR of each
 
@@ -53,6 +54,10 @@ class Checks:
     categories: list[str]
     other_titles: list[str]
     brand_kit: dict
+
+    def avoid(self, item: dict) -> list[str]:
+        """Words the model is kept from writing about this item (`safety.words_to_avoid`)."""
+        return safety.words_to_avoid(item, self.categories, self.brand_kit)
 
 
 @dataclass
@@ -153,7 +158,8 @@ def _write_chunk(generate: Callable, encode: Callable, chunk: list[tuple[Job, in
     chats = [copy.prompt_for(job.item, job.profile, angle, examples) for job, _, angle in chunk]
     starts = [copy.answer_start(job.item) for job, _, _ in chunk]
     answers = generate(chats, max_new_tokens=MAX_NEW_TOKENS, temperature=0.7, seed=seed, assistant_prefix=starts,
-                       copies=candidates, stop_lines=copy.ANSWER_LINES)
+                       copies=candidates, stop_lines=copy.ANSWER_LINES, no_repeat=NO_REPEAT,
+                       avoid=[checks.avoid(job.item) for job, _, _ in chunk])
     if len(answers) != len(chunk) * candidates:
         raise RuntimeError(f"The model returned {len(answers)} answers for {len(chunk)} prompts x {candidates}")
     drawn: list[list[Candidate]] = []

@@ -17,7 +17,7 @@ import pytest
 
 import services
 import settings
-from generation import copy, engine, gguf_export, models, safety
+from generation import copy, engine, gguf_export, models, safety, writer
 from tuning import prompts
 
 CHAT = [[{"role": "user", "content": "Write a line about the sea."}],
@@ -54,6 +54,38 @@ def test_the_tiny_model_runs_on_llama_cpp_with_copies_and_line_stops(tiny_model_
     assert again == answers  # the prefix kept from the first call changes nothing; the seed decides
     greedy = llm.complete(prompts_, copies=2, max_new_tokens=8, temperature=0.0)
     assert greedy[0] == greedy[1] and greedy[2] == greedy[3]  # copies of one prompt share its cache exactly
+
+
+def _has_repeated_run(tokens: list[int], n: int) -> bool:
+    runs = [tuple(tokens[k:k + n]) for k in range(len(tokens) - n + 1)]
+    return len(runs) != len(set(runs))
+
+
+LOOPING = [[{"role": "user", "content": "Count: one, two, one, two, one, two"}],
+           [{"role": "user", "content": "Repeat after me: go go go go go go go go"}]]
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize("choice", ["auto", "transformers"])
+def test_both_engines_keep_avoided_tokens_loops_and_early_ends_out(embedded_model_dir: Path, tmp_path: Path,
+                                                                   choice: str) -> None:
+    """The same bans on llama.cpp and transformers. Unbanned, the embedded model's greedy answers to these
+    prompts loop; banned, no answer takes an avoided token (here each one's own first two), repeats a run of
+    three of its own tokens, or ends before its line stop."""
+    llm = models.load_text_model(str(embedded_model_dir), "cpu", tmp_path, engine=choice)
+    assert llm.engine.startswith("llama.cpp" if choice == "auto" else "transformers"), llm.engine_note
+    ids = llm.prompt_ids(LOOPING)
+    free = llm.complete(ids, max_new_tokens=24, temperature=0.0)
+    assert any(_has_repeated_run(a, 3) for a in free), [llm.tokenizer.decode(a) for a in free]
+    avoid = [frozenset(a[:2]) for a in free]
+    for temperature in (0.0, 0.9):
+        banned = llm.complete(ids, copies=2, max_new_tokens=24, temperature=temperature, seed=4, stop_lines=3,
+                              avoid=avoid, no_repeat=3)
+        for k, answer in enumerate(banned):
+            assert not set(answer) & avoid[k // 2], (answer, avoid[k // 2])
+            assert not _has_repeated_run(answer, 3), answer
+            assert len(answer) == 24 or answer[-1] in llm.newlines(), answer  # the line stop ended it, or the cap
+    assert engine.repeating_tokens([5, 6, 7, 5, 6], 3) == [7] and engine.repeating_tokens([5, 6], 3) == []
 
 
 def test_an_adapter_is_merged_and_exported_once_and_cached_by_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -123,14 +155,17 @@ def test_exported_weights_compute_the_same_model(embedded_model_dir: Path, tmp_p
 
 def _studio_samples(llm: models.TextModel, rows: list[dict], items: list[dict], seed: int) -> list[dict | None]:
     starts = [copy.answer_start(i) for i in items]
+    labels, _ = safety.catalog_vocabulary(services.common.DEFAULT_DATASET)
+    kit = services.studio.brand_kit().check_terms()
     raw = llm.generate([r["chat"] for r in rows], max_new_tokens=48, temperature=0.7, seed=seed,
-                       assistant_prefix=starts, copies=2, stop_lines=copy.ANSWER_LINES)
+                       assistant_prefix=starts, copies=2, stop_lines=copy.ANSWER_LINES, no_repeat=writer.NO_REPEAT,
+                       avoid=[safety.words_to_avoid(i, labels, kit) for i in items])
     return [copy.parse(t, "Watch now", starts[k // 2]) for k, t in enumerate(raw)]
 
 
 @pytest.mark.embedded
 def test_the_fast_path_writes_copy_as_good_as_transformers(demo_store: str) -> None:
-    """Same prompts (held-out users, the Studio's prompt and sampling), two samples each on both engines: the
+    """Same prompts (held-out users, the Studio's prompt, sampling and bans), two samples each on both engines: the
     accepted share and the train audience's CTR differ by no more than noise (3 standard errors)."""
     rows = prompts.prompt_rows(demo_store, "held_out", 24)
     catalog = services.common.catalog(demo_store)

@@ -67,9 +67,9 @@ def test_angles_use_the_users_interests_the_item_really_has() -> None:
     ({"title": "Star Wars", "body": "Now free to stream.", "cta": "Watch now"}, "banned word 'free'"),
     ({"title": "Star Wars", "body": "", "cta": "Watch now"}, "body is empty"),
     ({"title": "Star Wars, a love of the galaxy, a love of the galaxy", "body": "Space.", "cta": "Watch now"},
-     "title repeats 'a love of'"),
-    ({"title": "Star Wars, a hero's tale", "body": "A hero's sacrifice is a hero's sacrifice.", "cta": "Watch now"},
-     "body repeats 'a hero's sacrifice'"),
+     "title repeats 'a love of the'"),
+    ({"title": "Star Wars, a hero's tale", "body": "A hero's last stand, a hero's last stand.", "cta": "Watch now"},
+     "body repeats 'a hero's last stand'"),
 ])
 def test_safety_catches_contradictions_brand_words_and_leaks(fields: dict, reason: str) -> None:
     verdict = safety.check(fields, STAR_WARS, LABELS, TITLES, {"banned_words": ["free"]})
