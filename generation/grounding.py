@@ -58,9 +58,11 @@ CLAIMS = re.compile(
 # writing them at all unless the facts say so (`claim_words_to_avoid`); the check above still reads every claim.
 CLAIM_WORDS = ("best", "greatest", "finest", "biggest", "famous", "legendary", "iconic", "beloved", "acclaimed",
                "masterpiece", "ultimate", "blockbuster", "award", "awards", "oscar", "oscars", "winner", "winners",
-               "nominated", "funniest", "scariest", "hundreds", "thousands", "millions")
+               "nominated", "funniest", "scariest", "darkest", "coolest", "latest", "newest", "hundreds",
+               "thousands", "millions")
 TOKEN = re.compile(r"[^\W\d_][\w'’-]*|[#$€£']?\d(?:[\d%]|[.,:/](?=\d))*[^\W\d_]*|[.!?:;—–\u2022,]|\s[-–]\s")
 QUOTED = re.compile(r"[\"“”]([^\"“”]{2,80})[\"“”]|(?<!\w)['‘]((?:[^'‘’\n]|['’](?=\w)){2,80})['’](?!\w)")
+CONTRACTION = re.compile(r"'(?:s|re|ll|ve|d|m)$|n't$")
 SENTENCE_END = {".", "!", "?", ":", ";", "—", "–"}
 YEAR = re.compile(r"^(1[89]\d\d|20\d\d)$")
 DECADE = re.compile(r"^'?(\d{2}|1[89]\d0|20\d0)s$")
@@ -174,7 +176,8 @@ def _run_problem(run: list[str], opens: bool, field: str, facts: Facts) -> str |
     if any(re.search(rf"(?<![\w'-]){re.escape(part)}(?![\w'-])", name) for name in facts.names):
         return None  # a part of the item's own name, as written there: "the Bronx", "Willy Wonka"
     common = common_words()
-    if opens and content[0].lower() in common and all(facts.supports(w) for w in content[1:]):
+    opener = CONTRACTION.sub("", content[0].lower().replace("’", "'"))  # "They're" opens as "they"
+    if opens and opener in common and all(facts.supports(w) for w in content[1:]):
         return None  # a sentence opening with a common word: "Watch", "Join the Rebellion" (described)
     if field == "cta" and all(w.lower() in common for w in content):
         return None  # calls to action are written in title case: "Book Tickets"

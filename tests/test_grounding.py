@@ -17,7 +17,7 @@ from generation.copy import display_name
 CATEGORIES = ["Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
               "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War",
               "Western"]
-OTHER_TITLES = ["The Empire Strikes Back", "Return of the Jedi", "Fargo", "Toy Story"]
+OTHER_TITLES = ["The Empire Strikes Back", "Return of the Jedi", "Fargo", "Toy Story", "The Edge"]
 BRAND_KIT = {"name": "AdLoop Cinema", "banned_words": ["free"], "default_cta": "Watch now",
              "required_disclaimer": "Subscription required. Terms apply."}
 
@@ -52,6 +52,9 @@ SEVEN = {"item_id": "11", "title": "Seven (Se7en) (1995)", "year": 1995, "catego
 OSCAR_AND_LUCINDA = {"item_id": "906", "title": "Oscar & Lucinda (1997)", "year": 1997, "category": "Drama|Romance"}
 BEST_FRIENDS_WEDDING = {"item_id": "255", "title": "My Best Friend's Wedding (1997)", "year": 1997,
                         "category": "Comedy|Romance"}
+RUMBLE = {"item_id": "24", "title": "Rumble in the Bronx (1995)", "year": 1995, "category": "Action|Adventure|Crime"}
+WONKA = {"item_id": "151", "title": "Willy Wonka and the Chocolate Factory (1971)", "year": 1971,
+         "category": "Adventure|Children's|Comedy|Musical"}
 TWELVE_MONKEYS = {"item_id": "7", "title": "Twelve Monkeys (1995)", "year": 1995, "category": "Drama|Sci-Fi"}
 
 
@@ -90,6 +93,8 @@ INVENTED = [
              "Rise of the Machines"),
     invented("sequel", "toy-story-4", TOY_STORY, "Toy Story 4", "An animated comedy for kids.", "'4'"),
     invented("sequel", "lost-star", STAR_WARS, "Star Wars: The Lost Star", "A space adventure.", "Lost Star"),
+    invented("sequel", "part-of-the-name-and-more", WONKA, "Willy Wonka and the Chocolate Factory: The Chocolate "
+             "Return", "A 1971 musical.", "Chocolate Return"),
     # actors, directors and characters
     invented("person", "hyphenated", STAR_WARS, "Star Wars", "Join Star-Lord on a space adventure.", "Star-Lord"),
     invented("person", "harrison-ford", STAR_WARS, "Star Wars", "Harrison Ford stars in this 1977 space adventure.",
@@ -279,6 +284,13 @@ GROUNDED = [
     grounded("seven-alternate-title", SEVEN, "Se7en, a dark 1995 crime thriller", "Crime and suspense."),
     grounded("sw-not-superlatives", STAR_WARS, "Star Wars", "A quest to save the galaxy, and an honest hero."),
     grounded("sw-most-of", STAR_WARS, "Star Wars", "Make the most of tonight with this 1977 adventure."),
+    grounded("rumble-part-of-the-name", RUMBLE, "Rumble in the Bronx, a fight for the Bronx",
+             "A crime unfolds in the Bronx."),
+    grounded("wonka-part-of-the-name", WONKA, "Willy Wonka and the Chocolate Factory",
+             "Willy Wonka opens his Chocolate Factory in this 1971 musical."),
+    grounded("sw-contractions-open-sentences", STAR_WARS, "Star Wars", "Rebels fight on. They're outnumbered. "
+             "He's a farm boy."),
+    grounded("fargo-plain-words-of-another-title", FARGO, "Fargo", "A crime drama at the edge of town."),
     grounded("twelve-monkeys", TWELVE_MONKEYS, "Twelve Monkeys", "A 1995 sci-fi drama.", "Add to your list"),
 ]
 

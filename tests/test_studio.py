@@ -77,6 +77,20 @@ def test_safety_catches_contradictions_brand_words_and_leaks(fields: dict, reaso
     assert any(reason in r for r in verdict.reasons), verdict.reasons
 
 
+def test_the_words_to_avoid_are_what_the_checks_would_reject() -> None:
+    """The writer keeps the model from writing these words at all; each is one the checks reject for this item."""
+    kit = {"banned_words": ["free"]}
+    words = safety.words_to_avoid(STAR_WARS, LABELS, kit)
+    assert {"best", "greatest", "Comedy", "free", "miracle"} <= set(words)
+    assert not {"Romance", "War", "Sci-Fi", "Action"} & set(words)  # its own categories stay free to use
+    for word in words:
+        body = f"A space adventure with {word} inside."
+        assert not safety.check({"title": "Star Wars", "body": body, "cta": "Watch now"}, STAR_WARS, LABELS, TITLES,
+                                kit).passed, word
+    described = STAR_WARS | {"description": "The best film of 1977, an award winner."}
+    assert not {"best", "award", "winner"} & set(safety.words_to_avoid(described, LABELS, kit))
+
+
 def test_safety_passes_a_grounded_variant() -> None:
     fields = {"title": "Star Wars, the 1977 original", "body": "A Sci-Fi adventure that started it all.",
               "cta": "Watch now"}
@@ -116,6 +130,8 @@ def test_writer_retries_failures_and_reports_what_stays_rejected(demo_store: str
     [result] = writer.write_variants(script, services_encode(), [job], checks, rounds=3)
     assert script.calls == [4, 3, 2]
     assert script.options[0]["assistant_prefix"] == ["Title: Star Wars,"] * 4 and script.options[0]["stop_lines"] == 2
+    assert script.options[0]["avoid"] == [safety.words_to_avoid(STAR_WARS, LABELS, {"banned_words": []})] * 4
+    assert script.options[0]["no_repeat"] == writer.NO_REPEAT
     assert [v["safety"]["status"] for v in result] == ["passed", "passed", "rejected", "rejected"]
     assert {v["title"] for v in result[:2]} == {"Star Wars, the original", "Star Wars, tonight and always"}
     assert all(v["safety"]["reasons"] for v in result[2:])
