@@ -52,6 +52,16 @@ def _wait_status(run_id: str, wanted: set[str], timeout: float = 240) -> dict:
     return run
 
 
+def _wait_committed(run_id: str, attempt: int, timeout: float = 240) -> None:
+    """Until the run's current attempt has logged a step, or the run stopped."""
+    deadline = time.monotonic() + timeout
+    while not any(m["attempt"] == attempt for m in run_store.metrics(run_id)):
+        if runs.refresh(run_id)["status"] not in run_store.ACTIVE:
+            return
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def tiny_run_config(demo_store: str, tiny_model_dir: Path) -> dict:
     return {"dataset": demo_store, "model": str(tiny_model_dir), "users": 2, "max_completion_length": 8,
@@ -63,11 +73,14 @@ def test_killing_a_tuning_run_at_random_points_loses_no_committed_step(tiny_run_
     chance = random.Random(7)
     run_id = runs.launch(tiny_run_config)
     committed: list[tuple[int, int]] = []
-    for _ in range(KILLS):
+    landed = between_commits = 0  # kills that stopped a running worker; of those, after it had committed a step
+    for kill in range(KILLS):
         running = _wait_status(run_id, {"running", "finished"})
         if running["status"] == "finished":
             break
-        time.sleep(chance.uniform(1.0, 8.0))
+        if kill:  # the later kills land after the attempt has committed a step: between commits
+            _wait_committed(run_id, running["attempts"])
+        time.sleep(chance.uniform(1.0, 8.0) if kill == 0 else chance.uniform(0.0, 1.5))
         before = [(m["attempt"], m["step"]) for m in run_store.metrics(run_id)]
         os.kill(runs.refresh(run_id)["pid"], signal.SIGKILL)
         failed = _wait_status(run_id, {"failed", "finished"})
@@ -78,11 +91,15 @@ def test_killing_a_tuning_run_at_random_points_loses_no_committed_step(tiny_run_
         if failed["status"] == "finished":
             break
         assert "ended without reporting a result" in failed["error"]
+        landed += 1
+        attempt = max((a for a, _ in after), default=None)
+        between_commits += any(a == attempt for a, _ in before)  # the killed attempt had committed a step
         runs.resume(run_id)  # from the last complete checkpoint, or from the start if none was saved yet
     if runs.refresh(run_id)["status"] == "failed":
         runs.resume(run_id)
     done = runs.wait(run_id, timeout=300)
     assert done["status"] == "finished" and done["global_step"] == 12, done["error"]
+    assert landed >= 1 and between_commits >= 1, (landed, between_commits)  # the kills interrupted real work
     assert_store_consistent()
 
 
@@ -118,16 +135,18 @@ def test_killing_a_segment_generation_leaves_whole_batches_only(demo_store: str,
     env = os.environ | {"ADLOOP_TEXT_MODEL": str(tiny_model_dir)}
     command = [sys.executable, "cli.py", "generate", "--item", "50", "--segment", "gender", "--group", "F",
                "--users", "6", "--n", "2", "--out", str(services.studio.studio_folder("cli-out")), "--json"]
+    landed = 0  # kills that stopped a generation still running (not one that had already exited)
     for _ in range(KILLS):
         before = repository.variants(demo_store)
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(chance.uniform(2.0, 20.0))
         process.send_signal(signal.SIGKILL)
-        process.wait()
+        landed += process.wait() == -signal.SIGKILL
         after = repository.variants(demo_store)
         new = after[~after["id"].isin(before["id"])]
         assert new.empty or new.groupby("batch").size().eq(12).all()  # a batch is all 6 users x 2, or nothing
         assert_store_consistent()
+    assert landed >= 1, "every kill came after the generation had finished"
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     services.studio.sweep_studio()
