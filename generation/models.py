@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,6 +238,7 @@ def load_text_model(model_id: str, device: str, cache: Path, adapter: str | None
     (merged so generation runs at the base model's speed), and its llama.cpp copy when `engine` wants one."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _count_load(("text", model_id, device, adapter))
     _quiet_loading()
     started = time.perf_counter()
     source = embedded_text_model_folder(cache) if model_id == settings.EMBEDDED_TEXT_MODEL else model_id
@@ -326,6 +328,7 @@ class Embedder:
 def load_embedder(model_id: str, device: str) -> Embedder:
     from sentence_transformers import SentenceTransformer
 
+    _count_load(("embed", model_id, device))
     _quiet_loading()
     source = model_id
     if model_id == settings.EMBEDDED_EMBEDDING_MODEL:
@@ -339,15 +342,22 @@ def load_embedder(model_id: str, device: str) -> Embedder:
 
 
 _models: dict[tuple, object] = {}
-_builds: dict[tuple, int] = {}  # times each model was built: above 1 means sessions raced or a model was dropped
 _registry_lock = threading.Lock()
+# times this process loaded each model, counted by the loaders themselves (not by the registry): above 1
+# means sessions raced past the registry, a model was dropped and loaded again, or code bypassed it
+_loads: Counter[str] = Counter()
+_loads_lock = threading.Lock()
+
+
+def _count_load(key: tuple) -> None:
+    with _loads_lock:
+        _loads[_label(key)] += 1
 
 
 def _shared(key: tuple, build):
     with _registry_lock:
         if key not in _models:
             _models[key] = build()
-            _builds[key] = _builds.get(key, 0) + 1
         return _models[key]
 
 
@@ -380,11 +390,16 @@ def loaded() -> list[str]:
     """Which models this process holds and, for text models, the engine that generates (and why, if it fell
     back), for the Settings page."""
     with _registry_lock:
-        return [_label(key) + (f", engine {m.engine}" + (f": {m.engine_note}" if m.engine_note else "")
-                               if isinstance(m, TextModel) else "") for key, m in _models.items()]
+        return [_line(key, m) for key, m in _models.items()]
+
+
+def _line(key: tuple, model: object) -> str:
+    return _label(key) + (f", engine {model.engine}" + (f": {model.engine_note}" if model.engine_note else "")
+                          if isinstance(model, TextModel) else "")
 
 
 def load_counts() -> dict[str, int]:
-    """How many times this process loaded each model it holds: 1 unless concurrent sessions loaded one twice."""
-    with _registry_lock:
-        return {_label(key): _builds[key] for key in _models}
+    """How many times this process loaded each model it holds, by its line in `loaded`: 1 unless it was
+    loaded twice (`_loads`)."""
+    with _registry_lock, _loads_lock:
+        return {_line(key, m): _loads[_label(key)] for key, m in _models.items()}

@@ -115,3 +115,19 @@ def test_public_settings_hide_the_database_password(settings_path: Path, monkeyp
     assert public["database_url"] == "postgresql://adloop:***@db.example/adloop"
     assert "s3cret" not in json.dumps(public)
     assert "sources" not in public
+
+
+def test_the_settings_page_counts_real_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Loaded once" is counted by the loaders, not by the registry: a model dropped and loaded again (or one
+    loaded past the registry) shows as loaded twice, under the same line the page lists."""
+    from generation import models
+    from services.settings import environment
+
+    monkeypatch.setattr(models, "_models", {})
+    monkeypatch.setattr(models, "_loads", models.Counter())
+    models.embedder()
+    [line] = models.loaded()
+    assert environment()["model_loads"] == {line: 1}
+    models._models.clear()  # dropped: the next call loads it again
+    models.embedder()
+    assert environment()["model_loads"] == {line: 2}
