@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 
 import limits
 import settings
@@ -54,18 +55,30 @@ def _draft_folder(batch: str) -> Path:
     return settings.home() / "studio" / f"{batch}.partial"
 
 
+def _draft_lock(batch: str) -> FileLock:
+    """The lock a generation holds while its draft is being drawn and published. The operating system drops it
+    when the process dies, however it dies, so a draft whose lock can be taken has no live owner."""
+    return FileLock(str(_draft_folder(batch)) + ".lock")
+
+
 def sweep_studio() -> dict[str, int]:
     """Settle drafts left by generations that were killed: publish the ones whose variants were committed
-    (killed between the commit and the rename), delete the others. Returns the counts."""
+    (killed between the commit and the rename), delete the others; a draft another live generation (in
+    this process or another) is still drawing is left alone. Returns the counts."""
     counts = {"published": 0, "deleted": 0}
     for draft in sorted((settings.home() / "studio").glob("*.partial")):
         batch = draft.name.removesuffix(".partial")
-        if repository.batch_stored(batch):
-            os.replace(draft, studio_folder(batch))
-            counts["published"] += 1
-        else:
-            shutil.rmtree(draft, ignore_errors=True)
-            counts["deleted"] += 1
+        try:
+            with _draft_lock(batch).acquire(timeout=0):
+                if repository.batch_stored(batch):
+                    os.replace(draft, studio_folder(batch))
+                    counts["published"] += 1
+                else:
+                    shutil.rmtree(draft, ignore_errors=True)
+                    counts["deleted"] += 1
+        except Timeout:
+            continue  # its generation is alive
+        Path(str(draft) + ".lock").unlink(missing_ok=True)
     return counts
 
 
@@ -130,13 +143,15 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
     work = [partial(_finish_variant, dataset, batch, u, segment_label, item, variant, profiles[u], kit, painter,
                     seed + k, f"{u}-v{k + 1}", llm, arts.get((u, k)))
             for u, variants in zip(users, written, strict=True) for k, variant in enumerate(variants)]
-    rows = _in_parallel(work, lambda done: progress(0.67 + 0.28 * done / len(work),
-                                                    f"Drew banners for {done} of {len(work)} variants"))
-    progress(0.95, "Scoring with the simulated audience")
-    _score(dataset, item["item_id"], rows)
-    ids = repository.save_variants([{k: v for k, v in r.items() if k not in ("targets", "raw")} for r in rows])
-    if _draft_folder(batch).exists():
-        os.replace(_draft_folder(batch), studio_folder(batch))  # after the commit: the banners are now published
+    with _draft_lock(batch):  # held until the draft is published: no other generation's sweep touches it
+        rows = _in_parallel(work, lambda done: progress(0.67 + 0.28 * done / len(work),
+                                                        f"Drew banners for {done} of {len(work)} variants"))
+        progress(0.95, "Scoring with the simulated audience")
+        _score(dataset, item["item_id"], rows)
+        ids = repository.save_variants([{k: v for k, v in r.items() if k not in ("targets", "raw")} for r in rows])
+        if _draft_folder(batch).exists():
+            os.replace(_draft_folder(batch), studio_folder(batch))  # after the commit: the banners are published
+    Path(str(_draft_folder(batch)) + ".lock").unlink(missing_ok=True)
     for row, variant_id in zip(rows, ids, strict=True):
         row["id"] = variant_id
     progress(1.0, "Done")

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from PIL import Image
 
 import services
+import settings
 from generation import copy, safety, writer
 from generation.compose import SIZES
 from store import repository
@@ -233,6 +235,35 @@ def test_generate_for_a_user_on_the_embedded_model_end_to_end(demo_store: str, t
     assert [m["id"] for m in manifest] == sorted(v["id"] for v in accepted)
     assert len([n for n in archive.namelist() if n.endswith(".png")]) == 5 * len(accepted)
     assert "manifest.csv" in archive.namelist()
+
+
+@pytest.mark.embedded
+def test_a_generation_never_sweeps_the_drafts_of_another_that_is_still_drawing(demo_store: str) -> None:
+    """Generation A is held while its draft is half drawn; generation B, which settles leftover drafts when it
+    starts, runs from start to end meanwhile. A's draft survives and A publishes every banner."""
+    drawing, released = threading.Event(), threading.Event()
+    done: dict[str, list[dict]] = {}
+
+    def hold(_fraction: float, message: str) -> None:
+        if message.startswith("Drew banners for 1 of"):
+            drawing.set()
+            assert released.wait(120)
+
+    first = threading.Thread(target=lambda: done.setdefault("a", services.studio.generate(
+        demo_store, "50", user_id="1", n=2, seed=5, progress=hold)))
+    first.start()
+    assert drawing.wait(300), "generation A never reached its banners"
+    drafts = list((settings.home() / "studio").glob("*.partial"))
+    assert drafts and any(d.iterdir() for d in drafts)  # A's half-drawn draft
+    services.studio.generate(demo_store, "181", user_id="2", n=1, seed=6)  # B sweeps as it starts
+    assert all(d.exists() for d in drafts), "B deleted the draft A is drawing"
+    released.set()
+    first.join(300)
+    accepted = [v for v in done["a"] if v["safety"]["status"] == "passed"]
+    assert accepted
+    for v in accepted:
+        assert all(Path(p).exists() for p in v["banners"].values()), v["banners"]
+    assert not list((settings.home() / "studio").glob("*.partial*"))  # nothing left behind, locks included
 
 
 @pytest.mark.embedded
