@@ -156,9 +156,9 @@ def test_killing_a_segment_generation_leaves_whole_batches_only(demo_store: str,
         assert all(Path(p).exists() for p in banners.values())
 
 
-def test_drafts_of_killed_generations_are_settled(demo_store: str) -> None:
+def test_drafts_of_killed_generations_are_settled(demo_store: str, tiny_llm: str) -> None:
     studio = settings.home() / "studio"
-    committed = repository.variants(demo_store)["batch"].iloc[0]
+    committed = services.studio.generate(demo_store, "50", user_id="3", n=1, seed=1)[0]["batch"]  # a stored batch
     for batch in (committed, "never-committed"):
         draft = studio / f"{batch}.partial"
         draft.mkdir(parents=True, exist_ok=True)
