@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from generation.copy import display_name
 from generation.intent import categories_of
 from untrusted import clean
 
@@ -292,10 +293,9 @@ def choose_scene(mood: str, categories: list[str], rng: np.random.Generator) -> 
 
 
 def display_title(title: object) -> str:
-    """A catalog title cleaned for art direction: no year suffix, 'Usual Suspects, The' as 'The Usual Suspects'."""
-    name = re.sub(r"\s*\(\d{4}\)\s*$", "", clean(title, limit=120))
-    match = re.match(r"^(.*),\s*(The|A|An)$", name)
-    return f"{match.group(2)} {match.group(1)}" if match else name
+    """A catalog title cleaned for art direction and named as copy names it (`copy.display_name`): no year
+    suffix, 'Usual Suspects, The' as 'The Usual Suspects'."""
+    return display_name(clean(title, limit=120))
 
 
 def write_prompt(scene: str, mood: str, palette: tuple[str, ...], composition: str) -> str:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from generation import titles
 from generation.intent import aliases, categories_of
 
 FIELDS = ("title", "body", "cta")
@@ -89,7 +90,7 @@ def _forms(word: str) -> set[str]:
 def names_of(title: str) -> list[str]:
     """The names an item goes by: 'Usual Suspects, The (1995)' is also 'The Usual Suspects' and 'Usual
     Suspects'; 'Seven (Se7en) (1995)' also 'Se7en'; 'Terminator 2: Judgment Day' also 'Terminator 2'."""
-    bare = re.sub(r"\s*\(\d{4}\)\s*$", "", str(title)).strip()
+    bare = titles.without_year(title)
     main = re.split(r"\s+\(", bare, maxsplit=1)[0]
     moved = re.match(r"^(.*),\s*(The|A|An)$", main)
     spoken = f"{moved.group(2)} {moved.group(1)}" if moved else main
@@ -132,8 +133,7 @@ def facts_for(item: Mapping, brand_kit: Mapping | None = None) -> Facts:
     phrases = tuple(sorted({p.strip() for p in own if p.strip()}, key=len, reverse=True))
     described = " ".join(str(x or "") for x in (item.get("description"), *brand, kit.get("required_disclaimer")))
     year = _year(item.get("year"))
-    title_year = re.search(r"\((\d{4})\)\s*$", title)
-    numbers = set(re.findall(r"\d+", described)) | {str(y) for y in (year, title_year and title_year.group(1)) if y}
+    numbers = set(re.findall(r"\d+", described)) | {str(y) for y in (year, titles.year_of(title)) if y}
     text = " ".join(" ".join([title, " ".join(categories), described, str(year or "")]).lower().split())
     return Facts(phrases, frozenset(f for w in _words(described) for f in _forms(w)), frozenset(numbers),
                  " ".join(described.lower().split()), text, year,

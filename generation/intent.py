@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 
+from generation import titles
 from untrusted import clean, fenced, findings
 
 ALGORITHM_VERSION = "intent-v1"
@@ -267,7 +268,7 @@ def normal_text(text: str) -> str:
 
 def title_core(title: str) -> str:
     """A title without its trailing '(1995)' and leading/trailing articles, for echo detection."""
-    core = re.sub(r"\(\d{4}\)\s*$", "", title).strip()
+    core = titles.without_year(title)
     core = re.sub(r",\s*(the|a|an)$", "", core, flags=re.IGNORECASE)
     return normal_text(core).strip()
 

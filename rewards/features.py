@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from generation import copy, grounding, intent
+from generation import copy, grounding, intent, titles
 from generation.brief import MOODS
 
 CTA_VERBS = {"watch", "stream", "see", "rent", "buy", "book", "get", "start", "play", "discover", "try", "join",
@@ -45,14 +45,9 @@ def display_title(title: str) -> str:
     return copy.display_name(title)
 
 
-def title_year(title: str) -> int | None:
-    match = re.search(r"\((\d{4})\)\s*$", str(title))
-    return int(match.group(1)) if match else None
-
-
 def title_names(title: str) -> list[str]:
     """Normalised names an item goes by: its main title and any alternate title in parentheses."""
-    bare = re.sub(r"\s*\(\d{4}\)\s*$", "", str(title)).strip()
+    bare = titles.without_year(title)
     parts = [bare.split(" (", 1)[0], *re.findall(r"\(([^()]+)\)", bare)]
     return [n for n in dict.fromkeys(" ".join(intent.title_core(p).split()) for p in parts) if n]
 
@@ -95,7 +90,7 @@ class Catalog:
                                                                                                   len(labels))
         names = [title_names(t) for t in items["title"]]
         known = frozenset(n for ns in names for n in ns if len(n.split()) >= 2)
-        years = [{int(y) for y in (year, title_year(t)) if y is not None and not pd.isna(y)}
+        years = [{int(y) for y in (year, titles.year_of(t)) if y is not None and not pd.isna(y)}
                  for year, t in zip(items["year"], items["title"], strict=True)]
         category_text = items["category"].where(items["category"].notna(), None).tolist()
         return cls(ids, {i: n for n, i in enumerate(ids)}, items["title"].astype(str).tolist(), names, years,

@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from generation.titles import year_of
 from rewards.appeal import Appeal, Population
 from rewards.audience import AUDIENCES, Audience, Impression, audience, world
-from rewards.features import Catalog, display_title, title_year
+from rewards.features import Catalog, display_title
 
 ATTACKS = ["keyword_stuffed", "shouting", "off_topic", "wrong_year", "wrong_genre"]
 LIKED = 0.75  # ratings in the top quarter of the dataset's scale count as liked (4 and 5 of 5 on MovieLens)
@@ -67,7 +68,7 @@ def appeal_auc(appeal: Appeal, population: Population, catalog: Catalog, negativ
 
 def _fill(template: str, catalog: Catalog, item: int, category: str, adj: str) -> str:
     """A template with the item's name, year (the one in its title, as people know it) and a category."""
-    year = title_year(catalog.titles[item]) or min(catalog.years[item], default="")
+    year = year_of(catalog.titles[item]) or min(catalog.years[item], default="")
     return template.format(name=display_title(catalog.titles[item]), cat=category.lower(), year=year, adj=adj)
 
 
@@ -96,7 +97,7 @@ def shouting(creative: dict) -> dict:
 
 def wrong_year(creative: dict, catalog: Catalog, item: int, rng: np.random.Generator) -> dict:
     """The same creative naming a year a few years off (never one the item has)."""
-    year = title_year(catalog.titles[item]) or min(catalog.years[item])
+    year = year_of(catalog.titles[item]) or min(catalog.years[item])
     wrong = int(rng.choice([year + s for s in (-9, -7, -5, -3, 3, 5, 7) if year + s not in catalog.years[item]]))
     return {k: v.replace(str(year), str(wrong)) for k, v in creative.items()}
 

@@ -4,14 +4,13 @@ segment, and the simulator's validation.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 import limits
-from generation import intent
+from generation import intent, titles
 from rewards import segments, variant_file
 from services.audience import segment_table
 from services.common import DEFAULT_DATASET, Progress, catalog, ensure_demo_data, known_item, quiet
@@ -32,7 +31,7 @@ def validate_variants(rows: list[dict]) -> list[dict[str, str]]:
 def example_variants(dataset: str, item_id: str) -> list[dict[str, str]]:
     """Starting variants for an item written from its catalog facts, for a marketer to edit or replace."""
     item = catalog(dataset).loc[item_id]
-    name = re.sub(r"\s*\(\d{4}\)\s*$", "", str(item["title"]))
+    name = titles.without_year(item["title"])
     cats = intent.categories_of(item["category"])
     kind = f"{cats[0].lower()} " if cats else ""
     article = "An" if (kind or "pick")[0] in "aeiou" else "A"
