@@ -125,6 +125,42 @@ def test_dpo_moves_policy_toward_chosen(base_config: dict, tmp_path: Path) -> No
     assert losses[-1] < losses[0] and margins[-1] > margins[0]
 
 
+def test_a_resumed_dpo_run_trains_on_the_pairs_it_sampled_before(base_config: dict, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    config = base_config | {"method": "dpo", "max_steps": 2, "prompts_per_step": 2, "num_generations": 3}
+    _train(config, tmp_path, "test-dpo-resume")
+    sampled = json.loads((tmp_path / trainers.PAIRS_FILE).read_text(encoding="utf-8"))
+    assert sampled and all({"prompt", "chosen", "rejected"} <= set(p) for p in sampled)
+
+    def sample_again(*_args, **_kwargs):
+        raise AssertionError("a resumed run sampled its pairs again")
+
+    monkeypatch.setattr(trainers, "dpo_pairs", sample_again)
+    again = trainers.build_trainer(trainers.TuningConfig.from_dict(config | {"seed": 99}), tmp_path)
+    assert len(again.train_dataset) == len(sampled)  # trained on exactly the stored pairs
+
+
+def test_the_time_budget_counts_the_time_earlier_attempts_spent(tmp_path: Path) -> None:
+    budget = trainers.Budget(tmp_path)
+    assert budget.deadline(0) is None
+    assert budget.deadline(1.0) == pytest.approx(time.monotonic() + 60, abs=1)  # a first attempt: all of it
+    (tmp_path / trainers.Budget.FILE).write_text(json.dumps({"spent_seconds": 50}), encoding="utf-8")
+    resumed = trainers.Budget(tmp_path)
+    assert resumed.deadline(1.0) == pytest.approx(time.monotonic() + 10, abs=1)  # 50 of 60 s already spent
+    resumed.record()
+    assert json.loads((tmp_path / trainers.Budget.FILE).read_text())["spent_seconds"] >= 50
+    (tmp_path / trainers.Budget.FILE).write_text('{"spent_sec', encoding="utf-8")  # cut off by a kill
+    assert trainers.Budget(tmp_path).before == 0.0
+
+
+def test_a_resumed_run_with_its_budget_spent_stops_at_once(base_config: dict, tmp_path: Path) -> None:
+    config = base_config | {"method": "grpo", "max_steps": 500, "save_steps": 500, "time_budget_minutes": 0.5}
+    (tmp_path / trainers.Budget.FILE).write_text(json.dumps({"spent_seconds": 29.9}), encoding="utf-8")
+    result, logged = _train(config, tmp_path, "test-budget-spent")
+    assert result["global_step"] == 1 and len(logged) == 1  # the step that found the budget spent, no more
+    assert json.loads((tmp_path / trainers.Budget.FILE).read_text())["spent_seconds"] > 29.9
+
+
 def test_time_budget_stops_training_and_keeps_the_adapter(base_config: dict, tmp_path: Path) -> None:
     config = base_config | {"method": "grpo", "max_steps": 500, "save_steps": 500, "time_budget_minutes": 0.02}
     result, logged = _train(config, tmp_path, "test-budget")

@@ -48,7 +48,7 @@ from store import runs as run_store
 from tuning import prompts
 
 if TYPE_CHECKING:
-    from tuning.trainers import TuningConfig
+    from tuning.trainers import Budget, TuningConfig
 
 # attention projections of every UNet transformer block (a run's `target_modules` name the text model's)
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -353,10 +353,15 @@ def _pairs_for_run(cfg: TuningConfig, model: render.DiffusionModel, output_dir: 
     return pairs
 
 
-def _stopper(run_id: str | None, deadline: float | None, share: float = 1.0) -> Callable[[], bool]:
-    """True once the run's cancel flag is up or `share` of the time budget (from now) is spent."""
+def _stopper(run_id: str | None, deadline: float | None, budget: Budget, share: float = 1.0) -> Callable[[], bool]:
+    """True once the run's cancel flag is up or `share` of the time budget left (from now) is spent; each call
+    records the time the run has spent, so a resume gets only what is left."""
     until = time.monotonic() + share * (deadline - time.monotonic()) if deadline else None
-    return lambda: bool((run_id and run_store.cancel_requested(run_id)) or (until and time.monotonic() >= until))
+
+    def stop() -> bool:
+        budget.record()
+        return bool((run_id and run_store.cancel_requested(run_id)) or (until and time.monotonic() >= until))
+    return stop
 
 
 def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume: bool = False, attempt: int = 1,
@@ -365,20 +370,21 @@ def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume
 
     `render_options` (steps, guidance) override the Studio's sampling for the pairs: tests use a few steps.
     """
-    from tuning.trainers import last_checkpoint  # late: trainers dispatches here
+    from tuning.trainers import Budget, last_checkpoint  # late: trainers dispatches here
 
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     output_dir, model_id = Path(output_dir), image_model_id(cfg.model)
-    deadline = time.monotonic() + 60 * cfg.time_budget_minutes if cfg.time_budget_minutes else None
+    budget = Budget(output_dir)  # what earlier attempts spent counts against the time budget
+    deadline = budget.deadline(cfg.time_budget_minutes)
     model = load_base(model_id, models.resolve_device(settings.load().device))
-    pairs = _pairs_for_run(cfg, model, output_dir, _stopper(run_id, deadline, 0.5), render_options or {})
+    pairs = _pairs_for_run(cfg, model, output_dir, _stopper(run_id, deadline, budget, 0.5), render_options or {})
     trainer = DiffusionDPOTrainer(cfg, model, pairs)
     checkpoint = last_checkpoint(output_dir) if resume else None
     if checkpoint:
         trainer.restore(Path(checkpoint))
-    _loop(trainer, output_dir, run_id, attempt, _stopper(run_id, deadline))
+    _loop(trainer, output_dir, run_id, attempt, _stopper(run_id, deadline, budget))
     adapter = output_dir / "adapter"
     trainer.save_adapter(adapter)
     return {"adapter_path": str(adapter), "global_step": trainer.step, "resumed_from": checkpoint, "model": model_id}

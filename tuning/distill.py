@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -49,21 +48,25 @@ def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume
           attempt: int = 1) -> dict:
     """Run (or continue) the three stages; the result is DPO's adapter, which holds SFT's update too."""
     path, tokenizer = trainers.prepare(cfg)
-    started, budget = time.monotonic(), 60 * cfg.time_budget_minutes
+    budget = trainers.Budget(output_dir)  # what earlier attempts spent counts against the time budget
 
     def until(share: float) -> float | None:
-        return started + share * budget if budget else None
+        return budget.deadline(share * cfg.time_budget_minutes)
 
     data = samples(cfg, path, tokenizer, output_dir, until(SAMPLING_SHARE))
+    if trainers.is_main_process():
+        budget.record()
     if not data["best"] or not data["pairs"]:
         raise ValueError(f"No usable samples: of {len(data['groups'])} prompts none had an answer the Studio accepts "
                          "and a pair that differs in reward; raise num_generations or the number of users")
-    sft_steps = supervised(cfg, path, tokenizer, data["best"], output_dir / "sft", run_id, attempt, until(SFT_SHARE))
+    sft_steps = supervised(cfg, path, tokenizer, data["best"], output_dir / "sft", run_id, attempt,
+                           trainers.StopSignals(run_id, until(SFT_SHARE), budget))
     cancelled = bool(run_id) and trainers.is_main_process() and run_store.cancel_requested(run_id)
     if trainers.any_process(cancelled):  # a run cancelled during SFT ends with SFT's adapter; resume goes on to DPO
         return {"adapter_path": str(output_dir / "sft" / "adapter"), "global_step": sft_steps, "resumed_from": None,
                 "model": path}
-    trainer = _dpo(cfg, path, tokenizer, data["pairs"], output_dir, run_id, attempt, sft_steps, until(1.0))
+    trainer = _dpo(cfg, path, tokenizer, data["pairs"], output_dir, run_id, attempt, sft_steps,
+                   trainers.StopSignals(run_id, until(1.0), budget))
     checkpoint = trainers.last_checkpoint(output_dir) if resume else None
     result = trainers.fit(trainer, cfg, output_dir / "adapter", checkpoint, sft_steps)
     if trainers.is_main_process():
@@ -98,8 +101,9 @@ def samples(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, until: fl
 
 
 def supervised(cfg: TuningConfig, path: str, tokenizer, best: list[dict], folder: Path, run_id: str | None,
-               attempt: int, deadline: float | None) -> int:
-    """Stage 2, SFT on the best accepted samples (continuing its own checkpoint); the steps it took."""
+               attempt: int, stop: trainers.StopSignals) -> int:
+    """Stage 2, SFT on the best accepted samples (continuing its own checkpoint); the steps it took. `stop`
+    ends it on cancel or at its share of the time budget."""
     adapter = folder / "adapter"
     if (adapter / STAGE_FILE).exists():
         return int(json.loads((adapter / STAGE_FILE).read_text(encoding="utf-8"))["global_step"])
@@ -108,8 +112,7 @@ def supervised(cfg: TuningConfig, path: str, tokenizer, best: list[dict], folder
 
     args = SFTConfig(**trainers.base_args(cfg, folder, cfg.sft_steps), per_device_train_batch_size=cfg.prompts_per_step,
                      max_length=512, completion_only_loss=True)
-    callbacks = [trainers.StopSignals(run_id, deadline),
-                 *trainers.callbacks_for(cfg, run_id, attempt, prefix="sft_", examples=False)]
+    callbacks = [stop, *trainers.callbacks_for(cfg, run_id, attempt, prefix="sft_", examples=False)]
     trainer = SFTTrainer(model=trainers.load_policy(path), args=args, train_dataset=Dataset.from_list(best),
                          processing_class=tokenizer, peft_config=trainers.lora(cfg, path), callbacks=callbacks)
     result = trainers.fit(trainer, cfg, adapter, trainers.last_checkpoint(folder))
@@ -120,7 +123,7 @@ def supervised(cfg: TuningConfig, path: str, tokenizer, best: list[dict], folder
 
 
 def _dpo(cfg: TuningConfig, path: str, tokenizer, pairs: list[dict], output_dir: Path, run_id: str | None,
-         attempt: int, sft_steps: int, deadline: float | None):
+         attempt: int, sft_steps: int, stop: trainers.StopSignals):
     """Stage 3's trainer: DPO on the SFT adapter (trainable), against a frozen copy of it (TRL's reference)."""
     from datasets import Dataset
     from peft import PeftModel
@@ -130,7 +133,6 @@ def _dpo(cfg: TuningConfig, path: str, tokenizer, pairs: list[dict], output_dir:
                                        is_trainable=True)
     args = DPOConfig(**(trainers.common_args(cfg, output_dir) | {"learning_rate": cfg.learning_rate * DPO_LR_SCALE}),
                      per_device_train_batch_size=cfg.prompts_per_step, max_length=512)
-    callbacks = [trainers.StopSignals(run_id, deadline),
-                 *trainers.callbacks_for(cfg, run_id, attempt, offset=sft_steps, examples=False)]
+    callbacks = [stop, *trainers.callbacks_for(cfg, run_id, attempt, offset=sft_steps, examples=False)]
     return DPOTrainer(model=policy, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
                       callbacks=callbacks)

@@ -169,17 +169,48 @@ class StoreCallback(TrainerCallback):
                                   {self.prefix + k: v for k, v in logs.items()}, self.attempt)
 
 
+class Budget:
+    """The time a run has spent over all its attempts, kept in its folder (`budget.json`), so a resumed run
+    gets only what is left of its time budget, not the whole budget again."""
+
+    FILE = "budget.json"
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / self.FILE
+        try:
+            self.before = float(json.loads(self.path.read_text(encoding="utf-8"))["spent_seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            self.before = 0.0  # a first attempt, or a file cut off by a kill: count from here
+        self.started = time.monotonic()
+
+    def spent(self) -> float:
+        return self.before + time.monotonic() - self.started
+
+    def deadline(self, minutes: float) -> float | None:
+        """The `time.monotonic()` value at which a budget of `minutes` over the whole run is spent."""
+        return self.started + 60 * minutes - self.before if minutes else None
+
+    def record(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps({"spent_seconds": round(self.spent(), 3)}), encoding="utf-8")
+        os.replace(partial, self.path)
+
+
 class StopSignals(TrainerCallback):
     """Stops training, after saving a checkpoint, when the run's cancel flag is raised in the store (read by the
     main process) or its time budget (`deadline`, a `time.monotonic()` value) is spent, on every process at once."""
 
-    def __init__(self, run_id: str | None, deadline: float | None) -> None:
+    def __init__(self, run_id: str | None, deadline: float | None, budget: Budget | None = None) -> None:
         self.run_id = run_id
         self.deadline = deadline
+        self.budget = budget
 
     def on_step_end(self, args, state, control, **kwargs):
         cancelled = bool(self.run_id) and is_main_process() and run_store.cancel_requested(self.run_id)
         late = self.deadline is not None and time.monotonic() >= self.deadline
+        if self.budget is not None and is_main_process():
+            self.budget.record()
         if any_process(cancelled or late):
             control.should_training_stop = True
             control.should_save = True
@@ -314,6 +345,28 @@ def dpo_pairs(cfg: TuningConfig, model, path: str, tokenizer, deadline: float | 
                                      train_reward(cfg))
 
 
+PAIRS_FILE = "dpo_pairs.json"  # in the run's folder: the pairs its first attempt sampled, for every resume
+
+
+def stored_pairs(output_dir: Path) -> list[dict]:
+    """The preference pairs an earlier attempt of this run sampled, or [] (none yet, or cut off by a kill)."""
+    try:
+        pairs = json.loads((Path(output_dir) / PAIRS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return pairs if isinstance(pairs, list) else []
+
+
+def store_pairs(output_dir: Path, pairs: list[dict]) -> list[dict]:
+    """Keep the sampled pairs with the run (written whole, then renamed), so a resume trains on the same ones."""
+    if pairs and is_main_process():
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        partial = Path(output_dir) / f"{PAIRS_FILE}.partial"
+        partial.write_text(json.dumps(pairs), encoding="utf-8")
+        os.replace(partial, Path(output_dir) / PAIRS_FILE)
+    return pairs
+
+
 def build_dpo(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbacks: list,
               deadline: float | None = None):
     """DPO on the base model's own variants ranked by the training reward (reference: the adapter switched off)."""
@@ -326,7 +379,7 @@ def build_dpo(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbac
         if not pairs:
             raise logged.no_pairs(cfg.dataset, cfg.min_impressions, skipped)
     else:
-        pairs = dpo_pairs(cfg, model, path, tokenizer, deadline)
+        pairs = stored_pairs(output_dir) or store_pairs(output_dir, dpo_pairs(cfg, model, path, tokenizer, deadline))
     if not pairs:
         raise ValueError("No preference pairs: every prompt's variants scored the same")
     args = DPOConfig(**common_args(cfg, output_dir), per_device_train_batch_size=cfg.prompts_per_step,
@@ -345,12 +398,17 @@ def prepare(cfg: TuningConfig) -> tuple[str, object]:
 
 
 def build_trainer(cfg: TuningConfig, output_dir: Path, callbacks: list | None = None, run_id: str | None = None):
-    """The configured TRL trainer, ready to `train()`; its time budget (if any) starts now."""
+    """The configured TRL trainer, ready to `train()`; its time budget (if any) is what the run's earlier
+    attempts left of it (`Budget`), counted from now."""
     path, tokenizer = prepare(cfg)
-    deadline = time.monotonic() + 60 * cfg.time_budget_minutes if cfg.time_budget_minutes else None
-    callbacks = [StopSignals(run_id, deadline), *(callbacks or [])]  # first: the others see a stop in its step
+    budget = Budget(output_dir)
+    deadline = budget.deadline(cfg.time_budget_minutes)
+    callbacks = [StopSignals(run_id, deadline, budget), *(callbacks or [])]  # first: the others see its stop
     build = build_dpo if cfg.method == "dpo" else build_online
-    return build(cfg, path, tokenizer, Path(output_dir), callbacks, deadline)
+    trainer = build(cfg, path, tokenizer, Path(output_dir), callbacks, deadline)
+    if is_main_process():
+        budget.record()  # DPO's sampling counts even if the run is killed before its first step
+    return trainer
 
 
 def _complete(checkpoint: Path) -> bool:
