@@ -59,13 +59,9 @@ if st.button("Run campaign", type="primary", key="run_campaign"):
     try:
         variants = services.campaigns.validate_variants(edited.to_dict("records"))
         bar = st.progress(0.0, text="Scoring variants for every simulated user")
-        allocations = [allocation] + ([a for a in ("thompson", "ab") if a != allocation] if compare else [])
-        runs = {}
-        for n, name in enumerate(allocations):
-            runs[name] = services.campaigns.run_campaign(
-                dataset, item_id, variants, kind, None if kind == "all" else value, int(impressions), name,
-                int(seed), progress=lambda f, m, n=n: bar.progress((n + f) / len(allocations), text=m),
-                record=name == allocation)  # the comparison run is counterfactual: logged once, not twice
+        runs = services.campaigns.run_campaigns(
+            dataset, item_id, variants, kind, None if kind == "all" else value, int(impressions), allocation,
+            compare, int(seed), progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
         st.session_state["campaign"] = {"runs": runs, "variants": variants, "primary": allocation}
     except (ValueError, VariantFileError) as exc:
         st.error(str(exc))

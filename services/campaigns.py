@@ -54,6 +54,18 @@ def click_matrix(dataset: str, item_id: str, user_ids: list[str], variants: list
     return crowd.probabilities(pairs).reshape(len(user_ids), len(variants))
 
 
+def run_campaigns(dataset: str, item_id: str, variants: list[dict], segment_kind: str = "all",
+                  segment_value: str | None = None, impressions: int = 20_000, allocation: str = "thompson",
+                  compare: bool = False, seed: int = 0, progress: Progress = quiet) -> dict[str, dict]:
+    """The campaign with `allocation` (logged), and with `compare` the same traffic under the other allocations
+    too (Thompson sampling and A/B), as counterfactual runs that are not logged: {allocation: summary}."""
+    allocations = [allocation] + ([a for a in ("thompson", "ab") if a != allocation] if compare else [])
+    return {name: run_campaign(dataset, item_id, variants, segment_kind, segment_value, impressions, name, seed,
+                               progress=lambda f, m, n=n: progress((n + f) / len(allocations), m),
+                               record=name == allocation)
+            for n, name in enumerate(allocations)}
+
+
 def run_campaign(dataset: str, item_id: str, variants: list[dict], segment_kind: str = "all",
                  segment_value: str | None = None, impressions: int = 20_000, allocation: str = "thompson",
                  seed: int = 0, audience_name: str = "train", max_users: int | None = None,

@@ -111,6 +111,17 @@ def test_a_counterfactual_comparison_run_logs_nothing(demo_store: str, variants:
     assert len(impression_log.read_impressions(demo_store)) == before
 
 
+def test_a_comparison_logs_the_chosen_allocation_once(demo_store: str, variants: list[dict]) -> None:
+    before = len(impression_log.read_impressions(demo_store))
+    runs = services.campaigns.run_campaigns(demo_store, ITEM, variants, "age_band", "25-34", impressions=2_000,
+                                            allocation="ab", compare=True, seed=2)
+    assert list(runs) == ["ab", "thompson"]  # the chosen one first, then the counterfactual
+    assert all(r["variants"]["impressions"].sum() == 2_000 for r in runs.values())
+    log = impression_log.read_impressions(demo_store)
+    assert len(log) == before + 2_000  # the A/B campaign's impressions, not the comparison's
+    assert int(log.tail(2_000)["click"].sum()) == runs["ab"]["variants"]["clicks"].sum()
+
+
 def test_stuffed_variant_loses_in_a_campaign(demo_store: str, variants: list[dict]) -> None:
     run = services.campaigns.run_campaign(demo_store, ITEM, variants, impressions=10_000, allocation="ab", seed=0,
                                 max_users=300)
