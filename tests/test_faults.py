@@ -7,6 +7,7 @@ The kill points are drawn from a seeded generator, so a failure can be replayed 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import signal
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from streamlit.testing.v1 import AppTest
 
 import services
 import settings
@@ -111,6 +111,21 @@ def test_a_half_written_checkpoint_is_passed_over(tmp_path: Path) -> None:
     assert trainers.last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
 
 
+RESTARTED_DASHBOARD = """
+import json, sys
+from streamlit.testing.v1 import AppTest
+run_id = sys.argv[1]
+app = AppTest.from_file("streamlit_app.py", default_timeout=120)
+app.run()
+app.switch_page("pages/reward_tuning.py").run()
+app.selectbox(key="selected_run").set_value(run_id).run()
+table = next(df.value for df in app.dataframe if "method" in df.value.columns)
+print(json.dumps({"exceptions": [str(e.value) for e in app.exception],
+                  "status": str(table.set_index("id").loc[run_id, "status"]),
+                  "resume": any(b.label == "Resume" for b in app.button)}))
+"""
+
+
 def test_a_restarted_dashboard_shows_the_killed_run_as_resumable(tiny_run_config: dict, tiny_llm: str) -> None:
     run_id = runs.launch(tiny_run_config | {"max_steps": 200})
     deadline = time.monotonic() + 240
@@ -118,15 +133,13 @@ def test_a_restarted_dashboard_shows_the_killed_run_as_resumable(tiny_run_config
         assert time.monotonic() < deadline and runs.refresh(run_id)["status"] in run_store.ACTIVE
         time.sleep(0.2)
     os.kill(runs.refresh(run_id)["pid"], signal.SIGKILL)
-    runs._children.clear()  # a restarted dashboard knows nothing of the workers the old one started
-    app = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
-    app.run()
-    app.switch_page("pages/reward_tuning.py").run()
-    app.selectbox(key="selected_run").set_value(run_id).run()
-    assert not app.exception, app.exception
-    table = next(df.value for df in app.dataframe if "method" in df.value.columns)
-    assert table.set_index("id").loc[run_id, "status"] == "failed"
-    assert any(b.label == "Resume" for b in app.button)
+    # the restarted dashboard is a new process: it knows nothing of the workers the old one started
+    done = subprocess.run([sys.executable, "-c", RESTARTED_DASHBOARD, run_id], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shown = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not shown["exceptions"], shown["exceptions"]
+    assert shown["status"] == "failed" and shown["resume"], shown
     assert_store_consistent()
 
 
