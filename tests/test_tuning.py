@@ -364,3 +364,42 @@ def test_the_settings_a_form_does_not_ask_for_are_derived_in_one_place() -> None
     assert services.tuning.with_derived_settings({"max_steps": 400})["save_steps"] == 10
     kept = services.tuning.with_derived_settings({"lora_r": 8, "lora_alpha": 8, "max_steps": 50, "save_steps": 25})
     assert (kept["lora_alpha"], kept["save_steps"]) == (8, 25)
+
+
+def test_every_target_is_promoted_through_the_promote_path_and_the_studio_writes_after_a_rollback(
+        demo_store: str, tiny_llm: str, tiny_model_dir: Path, tiny_diffusion_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    lora = tmp_path / "lora"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                   LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).save_pretrained(lora)
+    for run_id, method, config in (("p-text", "dpo", {}), ("p-brief", "dpo", {"target": "brief"}),
+                                   ("p-image", "diffusion_dpo", {"model": str(tiny_diffusion_dir)})):
+        run_store.create_run(run_id, method, demo_store, config, str(tmp_path / run_id), "", 1)
+        run_store.update_run(run_id, adapter_path=str(lora))
+    monkeypatch.setenv("ADLOOP_IMAGE_MODEL", "procedural")  # the banners of this test's generations
+    shown = services.settings.environment
+
+    assert services.tuning.promote_run("p-text") == str(lora)
+    assert shown()["settings"]["text_adapter"] == str(lora)
+    written = services.studio.generate(demo_store, "50", user_id="4", n=1, seed=2)
+    assert {v["adapter"] for v in written} == {str(lora)}  # the Studio writes with the promoted adapter
+    services.tuning.promote_run("p-brief")
+    assert (shown()["settings"]["brief_adapter"], shown()["settings"]["brief_writer"]) == (str(lora), "llm")
+    services.tuning.promote_run("p-image")
+    monkeypatch.delenv("ADLOOP_IMAGE_MODEL")
+    assert (shown()["settings"]["image_adapter"], shown()["settings"]["image_model"]) == (str(lora),
+                                                                                          str(tiny_diffusion_dir))
+
+    services.tuning.rollback_adapter()
+    after = shown()["settings"]
+    assert (after["text_adapter"], after["brief_adapter"], after["image_adapter"]) == ("", "", "")
+    assert after["brief_writer"] == "rules"
+    monkeypatch.setenv("ADLOOP_IMAGE_MODEL", "procedural")
+    written = services.studio.generate(demo_store, "50", user_id="4", n=1, seed=3)
+    assert written and {v["adapter"] for v in written} == {None}  # back on the base model
+    with pytest.raises(ValueError, match="no adapter to promote"):
+        run_store.update_run("p-text", adapter_path=str(tmp_path / "gone"))
+        services.tuning.promote_run("p-text")
