@@ -85,7 +85,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 test: setup system-deps lint
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
