@@ -136,6 +136,7 @@ class TextModel:
     engine_note: str = ""  # why generation runs on transformers although llama.cpp was wanted
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _newlines: set[int] | None = field(default=None, repr=False)
+    _avoided: dict[tuple[str, ...], frozenset[int]] = field(default_factory=dict, repr=False)
 
     @property
     def engine(self) -> str:
@@ -176,12 +177,15 @@ class TextModel:
         """The tokens that spell one of `words` whole, as a word inside a sentence (" best", " Best") or
         opening a line ("Best"): giving them no chance keeps the model from writing the word in those forms.
         A word the tokenizer splits into pieces is left to the checks (its first piece starts other words)."""
-        found = set()
-        for word in words:
-            for form in {f" {word.lower()}", f" {word.capitalize()}", word.capitalize()}:
-                ids = self.tokenizer(form, add_special_tokens=False)["input_ids"]
-                found.update(ids if len(ids) == 1 else ())
-        return frozenset(found)
+        key = tuple(words)
+        if key not in self._avoided:  # every slot of a request asks for its item's same list: tokenise it once
+            found = set()
+            for word in words:
+                for form in {f" {word.lower()}", f" {word.capitalize()}", word.capitalize()}:
+                    ids = self.tokenizer(form, add_special_tokens=False)["input_ids"]
+                    found.update(ids if len(ids) == 1 else ())
+            self._avoided[key] = frozenset(found)
+        return self._avoided[key]
 
     def complete(self, prompts: list[list[int]], copies: int = 1, max_new_tokens: int = 48, temperature: float = 0.0,
                  top_p: float = 0.9, seed: int = 0, stop_lines: int = 0,
