@@ -50,10 +50,11 @@ class EngineUnavailable(RuntimeError):
     """llama.cpp cannot run this model here (not installed, or the file does not load)."""
 
 
-# The CPU kernels built with AVX-512 and VNNI beside the AVX2 ones (Makefile), and what they need of the CPU.
+# The CPU kernels built with AVX-512 and VNNI beside the AVX2 ones (Makefile), and every instruction set that
+# build compiles for (AVX512_CMAKE_ARGS), so they load only where none of them is missing.
 AVX512_KERNELS = Path(sys.prefix) / "lib" / "ggml-avx512" / "libggml-cpu.so.0"
-AVX512_FLAGS = {"avx2", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512vbmi",
-                "avx512_bf16"}
+AVX512_FLAGS = {"avx2", "fma", "f16c", "bmi2", "avx512f", "avx512cd", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
+                "avx512vbmi"}
 
 
 def cpu_flags() -> set[str]:
