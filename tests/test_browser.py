@@ -79,12 +79,14 @@ def test_studio_generates_two_variants_and_shows_their_banners(server: str, page
     header = page.get_by_role("heading", name=re.compile(r"\d+ variants ready, \d+ rejected"))
     expect(header).to_be_visible(timeout=300_000)
     ready, rejected = (int(n) for n in re.findall(r"\d+", header.inner_text()))
-    banners = page.locator('[data-testid="stImage"] img')
-    expect(banners.first).to_be_visible(timeout=30_000)
-    reasons = page.get_by_text(re.compile("^Rejected: ")).all_inner_texts()
-    # sampling differs between CPUs: every card has its banner and either a predicted CTR or the reasons
-    assert (ready + rejected, len(reasons)) == (2, rejected), reasons
-    assert banners.count() == 2 and page.get_by_text("Predicted CTR").count() == ready, reasons
+    # sampling differs between CPUs: every card has its banner and either a predicted CTR or the reasons; the
+    # cards render one element after another, so each count is awaited
+    expect(page.locator('[data-testid="stImage"] img')).to_have_count(2, timeout=30_000)
+    expect(page.get_by_text("Predicted CTR")).to_have_count(ready, timeout=30_000)
+    rejections = page.get_by_text(re.compile("^Rejected: "))
+    expect(rejections).to_have_count(rejected, timeout=30_000)
+    reasons = rejections.all_inner_texts()
+    assert ready + rejected == 2, reasons
     assert all(r.removeprefix("Rejected: ").strip() for r in reasons)
     export = page.get_by_role("button", name="Export all accepted variants (ZIP)")
     expect(export).to_be_visible() if ready else expect(export).to_have_count(0)
