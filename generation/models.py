@@ -95,8 +95,26 @@ class _LineStop:
         return torch.isin(input_ids[:, self.start:], self.newlines).sum(-1) >= self.lines
 
 
+def avoided_tokens(tokenizer, words: list[str]) -> frozenset[int]:
+    """The tokens that spell one of `words` whole, as a word inside a sentence (" best", " Best") or opening a
+    line ("Best"): giving them no chance keeps the model from writing the word in those forms. A word the
+    tokenizer splits into pieces is left to the checks (its first piece starts other words)."""
+    found = set()
+    for word in words:
+        for form in {f" {word.lower()}", f" {word.capitalize()}", word.capitalize()}:
+            ids = tokenizer(form, add_special_tokens=False)["input_ids"]
+            found.update(ids if len(ids) == 1 else ())
+    return frozenset(found)
+
+
+def end_ids(model: torch.nn.Module, tokenizer) -> frozenset[int]:
+    """The tokens that end an answer: the tokenizer's and the model's generation config's end of sequence."""
+    configured = model.generation_config.eos_token_id
+    return frozenset({tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])} - {None})
+
+
 @dataclass
-class _Bans:
+class Bans:
     """transformers logits processor, the same rules as the llama.cpp engine: row i never takes the tokens of
     `avoid[i]`, nor one that repeats a run of `no_repeat` tokens of its own answer (from column `start`), nor
     an end token before `lines` line breaks."""
@@ -174,17 +192,10 @@ class TextModel:
         return [t.strip() for t in self.tokenizer.batch_decode(answers, skip_special_tokens=True)]
 
     def avoided_tokens(self, words: list[str]) -> frozenset[int]:
-        """The tokens that spell one of `words` whole, as a word inside a sentence (" best", " Best") or
-        opening a line ("Best"): giving them no chance keeps the model from writing the word in those forms.
-        A word the tokenizer splits into pieces is left to the checks (its first piece starts other words)."""
+        """`avoided_tokens` of these words with this model's tokenizer, tokenised once per word list."""
         key = tuple(words)
         if key not in self._avoided:  # every slot of a request asks for its item's same list: tokenise it once
-            found = set()
-            for word in words:
-                for form in {f" {word.lower()}", f" {word.capitalize()}", word.capitalize()}:
-                    ids = self.tokenizer(form, add_special_tokens=False)["input_ids"]
-                    found.update(ids if len(ids) == 1 else ())
-            self._avoided[key] = frozenset(found)
+            self._avoided[key] = avoided_tokens(self.tokenizer, words)
         return self._avoided[key]
 
     def complete(self, prompts: list[list[int]], copies: int = 1, max_new_tokens: int = 48, temperature: float = 0.0,
@@ -214,14 +225,13 @@ class TextModel:
             else {"do_sample": False}
         stop = [_LineStop(torch.tensor(sorted(self.newlines()), device=self.device), width, stop_lines)] \
             if stop_lines else None
-        configured = self.model.generation_config.eos_token_id
-        end_ids = {self.tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
-        bans = _Bans(rows_avoid, no_repeat, width, stop_lines, frozenset(self.newlines()), frozenset(end_ids - {None}))
+        rules = Bans(rows_avoid, no_repeat, width, stop_lines, frozenset(self.newlines()),
+                     end_ids(self.model, self.tokenizer))
         with self.lock, torch.inference_mode():
             torch.manual_seed(seed)
             output = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                          pad_token_id=pad, stopping_criteria=stop,
-                                         logits_processor=LogitsProcessorList([bans]), **sampling)
+                                         logits_processor=LogitsProcessorList([rules]), **sampling)
         answers = []
         for row in output[:, width:].tolist():
             ends = [k for k, t in enumerate(row) if t in (pad, self.tokenizer.eos_token_id)]

@@ -403,3 +403,35 @@ def test_every_target_is_promoted_through_the_promote_path_and_the_studio_writes
     with pytest.raises(ValueError, match="no adapter to promote"):
         run_store.update_run("p-text", adapter_path=str(tmp_path / "gone"))
         services.tuning.promote_run("p-text")
+
+
+@pytest.mark.embedded
+def test_the_evaluation_and_the_samplers_draw_under_the_studios_rules(demo_store: str, embedded_model_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    """Tuned@1 and its baselines must be what the Studio would draw: copy rows carry the writer's rules (the words
+    its checks would reject about the row's item, no loops, two lines), briefs none; and both sampling paths,
+    transformers (a model being trained) and llama.cpp (fixed weights), keep every avoided word out. Here the
+    avoided words are those the unruled draw wrote first, so the rules have something to keep out."""
+    from generation import models, safety, writer
+
+    rows = targets.rows("copy", demo_store, "held_out", 3)
+    rules = targets.rules("copy", demo_store, rows)
+    shop = reward.catalog(demo_store)
+    assert rules.avoid == [safety.words_to_avoid(shop.items[r["item_id"]], shop.categories, shop.brand) for r in rows]
+    assert (rules.no_repeat, rules.lines) == (writer.NO_REPEAT, copy.ANSWER_LINES)
+    assert targets.rules("brief", demo_store, rows) == sampling.Rules()
+    llm = models.load_text_model(str(embedded_model_dir), "cpu", tmp_path)
+    assert llm.fast is not None, llm.engine_note
+    texts = targets.texts("copy", llm.tokenizer, rows)
+    free, _, _ = sampling.sample_on(llm, texts, 16, 0.9, seed=3, copies=2)
+    words = [[w for w in (free[2 * k] + " " + free[2 * k + 1]).replace(",", " ").split() if w.isalpha()][:3]
+             for k in range(len(rows))]
+    own = sampling.Rules(words, writer.NO_REPEAT, copy.ANSWER_LINES)
+    drawn = {"llama.cpp": sampling.sample_on(llm, texts, 16, 0.9, seed=3, copies=2, rules=own)[2],
+             "transformers": sampling.sample(llm.model, llm.tokenizer, texts, 16, 0.9, seed=3, copies=2,
+                                             rules=own)[2]}
+    for path, answers in drawn.items():
+        for k, answer in enumerate(answers):
+            avoided = models.avoided_tokens(llm.tokenizer, words[k // 2])
+            assert avoided and not set(answer.tolist()) & avoided, (path, words[k // 2],
+                                                                    llm.tokenizer.decode(answer))

@@ -122,13 +122,14 @@ def setting_metrics(target: str, draws: list[list[str]], rows: list[dict], datas
 def _draw(model, tokenizer, texts: list[str], copies: int, args: dict,
           fast: models.TextModel | None = None) -> tuple[list[list[str]], list, list]:
     """`copies` independent samples per prompt, as that many lists with one output per prompt (plus the token
-    ids of the first list, for the KL); on the Studio's engine when `fast` holds the same weights."""
+    ids of the first list, for the KL); with the Studio's rules, on its engine when `fast` holds the same
+    weights."""
     if fast is not None:
         raw, prompt_ids, completion_ids = sample_on(fast, texts, seed=args["seed"], copies=copies,
-                                                    stop_lines=args["stop_lines"], **_gen(args))
+                                                    rules=args["rules"], **_gen(args))
     else:
         raw, prompt_ids, completion_ids = sample(model, tokenizer, texts, seed=args["seed"], copies=copies, batch=32,
-                                                 **_gen(args))
+                                                 rules=args["rules"], **_gen(args))
     return [raw[k::copies] for k in range(copies)], prompt_ids[::copies], completion_ids[::copies]
 
 
@@ -167,7 +168,7 @@ def evaluate(adapter_path: str, dataset: str = movielens.NAME, model: str = "", 
     rows = targets.rows(target, dataset, "held_out", users)
     texts = targets.texts(target, tokenizer, rows)
     args = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed,
-            "stop_lines": targets.stop_lines(target)}
+            "rules": targets.rules(target, dataset, rows)}
     judge = targets.reward(target, dataset, "judge")
     train = targets.reward(target, dataset, "train", studio_gate=studio_gate)
     with engine_for(path) as fast:

@@ -1,7 +1,9 @@
 """Sampling copy from a policy as the Studio does (same temperature and nucleus), keeping the token ids.
 
 Shared by the evaluation (base, best-of-N, tuned), the held-out judge that runs during training and the
-DPO pair sampler, so all of them measure what the Studio would actually draw from the model.
+DPO pair sampler, so all of them measure what the Studio would actually draw from the model: with its rules
+(`Rules`: the words its checks would reject get no chance, no answer loops on a run of its own tokens, copy
+stops at the end of its body's line and may not end before it), on both paths.
 
 Fixed weights (the base model before training, a finished adapter) are sampled on the Studio's engine
 (`engine_for` + `sample_on`: llama.cpp on a CPU; copy ends with the call to action's line, as in the
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,6 +29,31 @@ from generation import models
 
 TEMPERATURE = 0.7  # the Studio's writer (`generation.writer`)
 TOP_P = 0.9  # the Studio's nucleus sampling (`generation.models.TextModel.generate`), so tuned@1 is what users get
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How the Studio draws from its writer (`generation.writer`): per prompt text, the words its answers may
+    not write (`avoid`); no answer repeats a run of `no_repeat` of its own tokens; an answer ends after `lines`
+    line breaks and not before them (0: no limit)."""
+
+    avoid: list[list[str]] | None = None
+    no_repeat: int = 0
+    lines: int = 0
+
+    def part(self, start: int, stop: int) -> Rules:
+        """The rules of the texts from `start` to `stop`."""
+        return Rules(self.avoid[start:stop] if self.avoid else None, self.no_repeat, self.lines)
+
+    def tokens(self, tokenizer, copies: int) -> list[frozenset[int]] | None:
+        """The avoided token ids of every answer (each text's `copies` answers in turn), or None."""
+        if not self.avoid:
+            return None
+        known: dict[tuple[str, ...], frozenset[int]] = {}  # prompts for one item share its list: tokenise it once
+        for words in self.avoid:
+            if tuple(words) not in known:
+                known[tuple(words)] = models.avoided_tokens(tokenizer, words)
+        return [known[tuple(words)] for words in self.avoid for _ in range(copies)]
 
 
 def _prefilled(model, enc: dict, copies: int):
@@ -40,27 +68,35 @@ def _prefilled(model, enc: dict, copies: int):
 
 
 def sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature: float, seed: int,
-           batch: int = 16, copies: int = 1) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
-    """`copies` sampled continuations of each text (in order: text 0's copies, then text 1's...), with their
-    prompt and completion token ids (the ids are what KL is computed on)."""
+           batch: int = 16, copies: int = 1, rules: Rules = Rules()) -> tuple[list[str], list[torch.Tensor],
+                                                                             list[torch.Tensor]]:
+    """`copies` sampled continuations of each text (in order: text 0's copies, then text 1's...) under the
+    Studio's `rules`, with their prompt and completion token ids (the ids are what KL is computed on)."""
+    from transformers import LogitsProcessorList
+
     out_texts, prompt_ids, completion_ids = [], [], []
     tokenizer.padding_side = "left"
     per_batch = max(batch // copies, 1)
+    avoided = rules.tokens(tokenizer, copies)
+    newlines, ends = frozenset(models.newline_ids(tokenizer)) if rules.lines else frozenset(), \
+        models.end_ids(model, tokenizer)
     for start in range(0, len(texts), per_batch):
         enc = tokenizer(texts[start:start + per_batch], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(model.device) for k, v in enc.items()}
         cache = _prefilled(model, enc, copies)
         enc = {k: v.repeat_interleave(copies, dim=0) for k, v in enc.items()}
+        width = enc["input_ids"].shape[1]
+        bans = models.Bans(avoided[start * copies:(start + per_batch) * copies] if avoided else None,
+                           rules.no_repeat, width, rules.lines, newlines, ends)
         torch.manual_seed(seed + start)
         with torch.inference_mode():
             out = model.generate(**enc, past_key_values=cache, max_new_tokens=max_new_tokens, do_sample=True,
                                  temperature=temperature, top_p=TOP_P, top_k=models.TOP_K,
-                                 pad_token_id=tokenizer.pad_token_id)
-        width = enc["input_ids"].shape[1]
+                                 pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList([bans]))
         for row, mask in zip(out.cpu(), enc["attention_mask"].cpu(), strict=True):
             completion = row[width:]
-            ends = (completion == tokenizer.eos_token_id).nonzero()
-            completion = completion[: int(ends[0]) + 1] if len(ends) else completion
+            ends_at = (completion == tokenizer.eos_token_id).nonzero()
+            completion = completion[: int(ends_at[0]) + 1] if len(ends_at) else completion
             prompt_ids.append(row[:width][mask.bool()])
             completion_ids.append(completion)
             out_texts.append(tokenizer.decode(completion, skip_special_tokens=True))
@@ -89,11 +125,13 @@ def engine_for(path: str, adapter: str | None = None) -> Iterator[models.TextMod
 
 
 def sample_on(llm: models.TextModel, texts: list[str], max_new_tokens: int, temperature: float, seed: int,
-              copies: int = 1, stop_lines: int = 0) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
-    """Like `sample`, on the engine: `copies` answers per text (text 0's first), with their token ids; an answer
-    ends after `stop_lines` line breaks when given (the copy writer's call to action, as in the Studio)."""
+              copies: int = 1, rules: Rules = Rules()) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
+    """Like `sample`, on the engine: `copies` answers per text (text 0's first) under the Studio's `rules`, with
+    their token ids."""
     prompts = [llm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    answers = llm.complete(prompts, copies, max_new_tokens, temperature, TOP_P, seed, stop_lines)
+    avoid = [llm.avoided_tokens(words) for words in rules.avoid] if rules.avoid else None
+    answers = llm.complete(prompts, copies, max_new_tokens, temperature, TOP_P, seed, rules.lines, avoid,
+                           rules.no_repeat)
     prompt_ids = [torch.tensor(prompts[k // copies]) for k in range(len(answers))]
     completion_ids = [torch.tensor(a, dtype=torch.long) for a in answers]
     return llm.tokenizer.batch_decode(answers, skip_special_tokens=True), prompt_ids, completion_ids

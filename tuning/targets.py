@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 from datasets import Dataset
 
-from generation import copy
+from generation import copy, safety, writer
 from tuning import prompts
+from tuning.sampling import Rules
 
 TARGETS = ("copy", "brief")
 
@@ -45,11 +46,18 @@ def answer_prefix(target: str, row: dict) -> str:
     return row["prefix"]
 
 
-def stop_lines(target: str) -> int:
-    """Line breaks after which an answer is complete, as the Studio stops it: the copy writer's two lines
-    (title and body; code writes the call to action); 0 for the brief, whose writer is not stopped."""
+def rules(target: str, dataset: str, chosen: list[dict]) -> Rules:
+    """How the Studio draws the target's answers for these rows: copy with its writer's rules (no word its
+    checks would reject about the row's item, no loop, two lines: title and body, code writes the call to
+    action); the brief as its writer draws it, unbounded."""
     _require(target)
-    return 0 if target == "brief" else copy.ANSWER_LINES
+    if target == "brief":
+        return Rules()
+    from tuning.reward import catalog
+
+    shown = catalog(dataset)
+    return Rules([safety.words_to_avoid(shown.items[str(r["item_id"])], shown.categories, shown.brand) for r in chosen],
+                 writer.NO_REPEAT, copy.ANSWER_LINES)
 
 
 def texts(target: str, tokenizer, chosen: list[dict], examples: bool = True) -> list[str]:

@@ -231,13 +231,14 @@ class HeldOutJudge(TrainerCallback):
         self.base_texts = targets.texts(cfg.target, self.tokenizer, self.rows)
         self.texts = targets.texts(cfg.target, self.tokenizer, self.rows, examples)
         self.judge = targets.reward(cfg.target, cfg.dataset, "judge")
+        self.rules = targets.rules(cfg.target, cfg.dataset, self.rows)
 
     def _log(self, model, step: int) -> None:
         training = model.training
         model.eval()
         texts = self.base_texts if self.offset + step == 0 else self.texts
         raw, _, _ = sample(model, self.tokenizer, texts, self.cfg.max_completion_length, TEMPERATURE,
-                           seed=self.cfg.seed)
+                           seed=self.cfg.seed, rules=self.rules)
         model.train(training)
         ctr = self.judge(raw, user_id=[r["user_id"] for r in self.rows], item_id=[r["item_id"] for r in self.rows])
         run_store.add_metrics(self.run_id, self.offset + step, {"judge_ctr": float(sum(ctr) / len(ctr))},
@@ -318,7 +319,7 @@ def sample_groups(cfg: TuningConfig, model, path: str, tokenizer, until: float |
     texts = targets.texts(cfg.target, tokenizer, rows)
     per_chunk = max(16 // cfg.num_generations, 1)
     groups: list = []
-    temperature, stop = max(cfg.temperature, 0.1), targets.stop_lines(cfg.target)
+    temperature, rules = max(cfg.temperature, 0.1), targets.rules(cfg.target, cfg.dataset, rows)
     with engine_for(path) as fast:  # the base weights on the Studio's engine, when it runs here
         if fast is None:
             model = (model or load_policy(path)).eval()
@@ -328,10 +329,11 @@ def sample_groups(cfg: TuningConfig, model, path: str, tokenizer, until: float |
             chunk = texts[start:start + per_chunk]
             if fast is not None:
                 raw, _, _ = sample_on(fast, chunk, cfg.max_completion_length, temperature, seed=cfg.seed + start,
-                                      copies=cfg.num_generations, stop_lines=stop)
+                                      copies=cfg.num_generations, rules=rules.part(start, start + per_chunk))
             else:
                 raw, _, _ = sample(model, sampler, chunk, cfg.max_completion_length, temperature,
-                                   seed=cfg.seed + start, copies=cfg.num_generations)
+                                   seed=cfg.seed + start, copies=cfg.num_generations,
+                                   rules=rules.part(start, start + per_chunk))
             groups += [raw[n:n + cfg.num_generations] for n in range(0, len(raw), cfg.num_generations)]
     return rows[:len(groups)], texts[:len(groups)], groups
 
