@@ -178,9 +178,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     lines = [f"{name:<10} judge CTR {s['judge_ctr']['mean']:.3%}  train {s['train_ctr']:.3%}  "
              + "  ".join(f"{k} {v:.2f}" for k, v in s.items() if isinstance(v, float) and k != "train_ctr")
              for name, s in result["settings"].items()]
-    lines += [f"uplift {name}: {u['mean']:+.3%} (95% CI {u['ci_low']:+.3%} to {u['ci_high']:+.3%})"
-              for name, u in result["uplift"].items()]
-    _print(result, args.json, "\n".join(lines) + f"\nKL to base: {result['kl_to_base']}")
+    lines += [f"uplift {name}: {u['mean'] * 100:+.3f} percentage points (95% CI {u['ci_low'] * 100:+.3f} to "
+              f"{u['ci_high'] * 100:+.3f})" for name, u in result["uplift"].items()]
+    kl = result["kl_to_base"]
+    _print(result, args.json, "\n".join(lines) + f"\nKL from the base model: {kl['per_token']:.3f} nats per token "
+                                                 f"({kl['per_sequence']:.2f} per answer)")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

@@ -77,7 +77,8 @@ def report(result: dict) -> None:
               f"{s['self_similarity'] or 0:>9.2f}{s['mean_words']:>7.1f}")
     for name, u in result["uplift"].items():
         verdict = "significant" if u["ci_low"] > 0 else ("worse" if u["ci_high"] < 0 else "not significant")
-        print(f"paired uplift {name}: {u['mean']:+.3%} [{u['ci_low']:+.3%}, {u['ci_high']:+.3%}] ({verdict})")
+        print(f"paired uplift {name}: {u['mean'] * 100:+.3f} points [{u['ci_low'] * 100:+.3f}, "
+              f"{u['ci_high'] * 100:+.3f}] ({verdict})")
     print(f"KL(tuned || base): {result['kl_to_base']['per_token']:.3f} nats/token, "
           f"{result['kl_to_base']['per_sequence']:.2f} nats/sequence")
     for row in result["samples"]:

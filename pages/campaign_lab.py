@@ -67,6 +67,25 @@ if st.button("Run campaign", type="primary", key="run_campaign"):
         st.error(str(exc))
 
 
+COLUMNS = {"variant": "Variant", "impressions": "Impressions", "clicks": "Clicks", "ctr": "CTR",
+           "ci_low": "CTR, 95% low", "ci_high": "CTR, 95% high", "expected_ctr": "Expected CTR (simulator)",
+           "p_best": "Chance of being best", "expected_lift": "Expected lift over the best other"}
+AXES = {"batch": "Batch of impressions", "cumulative_clicks": "Clicks so far", "share": "Share of the batch",
+        "cumulative_regret": "Expected clicks lost", "allocation": "Allocation", "variant": "Variant",
+        "segment": "Segment", "ctr": "CTR"}
+ALLOCATION_NAMES = {"thompson": "Thompson bandit", "ab": "A/B split"}
+CONCLUSIVE = 0.95  # posterior probability of being best at which the page calls a winner
+
+
+def winner_sentence(table: pd.DataFrame) -> str:
+    """Which variant wins, how surely (posterior probability of the highest CTR), and by how much (expected lift
+    over the best of the others), in one sentence; a probability under `CONCLUSIVE` is said to be no verdict yet."""
+    top = table.sort_values("p_best", ascending=False).iloc[0]
+    verdict = "wins" if top["p_best"] >= CONCLUSIVE else "leads, but the test is not conclusive yet"
+    return (f"**{top['variant']}** {verdict}: a {top['p_best']:.0%} probability of having the highest CTR, and an "
+            f"expected lift of {top['expected_lift']:+.0%} over the best of the others (CTR {top['ctr']:.2%}).")
+
+
 def ctr_bars(labels: pd.Series, ctr: pd.Series, low: pd.Series, high: pd.Series, title: str) -> go.Figure:
     """CTR per variant with its interval as asymmetric error bars."""
     bars = go.Figure(go.Bar(x=labels, y=ctr, error_y={"type": "data", "symmetric": False, "array": high - ctr,
@@ -81,33 +100,51 @@ if state:
     labels = {i: f"V{i + 1}: {v['title'][:40]}" for i, v in enumerate(state["variants"])}
     table = primary["variants"].assign(variant=lambda f: f["variant"].map(labels))
     st.subheader(f"Results · {primary['allocation']} · {primary['users']} simulated users")
+    (st.success if table["p_best"].max() >= CONCLUSIVE else st.info)(winner_sentence(table))
     m = st.columns(4)
     m[0].metric("Impressions", f"{int(table['impressions'].sum()):,}")
     m[1].metric("Clicks", f"{int(table['clicks'].sum()):,}")
     m[2].metric("Overall CTR", f"{table['clicks'].sum() / max(table['impressions'].sum(), 1):.2%}")
-    m[3].metric("Regret (expected clicks lost)", f"{primary['regret']:.1f}")
-    st.dataframe(table.style.format({"ctr": "{:.2%}", "ci_low": "{:.2%}", "ci_high": "{:.2%}",
-                                     "expected_ctr": "{:.2%}"}), hide_index=True, width="stretch")
+    m[3].metric("Regret (expected clicks lost)", f"{primary['regret']:.1f}",
+                help="Clicks the campaign is expected to have lost against always showing the best variant")
+    percent = ["ctr", "ci_low", "ci_high", "expected_ctr", "p_best"]
+    st.dataframe(table.rename(columns=COLUMNS).style.format(
+        {COLUMNS[c]: "{:.2%}" for c in percent} | {COLUMNS["expected_lift"]: "{:+.1%}"}), hide_index=True,
+        width="stretch")
     st.plotly_chart(ctr_bars(table["variant"], table["ctr"], table["ci_low"], table["ci_high"],
                              "CTR per variant with 95% Wilson intervals"), width="stretch")
 
+    if len(state["runs"]) > 1:
+        st.subheader("Both allocations on the same traffic")
+        arms = st.columns(len(state["runs"]))
+        for column, (name, run) in zip(arms, state["runs"].items(), strict=True):
+            per = run["variants"]
+            column.markdown(f"**{ALLOCATION_NAMES[name]}**" + (" (logged)" if name == state["primary"] else
+                                                                 " (counterfactual, not logged)"))
+            column.metric("Clicks", f"{int(per['clicks'].sum()):,}")
+            column.metric("Regret (expected clicks lost)", f"{run['regret']:.1f}")
+            column.dataframe(per.assign(variant=per["variant"].map(labels))[["variant", "impressions", "ctr"]]
+                             .rename(columns=COLUMNS).style.format({"CTR": "{:.2%}"}), hide_index=True,
+                             width="stretch")
+
     timeline = primary["timeline"].assign(variant=lambda f: f["variant"].map(labels))
     left, right = st.columns(2)
-    left.plotly_chart(px.line(timeline, x="batch", y="cumulative_clicks", color="variant",
+    left.plotly_chart(px.line(timeline, x="batch", y="cumulative_clicks", color="variant", labels=AXES,
                               title="Cumulative clicks"), width="stretch")
-    right.plotly_chart(px.area(timeline, x="batch", y="share", color="variant",
+    right.plotly_chart(px.area(timeline, x="batch", y="share", color="variant", labels=AXES,
                                title="Allocation over time (share of each batch)"), width="stretch")
     regret = pd.concat([run["timeline"].groupby("batch")["cumulative_regret"].first().reset_index()
-                        .assign(allocation=name) for name, run in state["runs"].items()])
-    st.plotly_chart(px.line(regret, x="batch", y="cumulative_regret", color="allocation",
+                        .assign(allocation=ALLOCATION_NAMES[name]) for name, run in state["runs"].items()])
+    st.plotly_chart(px.line(regret, x="batch", y="cumulative_regret", color="allocation", labels=AXES,
                             title="Cumulative regret (expected clicks lost vs the best variant)"), width="stretch")
 
     breakdown_kind = st.selectbox("Break down by", [k for k in kinds if k != "all"], format_func=kinds.get,
                                   key="breakdown")
     breakdown = primary["segments"][breakdown_kind].assign(variant=lambda f: f["variant"].map(labels))
-    st.plotly_chart(px.bar(breakdown, x="segment", y="ctr", color="variant", barmode="group",
-                           hover_data=["impressions", "clicks", "ci_low", "ci_high"],
-                           title=f"CTR by {kinds[breakdown_kind].lower()}"), width="stretch")
+    by_segment = px.bar(breakdown, x="segment", y="ctr", color="variant", barmode="group", labels=AXES | COLUMNS,
+                        hover_data=["impressions", "clicks", "ci_low", "ci_high"],
+                        title=f"CTR by {kinds[breakdown_kind].lower()}")
+    st.plotly_chart(by_segment.update_yaxes(tickformat=".1%"), width="stretch")
     d = st.columns(2)
     d[0].download_button("Download results (CSV)", services.common.csv_export(table), "campaign_results.csv",
                          "text/csv", key="download_results")

@@ -1,5 +1,6 @@
 """Reward Tuning page: launch TRL runs, watch them live, judge them on held-out users, promote an adapter."""
 
+import math
 from datetime import datetime
 
 import pandas as pd
@@ -14,10 +15,32 @@ from limits import BEST_OF, DRAWS, HELD_OUT_USERS, TUNING
 access.require_login()  # nothing below runs for a visitor who has not signed in
 
 CURVES = ["reward", "judge_ctr", "sft_loss", "sft_mean_token_accuracy", "loss", "kl", "rewards/margins",
-          "implicit_accuracy", "learning_rate"]
+          "implicit_accuracy", "completions/clipped_ratio", "learning_rate"]
 TITLES = {"reward": "train reward (click probability, Studio-gated)", "judge_ctr": "judge CTR, held-out users",
           "sft_loss": "stage 1: SFT loss on the best accepted of N samples",
-          "sft_mean_token_accuracy": "stage 1: SFT token accuracy", "loss": "loss (for the recipe: stage 2, DPO)"}
+          "sft_mean_token_accuracy": "stage 1: SFT token accuracy", "loss": "loss (for the recipe: stage 2, DPO)",
+          "kl": "KL to the base model (nats per token, TRL's estimate)",
+          "completions/clipped_ratio": "share of completions cut at the token cap",
+          "learning_rate": "learning rate (log scale)"}
+PERCENT = {"reward", "judge_ctr", "completions/clipped_ratio", "sft_mean_token_accuracy", "implicit_accuracy"}
+CLIPPED_WARNING = 0.5  # share of a step's completions at the token cap above which the page warns
+METHOD_NOTES = {
+    "grpo": "Online: every step the model writes several ads per prompt, the simulated audience scores them, and "
+            "the model moves toward the ads that beat their group's average; the KL term keeps it near the base "
+            "model. The slowest steps on a CPU, since every step samples anew.",
+    "rloo": "Online, like GRPO, but each ad is compared with the mean of the other ads for the same prompt (leave "
+            "one out) rather than with the whole group's.",
+    "dpo": "Offline: the base model writes a few ads per prompt once, the audience ranks them, and the model learns "
+           "to prefer each prompt's best ad over its worst. Cheap steps; nothing is sampled while it trains.",
+    "best_of_n_sft_dpo": "A recipe in two stages: the base model writes N ads per prompt, the model first learns to "
+                         "write the best accepted one at once (supervised), then DPO refines it on best vs worst. "
+                         "Aims for one tuned ad as good as the best of N base ads.",
+    "diffusion_dpo": "Tunes the banner image model (a diffusers pipeline you configure) on pairs of images the "
+                     "audience ranks. Needs an image model; judge it by drawing banners in the Studio.",
+}
+FORM = {"steps": "max_steps", "sft_steps": "sft_steps", "minutes": "time_budget_minutes", "lr": "learning_rate",
+        "lora_r": "lora_r", "beta": "beta", "batch": "prompts_per_step", "generations": "num_generations",
+        "users": "users", "tokens": "max_completion_length", "eval_steps": "eval_steps"}  # widget key -> setting
 ADAPTERS = {"text": "copy", "brief": "brief", "image": "image"}  # settings `<kind>_adapter`, as promoted
 METHODS = {"grpo": "GRPO (online)", "rloo": "RLOO (online)", "dpo": "DPO (offline)",
            "best_of_n_sft_dpo": "Best-of-N SFT, then DPO (recipe)",
@@ -41,34 +64,52 @@ if any(adapters.values()) and cols[1].button("Roll back to base", key="rollback"
     st.rerun()
 
 st.subheader("New run")
+
+
+def widget_key(key: str, method: str) -> str:
+    return f"beta-{method}" if key == "beta" else key  # per method: Diffusion-DPO's scale differs
+
+
+def start_from(values: dict, method: str) -> None:
+    """Put a preset's settings into the form (a button's callback: it runs before the form is drawn again)."""
+    for key, name in FORM.items():
+        st.session_state[widget_key(key, method)] = TUNING[name].check(values[name])
+
+
 method = st.selectbox("Method", list(METHODS), key="method", format_func=METHODS.get)
+st.caption(METHOD_NOTES[method])
 defaults = services.tuning.tuning_defaults(method)
+for key, name in FORM.items():  # the form starts from the method's defaults; a preset replaces them all
+    st.session_state.setdefault(widget_key(key, method), TUNING[name].check(defaults[name]))
+presets = st.columns([1, 1, 4])
+presets[0].button("Quick test", key="preset_quick", on_click=start_from, args=(services.tuning.quick_test(method),
+                                                                               method),
+                  help="A run of a few minutes on a CPU: enough to see the curves move, not what the method can do")
+presets[1].button("Defaults", key="preset_defaults", on_click=start_from, args=(defaults, method))
+
+
+def number(column, label: str, key: str, **options):
+    """A number input for one setting, its range from `limits.TUNING`, its value from the form's state."""
+    return column.number_input(label, *TUNING[FORM[key]].bounds(), key=widget_key(key, method), **options)
+
+
 with st.form("launch"):
     c = st.columns(4)
-    steps = c[1].number_input("Steps" + (" (DPO stage)" if method == "best_of_n_sft_dpo" else ""),
-                              *TUNING["max_steps"].bounds(), 20, key="steps")
-    sft_steps = c[0].number_input("SFT steps (stage 1)", *TUNING["sft_steps"].bounds(), defaults["sft_steps"],
-                                  key="sft_steps", disabled=method != "best_of_n_sft_dpo",
-                                  help="Best-of-N recipe: supervised steps on the best accepted sample of each "
-                                       "prompt, before DPO continues from that adapter")
-    minutes = c[1].number_input("Time budget (minutes, 0 = none)", *TUNING["time_budget_minutes"].bounds(), 0.0,
-                                key="minutes")
-    learning_rate = c[2].number_input("Learning rate", *TUNING["learning_rate"].bounds(), 2e-4, format="%.6f",
-                                      key="lr")
-    lora_r = c[3].number_input("LoRA rank", *TUNING["lora_r"].bounds(), defaults["lora_r"], key="lora_r")
+    steps = number(c[1], "Steps" + (" (DPO stage)" if method == "best_of_n_sft_dpo" else ""), "steps")
+    sft_steps = number(c[0], "SFT steps (stage 1)", "sft_steps", disabled=method != "best_of_n_sft_dpo",
+                       help="Best-of-N recipe: supervised steps on the best accepted sample of each prompt, before "
+                            "DPO continues from that adapter")
+    minutes = number(c[1], "Time budget (minutes, 0 = none)", "minutes")
+    learning_rate = number(c[2], "Learning rate", "lr", format="%.1e")
+    lora_r = number(c[3], "LoRA rank", "lora_r")
     c = st.columns(4)
-    beta = c[0].number_input("KL coefficient (beta)", *TUNING["beta"].bounds(), float(defaults["beta"]),
-                             format="%.3f", key=f"beta-{method}")  # per method: Diffusion-DPO's scale differs
-    prompts_per_step = c[1].number_input("Prompts per step (batch)", *TUNING["prompts_per_step"].bounds(),
-                                         defaults["prompts_per_step"], key="batch")
-    generations = c[2].number_input("Generations per prompt", *TUNING["num_generations"].bounds(),
-                                    defaults["num_generations"], key="generations")
-    users = c[3].number_input("Training users", *TUNING["users"].bounds(), defaults["users"], key="users")
+    beta = number(c[0], "KL coefficient (beta)", "beta", format="%.3f")
+    prompts_per_step = number(c[1], "Prompts per step (batch)", "batch")
+    generations = number(c[2], "Generations per prompt", "generations")
+    users = number(c[3], "Training users", "users")
     c = st.columns(4)
-    completion = c[0].number_input("Max completion tokens", *TUNING["max_completion_length"].bounds(),
-                                   defaults["max_completion_length"], key="tokens")
-    eval_steps = c[1].number_input("Judge held-out users every N steps (0 = never)", *TUNING["eval_steps"].bounds(),
-                                   defaults["eval_steps"], key="eval_steps")
+    completion = number(c[0], "Max completion tokens", "tokens")
+    eval_steps = number(c[1], "Judge held-out users every N steps (0 = never)", "eval_steps")
     target = c[2].selectbox("Tune", ["copy", "brief"], key="target", help="LLM methods: the ad copy writer, or the "
                             "art-direction writer scored by banner-level clicks (Diffusion-DPO tunes the image model)",
                             format_func={"copy": "Ad copy writer", "brief": "Banner brief writer"}.get)
@@ -123,9 +164,29 @@ def curves(frame: pd.DataFrame, colour: str | None = None) -> None:
         return
     for name in shown:
         points = frame.dropna(subset=[name])  # metrics logged at different steps share the frame
-        chart = px.line(points, x="step", y=name, color=colour, markers=True, title=TITLES.get(name, name))
+        chart = px.line(points, x="step", y=name, color=colour, markers=True, title=TITLES.get(name, name),
+                        log_y=name == "learning_rate")
+        span = float(points["step"].max() - points["step"].min())
+        chart.update_xaxes(tick0=0, dtick=max(1, math.ceil(span / 8)), tickformat="d")  # steps are whole numbers
+        if name in PERCENT:
+            chart.update_yaxes(tickformat=".2%" if name in ("reward", "judge_ctr") else ".0%")
+        if name == "learning_rate":
+            chart.update_yaxes(exponentformat="e")
         chart.update_layout(height=260, margin={"t": 40, "b": 10})
         st.plotly_chart(chart, width="stretch", key=f"{name}-{colour}")
+
+
+def clipped_warning(frame: pd.DataFrame, run: dict) -> None:
+    """Warn when most of the latest step's completions stopped at the token cap: the reward then judges cut-off
+    copy, and the curves say nothing about it."""
+    name = "completions/clipped_ratio"
+    if name not in frame.columns or frame[name].dropna().empty:
+        return
+    share = float(frame.dropna(subset=[name]).sort_values("step")[name].iloc[-1])
+    if share > CLIPPED_WARNING:
+        cap = (run.get("config") or {}).get("max_completion_length", "the")
+        st.warning(f"{share:.0%} of the latest step's completions hit the {cap}-token cap: the reward is judging "
+                   "cut-off copy. Raise Max completion tokens for the next run.")
 
 
 @st.fragment(run_every=2)
@@ -153,7 +214,9 @@ def live(run_id: str) -> None:
     if state in ("failed", "cancelled") and buttons[1].button("Resume" if run.get("checkpoint") else "Restart",
                                                               key="resume"):
         services.tuning.resume_run(run_id)
-    curves(services.tuning.run_metrics(run_id))
+    frame = services.tuning.run_metrics(run_id)
+    clipped_warning(frame, run)
+    curves(frame)
 
 
 live(run_id)
@@ -186,22 +249,32 @@ elif evaluation.get("status") == "failed":
 elif evaluation.get("settings"):
     settings_ = evaluation["settings"]
     ctr = {name: s["judge_ctr"] for name, s in settings_.items()}
+    def bound(c: dict, side: str) -> float:  # a bound of 0 is a bound: only a missing one falls back to the mean
+        return c["mean"] if c[side] is None else c[side]
+
     bars = go.Figure(go.Bar(
         x=list(ctr), y=[c["mean"] for c in ctr.values()],
         error_y={"type": "data", "symmetric": False,
-                 "array": [(c["ci_high"] or c["mean"]) - c["mean"] for c in ctr.values()],
-                 "arrayminus": [c["mean"] - (c["ci_low"] or c["mean"]) for c in ctr.values()]}))
+                 "array": [bound(c, "ci_high") - c["mean"] for c in ctr.values()],
+                 "arrayminus": [c["mean"] - bound(c, "ci_low") for c in ctr.values()]}))
     draws = evaluation.get("draws", 1)
     bars.update_layout(title=f"Judge CTR with 95% intervals ({evaluation['users']} held-out users"
                              + (f", {draws} draws each)" if draws > 1 else ")"),
                        yaxis_tickformat=".2%")
     st.plotly_chart(bars, width="stretch")
-    for name, uplift in (evaluation.get("uplift") or {}).items():
-        st.metric(f"Paired uplift, {name.replace('_', ' ')}", f"{uplift['mean']:+.2%}",
-                  help=f"95% interval {uplift['ci_low']:+.2%} to {uplift['ci_high']:+.2%}, same prompts")
+    uplifts = evaluation.get("uplift") or {}
+    for column, (name, uplift) in zip(st.columns(max(len(uplifts), 1)), uplifts.items(), strict=False):
+        control = ctr[name.removeprefix("tuned_vs_")]["mean"]  # the setting tuned is compared with
+        relative = f"{uplift['mean'] / control:+.0%} relative" if control > 0 else None
+        column.metric(f"Paired uplift, {name.replace('_', ' ')}", f"{uplift['mean'] * 100:+.2f} pp", relative,
+                      help=f"Judge CTR of tuned minus {name.removeprefix('tuned_vs_').replace('_', ' ')} on the "
+                           f"same prompts, in percentage points; 95% interval {uplift['ci_low'] * 100:+.2f} to "
+                           f"{uplift['ci_high'] * 100:+.2f} pp")
     table = pd.DataFrame({name: {k: v for k, v in s.items() if k != "judge_ctr"} for name, s in settings_.items()})
     st.dataframe(table, width="stretch")
-    st.caption(f"KL to the base model: {evaluation['kl_to_base']}")
+    kl = evaluation["kl_to_base"]
+    st.caption(f"KL from the base model: {kl['per_token']:.3f} nats per token ({kl['per_sequence']:.2f} per "
+               "answer), exact over the vocabulary at every position of the tuned samples.")
     st.write("Sample copy for the same prompts (look for reward hacking):")
     st.dataframe(pd.DataFrame(evaluation["samples"]), hide_index=True, width="stretch")
 elif run.get("adapter_path"):

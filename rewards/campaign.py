@@ -19,7 +19,8 @@ ALLOCATIONS = ("ab", "thompson")
 
 @dataclass
 class CampaignResult:
-    variants: pd.DataFrame  # one row per variant: impressions, clicks, ctr, ci_low, ci_high, expected_ctr
+    variants: pd.DataFrame  # one row per variant: impressions, clicks, ctr, ci_low, ci_high, expected_ctr, p_best,
+    # expected_lift (`posterior_best`)
     timeline: pd.DataFrame  # per batch and variant: impressions, clicks, cumulative values, regret
     impressions: pd.DataFrame  # one row per impression: user, variant, position, probability, click
     allocation: str
@@ -46,6 +47,27 @@ def wilson_interval(clicks: np.ndarray, impressions: np.ndarray, confidence: flo
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     low = np.where(clicks == 0, 0.0, centre - half)  # exactly 0 rather than rounding noise
     return np.where(empty, 0.0, low).clip(0, 1), np.where(empty, 1.0, centre + half).clip(0, 1)
+
+
+POSTERIOR_DRAWS = 20_000  # joint posterior draws behind "chance of being best": its Monte Carlo error is under 0.4 pt
+
+
+def posterior_best(clicks: np.ndarray, impressions: np.ndarray, draws: int = POSTERIOR_DRAWS,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per variant, from its Beta(1 + clicks, 1 + misses) posterior drawn jointly with the others': the
+    probability that its CTR is the highest, and its expected relative lift over the best of the others
+    (E[(p - max other) / max other]): what a marketer asks of a test, "which one wins, how surely, by how much"."""
+    clicks, impressions = np.asarray(clicks, dtype=float), np.asarray(impressions, dtype=float)
+    rng = np.random.default_rng(seed)
+    rates = rng.beta(1 + clicks, 1 + impressions - clicks, size=(draws, len(clicks)))
+    best = np.bincount(rates.argmax(axis=1), minlength=len(clicks)) / draws
+    if len(clicks) < 2:
+        return best, np.zeros(len(clicks))
+    lifts = np.empty(len(clicks))
+    for v in range(len(clicks)):
+        others = np.delete(rates, v, axis=1).max(axis=1)
+        lifts[v] = float(np.mean((rates[:, v] - others) / others))
+    return best, lifts
 
 
 def _choose(allocation: str, size: int, successes: np.ndarray, failures: np.ndarray,
@@ -104,6 +126,7 @@ def _summarise(probabilities: np.ndarray, log: pd.DataFrame, timeline: pd.DataFr
     per["ctr"] = per["clicks"] / per["impressions"].clip(lower=1)
     per["ci_low"], per["ci_high"] = wilson_interval(per["clicks"].to_numpy(), per["impressions"].to_numpy())
     per["expected_ctr"] = probabilities.mean(axis=0)
+    per["p_best"], per["expected_lift"] = posterior_best(per["clicks"].to_numpy(), per["impressions"].to_numpy())
     timeline = timeline.sort_values(["variant", "batch"])
     timeline["cumulative_impressions"] = timeline.groupby("variant")["impressions"].cumsum()
     timeline["cumulative_clicks"] = timeline.groupby("variant")["clicks"].cumsum()

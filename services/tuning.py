@@ -22,6 +22,16 @@ def tuning_defaults(method: str = "grpo") -> dict:
     return TuningConfig(method=method).to_dict()
 
 
+# A first look at a method: a run of a few minutes on a CPU that shows its curves move, not what it can reach.
+QUICK_TEST = {"max_steps": 4, "sft_steps": 4, "users": 8, "num_generations": 2, "prompts_per_step": 2,
+              "max_completion_length": 32, "time_budget_minutes": 3.0, "eval_steps": 2}
+
+
+def quick_test(method: str = "grpo") -> dict:
+    """The method's defaults with `QUICK_TEST` over them (the page's "Quick test" preset)."""
+    return tuning_defaults(method) | QUICK_TEST
+
+
 def with_derived_settings(config: dict) -> dict:
     """The settings a form or the CLI does not ask for, derived from those it does: LoRA alpha at twice the
     rank (the ratio of the defaults), and a checkpoint every 10 steps or at the end of a shorter run."""

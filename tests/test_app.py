@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -81,9 +82,18 @@ def test_campaign_lab_runs_a_segment_campaign_and_compares_allocations(app: AppT
     women = int((repository.list_users(demo_store)["gender"] == "F").sum())
     assert any(h.value.endswith(f"{women} simulated users") for h in app.subheader)
     assert next(m for m in app.metric if m.label == "Impressions").value == "3,000"
-    results = next(df.value for df in app.dataframe if "ci_low" in df.value.columns)
-    assert len(results) == 3 and results["impressions"].sum() == 3000
-    assert (results["ci_low"] <= results["ctr"]).all() and (results["ctr"] <= results["ci_high"]).all()
+    results = next(df.value for df in app.dataframe if "CTR, 95% low" in df.value.columns)  # human labels
+    assert len(results) == 3 and results["Impressions"].sum() == 3000
+    assert (results["CTR, 95% low"] <= results["CTR"]).all() and (results["CTR"] <= results["CTR, 95% high"]).all()
+    assert results["Chance of being best"].sum() == pytest.approx(1.0, abs=1e-9)
+    leader = results.loc[results["Chance of being best"].idxmax()]
+    verdict = [e.value for e in [*app.success, *app.info] if "probability of having the highest CTR" in e.value]
+    assert len(verdict) == 1 and verdict[0].startswith(f"**{leader['Variant']}**"), verdict
+    assert f"{leader['Chance of being best']:.0%} probability" in verdict[0]
+    arms = [df.value for df in app.dataframe if list(df.value.columns) == ["Variant", "Impressions", "CTR"]]
+    assert len(arms) == 2 and all(arm["Impressions"].sum() == 3000 for arm in arms)  # both allocations, side by side
+    assert {"**Thompson bandit** (logged)", "**A/B split** (counterfactual, not logged)"} <= {m.value for m in
+                                                                                            app.markdown}
 
 
 @pytest.mark.embedded
@@ -141,7 +151,15 @@ def test_reward_tuning_launches_watches_evaluates_and_promotes_a_run(app: AppTes
     assert runs.get(run_id)["evaluation"]["status"] == "finished", runs.get(run_id)["evaluation"]
     app.run()
     assert not app.exception, app.exception
-    assert any(m.label.startswith("Paired uplift") for m in app.metric)
+    uplifts = [m for m in app.metric if m.label.startswith("Paired uplift")]
+    assert len(uplifts) == 2 and all(m.value.endswith(" pp") for m in uplifts)  # percentage points, not percent
+    assert any("nats per token" in c.value for c in app.caption)  # one number, not the raw dict
+    figure = next(json.loads(e.proto.spec) for e in app.get("plotly_chart") if "Judge CTR" in e.proto.spec)
+    measured = runs.get(run_id)["evaluation"]["settings"]
+    for name, plus, minus in zip(figure["data"][0]["x"], figure["data"][0]["error_y"]["array"],
+                                 figure["data"][0]["error_y"]["arrayminus"], strict=True):
+        ctr = measured[name]["judge_ctr"]  # the bars reach the interval's real ends, a low end of 0 included
+        assert (plus, minus) == pytest.approx((ctr["ci_high"] - ctr["mean"], ctr["mean"] - ctr["ci_low"]))
     samples = next(df.value for df in app.dataframe if "best_of_n" in df.value.columns)
     assert {"base", "best_of_n", "tuned"} <= set(samples.columns) and len(samples) > 0
     app.button(key="promote").click().run()
@@ -152,3 +170,21 @@ def test_reward_tuning_launches_watches_evaluates_and_promotes_a_run(app: AppTes
     app.run()
     app.button(key="rollback").click().run()
     assert services.settings.environment()["settings"]["text_adapter"] == ""
+
+
+def test_reward_tuning_explains_each_method_and_fills_the_form_from_a_preset(app: AppTest) -> None:
+    app.switch_page("pages/reward_tuning.py").run()
+    assert not app.exception, app.exception
+    defaults, quick = services.tuning.tuning_defaults("grpo"), services.tuning.quick_test("grpo")
+    form = {"steps": "max_steps", "users": "users", "generations": "num_generations", "minutes": "time_budget_minutes"}
+    assert {key: app.number_input(key=key).value for key in form} == {key: defaults[name] for key, name in form.items()}
+    assert any(c.value.startswith("Online:") for c in app.caption)  # the method in plain words
+    app.button(key="preset_quick").click().run()
+    assert not app.exception, app.exception
+    assert {key: app.number_input(key=key).value for key in form} == {key: quick[name] for key, name in form.items()}
+    app.selectbox(key="method").set_value("dpo").run()
+    assert any(c.value.startswith("Offline:") for c in app.caption)
+    app.button(key="preset_defaults").click().run()
+    dpo = services.tuning.tuning_defaults("dpo")
+    assert {key: app.number_input(key=key).value for key in form} == {key: dpo[name] for key, name in form.items()}
+    assert app.number_input(key="beta-dpo").value == dpo["beta"]

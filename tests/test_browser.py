@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from live_server import REPO, streamlit_server
+from live_server import PAGE_TITLES, REPO, streamlit_server
 from playwright.sync_api import Page, expect
 
 import settings
@@ -54,6 +54,14 @@ def test_audience_page_selects_user_and_shows_profile(server: str, page: Page, d
 def test_settings_page_is_reachable_from_the_sidebar(server: str, page: Page) -> None:
     open_page(page, server, "Settings")
     expect(page.get_by_text("embedded:smollm2-135m-instruct").first).to_be_visible()
+    # every page's link carries a Material Symbols icon (a web font Streamlit ships), never an emoji that a
+    # machine without an emoji font draws as an empty box
+    links = page.get_by_test_id("stSidebarNavLink")
+    expect(links).to_have_count(len(PAGE_TITLES))
+    for title in PAGE_TITLES:
+        link = links.filter(has_text=title)
+        expect(link.get_by_test_id("stIconMaterial")).to_have_count(1)
+        assert not re.search(r"[\U0001F300-\U0001FAFF\u2600-\u27BF]", link.inner_text()), link.inner_text()
 
 
 def test_campaign_lab_runs_a_campaign_and_shows_charts(server: str, page: Page) -> None:

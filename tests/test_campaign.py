@@ -68,6 +68,21 @@ def test_wilson_interval_behaves_at_the_edges() -> None:
     assert (low[2], high[2]) == (0.0, 1.0)  # no impressions: nothing is known
 
 
+def test_the_chance_of_being_best_and_the_expected_lift_read_the_posteriors() -> None:
+    """A clear winner (10% against 5% on 2,000 impressions each) is best with near certainty and lifts about
+    +100% over the other; two identical variants split the chance and expect no lift; a variant with no data
+    has its share of the chance among three; the chances always sum to 1."""
+    best, lift = campaign.posterior_best(np.array([200, 100]), np.array([2000, 2000]))
+    assert best[0] > 0.999 and best.sum() == pytest.approx(1.0)
+    assert lift[0] == pytest.approx(1.0, abs=0.1) and lift[1] == pytest.approx(-0.5, abs=0.05)
+    even, flat = campaign.posterior_best(np.array([50, 50]), np.array([1000, 1000]))
+    assert even == pytest.approx([0.5, 0.5], abs=0.02) and abs(flat[0] - flat[1]) < 0.02
+    unseen, _ = campaign.posterior_best(np.zeros(3), np.zeros(3))
+    assert unseen == pytest.approx([1 / 3] * 3, abs=0.02)
+    summary = campaign.simulate(np.full((20, 2), 0.05), 400, "ab", seed=1).variants
+    assert {"p_best", "expected_lift"} <= set(summary.columns) and summary["p_best"].sum() == pytest.approx(1.0)
+
+
 def test_simulate_rejects_bad_arguments(matrix: np.ndarray) -> None:
     with pytest.raises(ValueError, match="allocation"):
         campaign.simulate(matrix, 100, "greedy")

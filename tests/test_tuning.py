@@ -435,3 +435,38 @@ def test_the_evaluation_and_the_samplers_draw_under_the_studios_rules(demo_store
             avoided = models.avoided_tokens(llm.tokenizer, words[k // 2])
             assert avoided and not set(answer.tolist()) & avoided, (path, words[k // 2],
                                                                     llm.tokenizer.decode(answer))
+
+
+def test_a_worker_that_ends_is_reaped_without_anyone_asking_about_its_run(base_config: dict) -> None:
+    """A worker that ends on its own (here it fails at once: no such model) is reaped by the process that started
+    it straight away, not left a zombie until a page happens to ask about its run. The run is read from the
+    store directly: `runs.get`, `runs.wait` and the pages would reap it while checking."""
+    run_id = runs.launch(base_config | {"model": str(Path("/nonexistent") / "model")})
+    pid = run_store.get_run(run_id)["pid"]
+    deadline = time.monotonic() + 120
+    while run_store.get_run(run_id)["status"] != "failed":
+        assert time.monotonic() < deadline, run_store.get_run(run_id)
+        time.sleep(0.2)
+    stat = Path(f"/proc/{pid}/stat")
+    while stat.exists() and time.monotonic() < deadline:  # the worker writes its status, then exits
+        time.sleep(0.1)
+    assert not stat.exists(), f"worker {pid} is still in the process table: {stat.read_text()}"
+
+
+def test_kl_to_the_base_is_zero_for_the_base_and_never_negative(tiny_model_dir: Path) -> None:
+    """The evaluation's KL is the exact KL between the two next-token distributions at each sampled position:
+    0 for an adapter that changes nothing, positive for one that does, whatever the samples (the mean log-ratio
+    of sampled tokens it replaced read negative on the page)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    prompts = [torch.tensor([1, 2, 3, 4, 5]), torch.tensor([9, 8, 7])]
+    completions = [torch.tensor([11, 12, 13]), torch.tensor([21, 22])]
+    unchanged = get_peft_model(trainers.load_policy(str(tiny_model_dir)), LoraConfig(r=4, target_modules=["q_proj"]))
+    assert evaluate.kl_to_base(unchanged, prompts, completions)["per_token"] == pytest.approx(0.0, abs=1e-6)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        moved = get_peft_model(trainers.load_policy(str(tiny_model_dir)),
+                               LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        kl = evaluate.kl_to_base(moved, prompts, completions)
+        assert kl["per_token"] > 0 and kl["per_sequence"] == pytest.approx(kl["per_token"] * 5 / 2)

@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,7 @@ from tuning.trainers import TuningConfig, last_checkpoint
 
 LOG_TAIL = 4000  # characters of the worker log kept as the error of a run that died
 START_GRACE = timedelta(minutes=2)  # a queued run with no worker process after this never started
-_children: dict[str, subprocess.Popen] = {}  # workers this process started: reaped so a dead one is not a zombie
+_children: dict[str, subprocess.Popen] = {}  # workers this process started (each reaped by its waiter thread)
 
 
 def runs_folder() -> Path:
@@ -120,6 +121,9 @@ def _spawn(run_id: str, key: str, *extra: str) -> int:
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, env=_worker_env())
     _children[key] = process
+    # a waiter reaps the worker the moment it ends: a finished worker must not stay a zombie until someone asks
+    # about its run (the dashboard's server kept every one until it stopped)
+    threading.Thread(target=process.wait, name=f"reap-{key}", daemon=True).start()
     return process.pid
 
 
