@@ -142,7 +142,10 @@ if runs.empty:
     st.stop()
 
 st.subheader("Runs")
-st.dataframe(runs.drop(columns=["adapter_path"]), hide_index=True, width="stretch")
+st.dataframe(runs.drop(columns=["adapter_path"]).assign(judge_uplift=runs["judge_uplift"] * 100), hide_index=True,
+             width="stretch", column_config={"judge_uplift": st.column_config.NumberColumn(
+                 "judge uplift (pp)", format="%+.2f", help="Paired judge CTR of tuned minus base, in percentage "
+                                                           "points, from the run's evaluation")})
 ids = runs["id"].tolist()
 if st.session_state.get("selected_run") not in ids:
     st.session_state["selected_run"] = ids[0]
@@ -168,8 +171,10 @@ def curves(frame: pd.DataFrame, colour: str | None = None) -> None:
                         log_y=name == "learning_rate")
         span = float(points["step"].max() - points["step"].min())
         chart.update_xaxes(tick0=0, dtick=max(1, math.ceil(span / 8)), tickformat="d")  # steps are whole numbers
-        if name in PERCENT:
-            chart.update_yaxes(tickformat=".2%" if name in ("reward", "judge_ctr") else ".0%")
+        if name in PERCENT:  # shares run from 0 to 100%; click rates from 0 (a lone point is not padded to ±100%)
+            rates = name in ("reward", "judge_ctr")
+            chart.update_yaxes(tickformat=".2%" if rates else ".0%",
+                               range=[0, 1.15 * max(float(points[name].max()), 1e-4)] if rates else [0, 1.02])
         if name == "learning_rate":
             chart.update_yaxes(exponentformat="e")
         chart.update_layout(height=260, margin={"t": 40, "b": 10})
