@@ -8,6 +8,7 @@ process, so loading is guarded by a lock and each model serialises its own forwa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -98,7 +99,13 @@ class _LineStop:
 def avoided_tokens(tokenizer, words: list[str]) -> frozenset[int]:
     """The tokens that spell one of `words` whole, as a word inside a sentence (" best", " Best") or opening a
     line ("Best"): giving them no chance keeps the model from writing the word in those forms. A word the
-    tokenizer splits into pieces is left to the checks (its first piece starts other words)."""
+    tokenizer splits into pieces is left to the checks (its first piece starts other words). Tokenised once per
+    (tokenizer, word list): every slot of a request, and every prompt for one item, asks for the same list."""
+    return _avoided_tokens(tokenizer, tuple(words))
+
+
+@functools.lru_cache(maxsize=1024)
+def _avoided_tokens(tokenizer, words: tuple[str, ...]) -> frozenset[int]:
     found = set()
     for word in words:
         for form in {f" {word.lower()}", f" {word.capitalize()}", word.capitalize()}:
@@ -154,7 +161,6 @@ class TextModel:
     engine_note: str = ""  # why generation runs on transformers although llama.cpp was wanted
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _newlines: set[int] | None = field(default=None, repr=False)
-    _avoided: dict[tuple[str, ...], frozenset[int]] = field(default_factory=dict, repr=False)
 
     @property
     def engine(self) -> str:
@@ -192,11 +198,8 @@ class TextModel:
         return [t.strip() for t in self.tokenizer.batch_decode(answers, skip_special_tokens=True)]
 
     def avoided_tokens(self, words: list[str]) -> frozenset[int]:
-        """`avoided_tokens` of these words with this model's tokenizer, tokenised once per word list."""
-        key = tuple(words)
-        if key not in self._avoided:  # every slot of a request asks for its item's same list: tokenise it once
-            self._avoided[key] = avoided_tokens(self.tokenizer, words)
-        return self._avoided[key]
+        """`avoided_tokens` of these words with this model's tokenizer."""
+        return avoided_tokens(self.tokenizer, words)
 
     def complete(self, prompts: list[list[int]], copies: int = 1, max_new_tokens: int = 48, temperature: float = 0.0,
                  top_p: float = 0.9, seed: int = 0, stop_lines: int = 0,

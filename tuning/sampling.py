@@ -49,11 +49,7 @@ class Rules:
         """The avoided token ids of every answer (each text's `copies` answers in turn), or None."""
         if not self.avoid:
             return None
-        known: dict[tuple[str, ...], frozenset[int]] = {}  # prompts for one item share its list: tokenise it once
-        for words in self.avoid:
-            if tuple(words) not in known:
-                known[tuple(words)] = models.avoided_tokens(tokenizer, words)
-        return [known[tuple(words)] for words in self.avoid for _ in range(copies)]
+        return [models.avoided_tokens(tokenizer, words) for words in self.avoid for _ in range(copies)]
 
 
 def _prefilled(model, enc: dict, copies: int):
@@ -78,8 +74,8 @@ def sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature:
     tokenizer.padding_side = "left"
     per_batch = max(batch // copies, 1)
     avoided = rules.tokens(tokenizer, copies)
-    newlines, ends = frozenset(models.newline_ids(tokenizer)) if rules.lines else frozenset(), \
-        models.end_ids(model, tokenizer)
+    newlines = frozenset(models.newline_ids(tokenizer)) if rules.lines else frozenset()
+    ends = models.end_ids(model, tokenizer)
     for start in range(0, len(texts), per_batch):
         enc = tokenizer(texts[start:start + per_batch], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(model.device) for k, v in enc.items()}

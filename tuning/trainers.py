@@ -326,14 +326,13 @@ def sample_groups(cfg: TuningConfig, model, path: str, tokenizer, until: float |
         for start in range(0, len(rows), per_chunk):
             if until and time.monotonic() > until:
                 break
-            chunk = texts[start:start + per_chunk]
+            chunk, chunk_rules = texts[start:start + per_chunk], rules.part(start, start + per_chunk)
             if fast is not None:
                 raw, _, _ = sample_on(fast, chunk, cfg.max_completion_length, temperature, seed=cfg.seed + start,
-                                      copies=cfg.num_generations, rules=rules.part(start, start + per_chunk))
+                                      copies=cfg.num_generations, rules=chunk_rules)
             else:
                 raw, _, _ = sample(model, sampler, chunk, cfg.max_completion_length, temperature,
-                                   seed=cfg.seed + start, copies=cfg.num_generations,
-                                   rules=rules.part(start, start + per_chunk))
+                                   seed=cfg.seed + start, copies=cfg.num_generations, rules=chunk_rules)
             groups += [raw[n:n + cfg.num_generations] for n in range(0, len(raw), cfg.num_generations)]
     return rows[:len(groups)], texts[:len(groups)], groups
 
