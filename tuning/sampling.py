@@ -3,10 +3,10 @@
 Shared by the evaluation (base, best-of-N, tuned), the held-out judge that runs during training and the
 DPO pair sampler, so all of them measure what the Studio would actually draw from the model: with its rules
 (`Rules`: the words its checks would reject get no chance, no answer loops on a run of its own tokens, copy
-stops at the end of its body's line and may not end before it), on both paths.
+stops at the first sentence end of its body's line and may not end before it), on both paths.
 
 Fixed weights (the base model before training, a finished adapter) are sampled on the Studio's engine
-(`engine_for` + `sample_on`: llama.cpp on a CPU; copy ends with the call to action's line, as in the
+(`engine_for` + `sample_on`: llama.cpp on a CPU; copy ends with its body's first sentence, as in the
 Studio). A model being trained changes every step, so it is sampled with transformers (`sample`).
 
 Several samples of one prompt share its prefill: the prompt is run once, its key/value cache is copied
@@ -35,7 +35,7 @@ TOP_P = 0.9  # the Studio's nucleus sampling (`generation.models.TextModel.gener
 class Rules:
     """How the Studio draws from its writer (`generation.writer`): per prompt text, the words its answers may
     not write (`avoid`); no answer repeats a run of `no_repeat` of its own tokens; an answer ends after `lines`
-    line breaks and not before them (0: no limit)."""
+    lines, the last at its first sentence (`generation.engine.Ends`), and not before (0: no limit)."""
 
     avoid: list[list[str]] | None = None
     no_repeat: int = 0
@@ -74,8 +74,8 @@ def sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature:
     tokenizer.padding_side = "left"
     per_batch = max(batch // copies, 1)
     avoided = rules.tokens(tokenizer, copies)
-    newlines = frozenset(models.newline_ids(tokenizer)) if rules.lines else frozenset()
-    ends = models.end_ids(model, tokenizer)
+    ends = models.answer_ends(tokenizer) if rules.lines else None
+    end_ids = models.end_ids(model, tokenizer)
     for start in range(0, len(texts), per_batch):
         enc = tokenizer(texts[start:start + per_batch], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(model.device) for k, v in enc.items()}
@@ -83,16 +83,20 @@ def sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature:
         enc = {k: v.repeat_interleave(copies, dim=0) for k, v in enc.items()}
         width = enc["input_ids"].shape[1]
         bans = models.Bans(avoided[start * copies:(start + per_batch) * copies] if avoided else None,
-                           rules.no_repeat, width, rules.lines, newlines, ends)
+                           rules.no_repeat, width, rules.lines, ends.newlines if ends else frozenset(), end_ids)
+        stop = [models.AnswerStop(ends, width, rules.lines, model.device)] if ends else None
         torch.manual_seed(seed + start)
         with torch.inference_mode():
             out = model.generate(**enc, past_key_values=cache, max_new_tokens=max_new_tokens, do_sample=True,
                                  temperature=temperature, top_p=TOP_P, top_k=models.TOP_K,
-                                 pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList([bans]))
+                                 pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList([bans]),
+                                 stopping_criteria=stop)
         for row, mask in zip(out.cpu(), enc["attention_mask"].cpu(), strict=True):
             completion = row[width:]
-            ends_at = (completion == tokenizer.eos_token_id).nonzero()
-            completion = completion[: int(ends_at[0]) + 1] if len(ends_at) else completion
+            # an answer under the line rule stops before any end token (it may not write one before); padding
+            # follows; one without it keeps the end token it wrote
+            ends_at = ((completion == tokenizer.eos_token_id) | (completion == tokenizer.pad_token_id)).nonzero()
+            completion = completion[: int(ends_at[0]) + (ends is None)] if len(ends_at) else completion
             prompt_ids.append(row[:width][mask.bool()])
             completion_ids.append(completion)
             out_texts.append(tokenizer.decode(completion, skip_special_tokens=True))
