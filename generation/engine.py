@@ -139,7 +139,10 @@ class LlamaCpp:
         self.model = self.context = self.batch = None
         lib.llama_backend_init()
         lib.llama_log_set(_silent_log(lib), None)
-        self.model = lib.llama_model_load_from_file(str(path).encode(), lib.llama_model_default_params())
+        loading = lib.llama_model_default_params()
+        loading.use_mmap = False  # weights in the process's own memory: a mapped file's pages that sit idle
+        # between requests can be reclaimed by the system and must then be read back from disk
+        self.model = lib.llama_model_load_from_file(str(path).encode(), loading)
         if not self.model:
             raise EngineUnavailable(f"llama.cpp cannot load '{path}'")
         params = lib.llama_context_default_params()

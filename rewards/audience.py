@@ -14,7 +14,6 @@ embedding pass over its distinct creatives.
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -208,11 +207,7 @@ def clear_cache(embeddings_only: bool = False) -> None:
 
 # --- reward functions for TRL ---------------------------------------------------------------------------------
 
-MALFORMED_FACTOR = 0.1  # a completion without a Title and a Body line keeps a tenth of its raw text's score
-_LABEL = re.compile(r"^[\s>*#_-]*(title|headline|body|text|cta|call to action)[\s*_]*[:\-\u2013][\s*_]*(.*)$",
-                    re.IGNORECASE)
-_FIELD = {"title": "title", "headline": "title", "body": "body", "text": "body", "cta": "cta",
-          "call to action": "cta"}
+MALFORMED_FACTOR = 0.1  # a completion the Studio cannot parse keeps a tenth of its raw text's score
 
 
 def completion_text(completion: object) -> str:
@@ -228,55 +223,22 @@ def completion_text(completion: object) -> str:
     return str(completion or "")
 
 
-def parse_completion(text: str) -> dict | None:
-    """Read 'Title: ...', 'Body: ...', 'CTA: ...' lines (any order, markdown tolerated; later lines continue
-    the field above them). None when the title or the body is missing: the completion is malformed."""
-    fields: dict[str, str] = {}
-    current = None
-    for line in str(text).splitlines():
-        match = _LABEL.match(line)
-        if match and _FIELD[match.group(1).lower()] not in fields:
-            current = _FIELD[match.group(1).lower()]
-            fields[current] = match.group(2).strip(" *_")
-        elif current and line.strip():
-            fields[current] = f"{fields[current]} {line.strip()}".strip()
-    if not fields.get("title") or not fields.get("body"):
-        return None
-    return {"title": fields["title"], "body": fields["body"], "cta": fields.get("cta", "")}
-
-
-def score_completions(target: Audience, completions: Sequence, user_ids: Sequence, item_ids: Sequence) -> np.ndarray:
-    """Click probability of each completion shown for its (user, item) at the top slot, unseen before."""
-    texts = [completion_text(c) for c in completions]
-    parsed = [parse_completion(t) for t in texts]
-    creatives = [p if p is not None else {"title": "", "body": t, "cta": ""} for p, t in zip(parsed, texts,
-                                                                                              strict=True)]
-    p = target.probabilities([Impression(str(u), str(i), c) for u, i, c in zip(user_ids, item_ids, creatives,
+def score_creatives(target: Audience, creatives: Sequence[Mapping | None], texts: Sequence[str],
+                    user_ids: Sequence, item_ids: Sequence) -> np.ndarray:
+    """Click probability of each creative shown for its (user, item) at the top slot, unseen before. A None
+    creative is a completion that did not parse (the caller parses, as the Studio does): it is read as its raw
+    text (`texts`) in the body and keeps `MALFORMED_FACTOR` of that score."""
+    shown = [c if c is not None else {"title": "", "body": t, "cta": ""} for c, t in zip(creatives, texts,
+                                                                                         strict=True)]
+    p = target.probabilities([Impression(str(u), str(i), c) for u, i, c in zip(user_ids, item_ids, shown,
                                                                                strict=True)])
-    return np.where([x is None for x in parsed], MALFORMED_FACTOR * p, p)
-
-
-def reward_function(dataset: str, audience_name: str = "train", seed: int = 0) -> Callable[..., list[float]]:
-    """A reward callable as TRL's GRPOTrainer and RLOOTrainer call it: `reward(completions, **columns)`.
-
-    The prompt dataset must have `user_id` and `item_id` columns; the reward is the audience's
-    expected click probability (no sampling noise, so the policy gradient sees the creative's value).
-    """
-    target = audience(audience_name, dataset, seed)
-
-    def click_reward(completions: list, **columns) -> list[float]:
-        missing = [c for c in ("user_id", "item_id") if c not in columns]
-        if missing:
-            raise ValueError(f"The prompt dataset needs the column(s) {', '.join(missing)} for the click reward")
-        return score_completions(target, completions, columns["user_id"], columns["item_id"]).tolist()
-
-    click_reward.__name__ = f"{audience_name}_click_probability"  # TRL logs each reward under its name
-    return click_reward
+    return np.where([c is None for c in creatives], MALFORMED_FACTOR * p, p)
 
 
 def group_scores(completions: Sequence[Sequence], user_ids: Sequence, item_ids: Sequence,
                  reward: Callable[..., list[float]]) -> list[np.ndarray]:
-    """Each prompt's completions scored by `reward` (a callable like `reward_function`'s), in one call."""
+    """Each prompt's completions scored by `reward` (a TRL reward callable such as `tuning.reward.click_reward`'s),
+    in one call."""
     flat = [c for group in completions for c in group]
     owners = [n for n, group in enumerate(completions) for _ in group]
     scores = np.asarray(reward(flat, user_id=[user_ids[n] for n in owners], item_id=[item_ids[n] for n in owners]))

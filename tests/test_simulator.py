@@ -15,9 +15,8 @@ from rewards.audience import (
     Impression,
     UnknownItem,
     audience,
-    parse_completion,
     preference_pairs,
-    reward_function,
+    score_creatives,
     world,
 )
 from rewards.features import MOODS, contradictions, creative_features
@@ -47,10 +46,6 @@ def train(demo_store: str) -> Audience:
 @pytest.fixture(scope="module")
 def judge(demo_store: str) -> Audience:
     return audience("judge", demo_store)
-
-
-def formatted(creative: dict) -> str:
-    return f"Title: {creative['title']}\nBody: {creative['body']}\nCTA: {creative['cta']}"
 
 
 def test_time_split_holds_out_each_users_latest_fifth():
@@ -201,40 +196,17 @@ def test_unknown_users_and_items_are_refused(train: Audience):
         audience("jury", train.dataset)
 
 
-def test_completion_format_is_parsed_leniently():
-    assert parse_completion("**Title:** Fargo\n**Body:** A crime story\nin the snow.\nCTA: Watch now") == {
-        "title": "Fargo", "body": "A crime story in the snow.", "cta": "Watch now"}
-    assert parse_completion("headline - Fargo\ntext: Snow and crime.") == {
-        "title": "Fargo", "body": "Snow and crime.", "cta": ""}
-    for malformed in ("", "Fargo is a crime story.", "Title: Fargo", "Title:\nBody: text", "!!!"):
-        assert parse_completion(malformed) is None
-
-
-def test_reward_function_scores_text_chat_and_malformed_completions(demo_store: str,
-                                                                   probes: validation.ProbeSet):
-    reward = reward_function(demo_store)
-    first = probes.clean[0]
-    text = formatted(first.creative)
-    completions = [text, [{"role": "user", "content": "Write an ad"}, {"role": "assistant", "content": text}],
-                   f"{first.creative['title']} {first.creative['body']}", "", "\x00\ufffd", "Title: x"]
-    scores = reward(completions, prompts=["p"] * 6, user_id=[first.user_id] * 6, item_id=[first.item_id] * 6)
-    assert len(scores) == 6 and all(isinstance(s, float) and np.isfinite(s) and 0 <= s <= 1 for s in scores)
-    assert scores[0] == pytest.approx(scores[1])  # a chat reply is read like the same plain text
-    assert max(scores[2:]) < scores[0]  # malformed text keeps a low but valid score
-    assert reward.__name__ == "train_click_probability"
-    with pytest.raises(ValueError, match="item_id"):
-        reward([text], user_id=[first.user_id])
-
-
-def test_preference_pairs_follow_the_train_audience(demo_store: str, train: Audience,
-                                                    probes: validation.ProbeSet):
+def test_preference_pairs_follow_the_train_audience(train: Audience, probes: validation.ProbeSet):
     chosen_users = range(12)
     prompts = [f"Write an ad for user {probes.clean[n].user_id}" for n in chosen_users]
-    groups = [[formatted(probes.attacks["shouting"][n].creative), formatted(probes.clean[n].creative),
-               formatted(probes.attacks["wrong_genre"][n].creative)] for n in chosen_users]
+    groups = [[probes.attacks["shouting"][n].creative, probes.clean[n].creative,
+               probes.attacks["wrong_genre"][n].creative] for n in chosen_users]
     users = [probes.clean[n].user_id for n in chosen_users]
     items = [probes.clean[n].item_id for n in chosen_users]
-    reward = reward_function(demo_store)
+
+    def reward(creatives: list, user_id: list, item_id: list) -> list[float]:
+        return score_creatives(train, creatives, [""] * len(creatives), user_id, item_id).tolist()
+
     rows = preference_pairs(prompts, groups, users, items, reward)
     assert len(rows) == len(prompts)
     for row, group, user, item in zip(rows, groups, users, items, strict=True):

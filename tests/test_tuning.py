@@ -16,6 +16,7 @@ import pytest
 
 import services
 from generation import copy
+from rewards import audience
 from store import runs as run_store
 from tuning import evaluate, prompts, reward, runs, sampling, targets, trainers
 
@@ -69,11 +70,25 @@ def test_prompt_split_is_deterministic_and_disjoint(demo_store: str, tiny_model_
     assert [liked[u][0] for u in data["user_id"]] == data["item_id"]
 
 
-def test_creative_text_scores_parsed_copy_above_malformed(demo_store: str) -> None:
+def test_the_click_reward_reads_each_completion_once_as_the_studio_parses_it(demo_store: str) -> None:
+    """Parsed copy is scored on the fields the Studio reads (no second parser); a completion the Studio cannot
+    parse keeps exactly MALFORMED_FACTOR of its raw text's score, and the gate adds no second penalty to it."""
     click = reward.click_reward(demo_store)
-    good = " a space adventure for the whole family\nBody: Rebels take on an empire in 1977.\nCTA: Watch tonight"
-    scores = click([good, " ???"], user_id=["1", "1"], item_id=["50", "50"])
-    assert all(0 <= s <= 1 for s in scores) and scores[0] > scores[1]
+    good = " a space adventure for the whole family\nBody: Rebels take on an empire in 1977."
+    bad = " ???"
+    scores = click([good, [{"role": "assistant", "content": good}], bad], user_id=["1"] * 3, item_id=["50"] * 3)
+    item = reward.catalog(demo_store).items["50"]
+    fields = copy.parse(good, reward.catalog(demo_store).default_cta, copy.answer_start(item))
+    train = audience.audience("train", demo_store)
+    impressions = [audience.Impression("1", "50", fields),
+                   audience.Impression("1", "50", {"title": "", "body": copy.answer_start(item) + bad, "cta": ""})]
+    expected = train.probabilities(impressions)
+    assert scores[0] == pytest.approx(expected[0]) and scores[1] == pytest.approx(scores[0])  # chat form alike
+    assert scores[2] == pytest.approx(audience.MALFORMED_FACTOR * expected[1]) and scores[2] < scores[0]
+    gated = reward.click_reward(demo_store, studio_gate=True)([bad], user_id=["1"], item_id=["50"])
+    assert gated == pytest.approx([scores[2]])
+    with pytest.raises(ValueError, match="item_id"):
+        click([good], user_id=["1"])
 
 
 def test_studio_gate_discounts_exactly_the_copy_the_studio_would_reject(demo_store: str) -> None:

@@ -2,9 +2,9 @@
 the Studio would show.
 
 A completion continues a prompt that ends in "Title: <the item's name>," (as the Studio asks the model)
-and is parsed by `generation.copy.parse` like the Studio's own variants; the audience scores the labelled
-creative. A completion the Studio could not parse keeps a tenth of its score
-(`rewards.audience.MALFORMED_FACTOR`).
+and is parsed once, by `generation.copy.parse` like the Studio's own variants; the audience scores the fields
+it reads. A completion the Studio could not parse keeps a tenth of its raw text's score
+(`rewards.audience.MALFORMED_FACTOR`), and that is its only penalty.
 
 Shaping (`studio_gate`): the Studio drops copy that fails its checks (does not name the item, states a
 wrong year or genre, names another title, names, numbers, claims or quotes anything the catalog does not
@@ -30,8 +30,9 @@ REJECTED_FACTOR = 0.25
 
 
 def creative_text(raw: str, item: dict, cta: str) -> str:
-    """The labelled creative the audience reads: parsed and cleaned like a Studio variant, with the call to
-    action code writes (`cta`), else the raw answer after the start that code wrote."""
+    """A completion as labelled text for the evaluation's tables and diversity figures: parsed and cleaned like a
+    Studio variant, with the call to action code writes (`cta`), else the raw answer after the start that code
+    wrote (the reward scores the parsed fields themselves, `click_reward`)."""
     start = copy.answer_start(item)
     parsed = copy.parse(raw, cta, start)
     if parsed is None:
@@ -63,8 +64,11 @@ class Catalog:
     def accepted(self, raw: str, item_id: str) -> bool:
         """Whether the Studio would show this completion for the item (parsed, and every check passes)."""
         parsed = self.fields(raw, item_id)
-        return parsed is not None and safety.check(parsed, self.items[str(item_id)], self.categories, self.titles,
-                                                   self.brand).passed
+        return parsed is not None and self.passes(parsed, item_id)
+
+    def passes(self, fields: dict[str, str], item_id: str) -> bool:
+        """Whether parsed copy passes every check of the Studio for the item."""
+        return safety.check(fields, self.items[str(item_id)], self.categories, self.titles, self.brand).passed
 
     def read(self, raw: str, item_id: str) -> dict[str, str]:
         """The copy a completion states: parsed as the Studio parses it or, when it does not parse, the raw
@@ -93,18 +97,24 @@ def catalog(dataset: str) -> Catalog:
 
 def click_reward(dataset: str, audience_name: str = "train", seed: int = 0,
                  studio_gate: bool = False) -> Callable[..., list[float]]:
-    """TRL reward callable: the audience's click probability of each parsed completion for its (user, item),
-    times `REJECTED_FACTOR` for copy the Studio would reject when `studio_gate` is on."""
-    score = audience.reward_function(dataset, audience_name, seed)
+    """TRL reward callable (`completions` plus the prompt dataset's `user_id` and `item_id` columns): the
+    audience's click probability of each completion as the Studio parses it, for its (user, item), times
+    `REJECTED_FACTOR` for parsed copy the Studio would reject when `studio_gate` is on."""
+    target = audience.audience(audience_name, dataset, seed)
 
-    def click(completions: list, user_id: list, item_id: list, **_columns) -> list[float]:
+    def click(completions: list, user_id: list | None = None, item_id: list | None = None,
+              **_columns) -> list[float]:
+        if user_id is None or item_id is None:
+            raise ValueError("The prompt dataset needs the columns user_id and item_id for the click reward")
         raw = [audience.completion_text(c) for c in completions]
         shown = catalog(dataset)
-        values = np.asarray(score([shown.creative(t, i) for t, i in zip(raw, item_id, strict=True)],
-                                  user_id=user_id, item_id=item_id))
+        fields = [shown.fields(t, i) for t, i in zip(raw, item_id, strict=True)]
+        unparsed = [copy.answer_start(shown.items[str(i)]) + t for t, i in zip(raw, item_id, strict=True)]
+        values = audience.score_creatives(target, fields, unparsed, user_id, item_id)
         if studio_gate:
-            values = values * np.where([shown.accepted(t, i) for t, i in zip(raw, item_id, strict=True)], 1.0,
-                                       REJECTED_FACTOR)
+            values = values * np.where([f is None or shown.passes(f, i) for f, i in zip(fields, item_id,
+                                                                                        strict=True)],
+                                       1.0, REJECTED_FACTOR)
         return values.tolist()
 
     click.__name__ = f"{audience_name}_click" + ("_gated" if studio_gate else "")  # TRL logs rewards/<name>/mean
