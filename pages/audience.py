@@ -7,6 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 import access
+import selection
 import services
 from generation.models import ModelUnavailable
 from store.csv_import import ImportFailed
@@ -78,16 +79,17 @@ def import_form() -> None:
                     return
                 st.success(services.audience.import_message(name, counts))
                 st.session_state["dataset"] = name
+                selection.keep("dataset", name)
 
 
 st.title("Audience")
 with st.spinner("Loading the demo dataset (first start only)…"):
     summary = services.audience.datasets()
 names = summary["dataset"].tolist()
-if st.session_state.get("dataset") not in names:
-    st.session_state["dataset"] = names[0]
+selection.preselect("dataset", "dataset", names, names[0])
 top = st.columns([2, 3])
 dataset = top[0].selectbox("Dataset", names, key="dataset")
+selection.keep("dataset", dataset)
 query = top[1].text_input("Find users", placeholder="user id, occupation or gender (M/F)", key="user_query")
 import_form()
 
@@ -97,14 +99,10 @@ if people.empty:
     st.stop()
 
 
-def describe(user_id: str) -> str:
-    row = people.loc[people["user_id"] == user_id].iloc[0]
-    who = " ".join(str(v) for v in (row["age"], row["gender"], row["occupation"]) if pd.notna(v))
-    return f"User {user_id}" + (f" · {who}" if who else "") + f" · {row['interactions']} interactions"
-
-
-user_id = st.selectbox(f"User ({len(people)} found)", people["user_id"].tolist(), format_func=describe,
-                       key="user_id")
+labels = selection.user_labels(people)
+selection.preselect("user_id", "user", list(labels))
+user_id = st.selectbox(f"User ({len(people)} found)", list(labels), format_func=labels.get, key="user_id")
+selection.keep("user", user_id)
 history = services.audience.history(dataset, user_id)
 cols = st.columns(4)
 cols[0].metric("Interactions", len(history))

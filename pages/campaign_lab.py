@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import access
+import selection
 import services
 from limits import IMPRESSIONS, SEED
 from rewards.variant_file import VariantFileError
@@ -18,14 +19,15 @@ st.caption("Simulated users are real users of the dataset; their clicks come fro
            "(collaborative filtering on real ratings × creative response). See the README for its assumptions.")
 
 datasets = services.audience.datasets()["dataset"].tolist()
+selection.preselect("campaign_dataset", "dataset", datasets, datasets[0])
 top = st.columns([2, 3])
 dataset = top[0].selectbox("Dataset", datasets, key="campaign_dataset")
+selection.keep("dataset", dataset)
 catalog = services.common.catalog(dataset)
-default_item = services.audience.default_item(dataset)
-item_id = top[1].selectbox("Item to promote", catalog["item_id"].tolist(),
-                           index=catalog["item_id"].tolist().index(default_item),
-                           format_func=lambda i: f"{catalog.at[i, 'title']} · {catalog.at[i, 'category'] or ''}",
-                           key="campaign_item")
+items = selection.item_labels(catalog)
+selection.preselect("campaign_item", "item", list(items), services.audience.default_item(dataset))
+item_id = top[1].selectbox("Item to promote", list(items), format_func=items.get, key="campaign_item")
+selection.keep("item", item_id)
 
 st.subheader("Variants")
 uploaded = st.file_uploader("Load variants from a CSV (title, body, cta) or JSON file", type=["csv", "json"],

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import access
+import selection
 import services
 from generation.compose import SIZES
 from generation.models import ModelUnavailable
@@ -17,20 +18,22 @@ MAX_CARDS = 12
 
 st.title("Studio")
 datasets = services.audience.datasets()["dataset"].tolist()
+selection.preselect("studio_dataset", "dataset", datasets, datasets[0])
 top = st.columns([2, 3])
 dataset = top[0].selectbox("Dataset", datasets, key="studio_dataset")
-catalog = services.common.catalog(dataset)
-items = catalog["item_id"].tolist()
-item_id = top[1].selectbox("Item to promote", items, index=items.index(services.audience.default_item(dataset)),
-                           format_func=lambda i: f"{catalog.at[i, 'title']} · {catalog.at[i, 'category'] or ''}",
-                           key="studio_item")
+selection.keep("dataset", dataset)
+items = selection.item_labels(services.common.catalog(dataset))
+selection.preselect("studio_item", "item", list(items), services.audience.default_item(dataset))
+item_id = top[1].selectbox("Item to promote", list(items), format_func=items.get, key="studio_item")
+selection.keep("item", item_id)
 
 mode = st.radio("Write for", ["One user", "A segment"], horizontal=True, key="studio_mode")
 user_id, segment, max_users = None, None, 1
 if mode == "One user":
-    people = services.audience.users(dataset)
-    user_id = st.selectbox("User", people["user_id"].tolist(), key="studio_user",
-                           format_func=lambda u: f"User {u}")
+    labels = selection.user_labels(services.audience.users(dataset))
+    selection.preselect("studio_user", "user", list(labels))
+    user_id = st.selectbox("User", list(labels), key="studio_user", format_func=labels.get)
+    selection.keep("user", user_id)
 else:
     kinds = services.audience.segment_kinds()
     cols = st.columns(3)
@@ -78,7 +81,8 @@ if variants:
     for index, variant in enumerate(variants[:MAX_CARDS]):
         with columns[index % 2].container(border=True):
             if variant["banners"]:
-                st.image(variant["banners"][size], caption=f"{size} · user {variant['user_id']}")
+                st.image(variant["banners"][size],  # the export names its files variant-<id>-<size>.png
+                         caption=f"{size} · variant {variant['id']} · user {variant['user_id']}")
             st.markdown(f"**{variant['title']}**  \n{variant['body']}  \n`{variant['cta']}`")
             if variant["safety"]["status"] == "passed":
                 st.metric("Predicted CTR", f"{variant['score']:.2%}",
@@ -99,6 +103,13 @@ if variants:
         shown = {v["id"] for v in variants[:MAX_CARDS] if v["safety"]["status"] == "passed"}
         services.studio.keep_variants(sorted(kept))
         services.studio.keep_variants(sorted(shown - kept), kept=False)  # unticking discards in the store too
-        st.download_button(f"Export {'kept' if kept else 'all accepted'} variants (ZIP)",
-                           services.studio.export_variants(chosen), "adloop_variants.zip", "application/zip",
-                           key="export_zip")
+        which = "kept" if kept else "all accepted"
+        actions = st.columns(2)
+        actions[0].download_button(f"Export {which} variants (ZIP)", services.studio.export_variants(chosen),
+                                   "adloop_variants.zip", "application/zip", key="export_zip")
+        if actions[1].button(f"Send {which} variants to Campaign Lab", key="send_to_lab"):
+            picked = set(chosen)  # the Lab tests them on its simulated traffic, for the same dataset and item
+            st.session_state["variants"] = [{k: v[k] for k in ("title", "body", "cta")} for v in variants
+                                            if v["id"] in picked]
+            st.session_state["variants_item"] = item_id
+            st.switch_page("pages/campaign_lab.py")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,40 @@ def test_user_search_filters_and_reports_no_match(app: AppTest) -> None:
     assert options and all("librarian" in o for o in options)
     app.text_input(key="user_query").set_value("no-such-occupation").run()
     assert any("No user matches" in w.value for w in app.warning)
+
+
+def test_the_picked_dataset_user_and_item_follow_the_user_across_pages(app: AppTest, demo_store: str) -> None:
+    """A user picked on Audience is the Studio's user, the Studio's item is the Campaign Lab's, and both are in
+    the address bar; the pickers say who each user is and how much history they have."""
+    app.selectbox(key="user_id").set_value("5").run()
+    assert app.query_params["user"] in ("5", ["5"]) and app.query_params["dataset"] in (demo_store, [demo_store])
+    app.switch_page("pages/studio.py").run()
+    assert not app.exception, app.exception
+    picker = app.selectbox(key="studio_user")
+    assert picker.value == "5"
+    person = services.audience.users(demo_store).set_index("user_id").loc["5"]
+    who = f"{person['age']} {person['gender']} {person['occupation']}"
+    assert f"User 5 · {who} · {person['interactions']} interactions" in picker.options
+    items = services.common.catalog(demo_store)["item_id"].tolist()
+    other = next(i for i in items if i != app.selectbox(key="studio_item").value)
+    app.selectbox(key="studio_item").set_value(other).run()
+    assert app.query_params["item"] in (other, [other])
+    app.switch_page("pages/campaign_lab.py").run()
+    assert not app.exception, app.exception
+    assert app.selectbox(key="campaign_item").value == other
+    app.switch_page("pages/audience.py").run()
+    assert app.selectbox(key="user_id").value == "5"
+
+
+@pytest.mark.parametrize(("asked", "shown"), [("7", "7"), ("no-such-user", None)])
+def test_a_link_opens_on_its_user_and_ignores_one_it_cannot_offer(demo_store: str, tiny_llm: str, asked: str,
+                                                                   shown: str | None) -> None:
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
+    at.query_params["user"] = asked
+    at.run()
+    assert not at.exception, at.exception
+    picker = at.selectbox(key="user_id")
+    assert picker.value == (shown or services.audience.users(demo_store)["user_id"].iloc[0])
 
 
 def test_settings_page_shows_models_device_and_database(app: AppTest, tiny_llm: str) -> None:
@@ -116,7 +152,17 @@ def test_studio_generates_scored_variants_with_banners(demo_store: str) -> None:
     assert len(images) == ready and all(c.startswith("300x250") for i in images for c in i.captions)
     at.radio(key="studio_size").set_value("728x90").run()
     assert not at.exception
-    assert all(c.startswith("728x90") for i in at.get("image") for c in i.captions)
+    captions = [c for i in at.get("image") for c in i.captions]
+    assert all(c.startswith("728x90 · variant ") for c in captions)
+    exported = {int(c.split("variant ")[1].split(" ")[0]) for c in captions}  # what the export's files are named
+    archive = zipfile.ZipFile(io.BytesIO(services.studio.export_variants(sorted(exported))))
+    assert {f"banners/variant-{i}-728x90.png" for i in exported} <= set(archive.namelist())
+    titles = [m.value.split("**")[1] for m in at.markdown if m.value.startswith("**")]
+    at.button(key="send_to_lab").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Campaign Lab"
+    sent = at.data_editor(key="variants_editor").value
+    assert sent["title"].tolist() == titles[:ready] and len(sent) == ready  # every accepted variant, in order
 
 
 def test_reward_tuning_launches_watches_evaluates_and_promotes_a_run(app: AppTest, demo_store: str,

@@ -49,6 +49,12 @@ def test_audience_page_selects_user_and_shows_profile(server: str, page: Page, d
     expect(page.get_by_text("Right now this customer wants")).to_be_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "audience.png"), full_page=True)
+    expect(page).to_have_url(re.compile(r"[?&]user=7(&|$)"))  # a link to this view opens on user 7
+    page.get_by_role("link", name="Studio").click()  # and the Studio writes for the same user
+    expect(page.get_by_role("heading", name="Studio")).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("combobox", name="User", exact=True)).to_have_value(
+        re.compile(r"^User 7 · .+ interactions$"), timeout=30_000)
+    expect(page).to_have_url(re.compile(r"[?&]user=7(&|$)"))
 
 
 def test_settings_page_is_reachable_from_the_sidebar(server: str, page: Page) -> None:
