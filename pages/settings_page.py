@@ -6,6 +6,7 @@ import streamlit as st
 import access
 import services
 import settings
+from generation import compose
 
 access.require_login()  # nothing below runs for a visitor who has not signed in
 
@@ -61,3 +62,43 @@ with st.form("settings"):
             st.success(f"Saved to {path}")
         except ValueError as exc:  # a brand kit that does not load, a value the setting cannot take
             st.error(f"Nothing was saved: {exc}")
+
+
+def lines(text: str) -> list[str]:
+    """The non-empty lines of a text area, trimmed: one banned word or call to action each."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+st.subheader("Brand kit")
+try:
+    kit = compose.configured_brand_kit()
+except ValueError:  # named among the problems above; edit from the built-in kit
+    kit = compose.load_brand_kit()
+with st.form("brand_kit_editor"):
+    cols = st.columns([3, 1, 1])
+    name = cols[0].text_input("Brand name", value=kit.name, max_chars=40, key="kit_name")
+    primary = cols[1].color_picker("Primary colour", value=kit.primary)
+    accent = cols[2].color_picker("Accent colour", value=kit.accent)
+    voice = st.text_area("Voice", value=kit.voice, max_chars=300)
+    cols = st.columns(2)
+    banned = cols[0].text_area("Banned words (one per line)", value="\n".join(kit.banned_words),
+                            key="kit_banned")
+    ctas = cols[1].text_area("Calls to action (one per line, variants take them in turn)",
+                             value="\n".join(kit.calls_to_action), key="kit_ctas")
+    cols = st.columns([1, 2])
+    default_cta = cols[0].text_input("Default call to action", value=kit.default_cta, max_chars=25)
+    disclaimer = cols[1].text_input("Required disclaimer", value=kit.required_disclaimer, max_chars=200,
+                                   key="kit_disclaimer")
+    if st.form_submit_button("Save brand kit", key="save_kit"):
+        try:
+            path = services.settings.save_brand_kit({
+                "name": name, "voice": voice, "banned_words": lines(banned), "required_disclaimer": disclaimer,
+                "default_cta": default_cta, "calls_to_action": lines(ctas),
+                "colours": {"primary": primary, "accent": accent}})
+        except ValueError as exc:  # every problem names its field
+            st.error(f"Nothing was saved: {exc}")
+        else:
+            st.success(f"Saved to {path}; the next variants use it.")
+            if settings.load().brand_kit != path:
+                st.warning(f"The environment variable {settings.ENV_VARS['brand_kit']} names another brand kit, "
+                           "and it wins over the settings file.")

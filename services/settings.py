@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -32,6 +33,23 @@ def environment() -> dict:
     return {"settings": cfg.public(), "sources": cfg.sources, "env_vars": settings.ENV_VARS,
             "device": models.resolve_device(cfg.device), "settings_file": str(settings.settings_file()),
             "loaded_models": models.loaded(), "model_loads": models.load_counts(), "problems": config_problems()}
+
+
+BRAND_KIT_FILE = "brand_kit.json"  # where the dashboard's brand-kit editor saves, beside the settings file
+
+
+def save_brand_kit(data: dict) -> str:
+    """Validate a brand kit (every problem names its key) and save it beside the settings file, then point the
+    `brand_kit` setting at it; the next generation uses it. Nothing is written when it does not validate, and
+    the file is replaced whole, never left half-written."""
+    compose.parse_brand_kit(data, "Brand kit")
+    path = settings.settings_file().with_name(BRAND_KIT_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+    settings.save({"brand_kit": str(path)})
+    return str(path)
 
 
 def config_problems() -> list[str]:

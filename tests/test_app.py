@@ -106,6 +106,32 @@ def test_settings_page_shows_models_device_and_database(app: AppTest, tiny_llm: 
     assert any(m.label == "Device" and m.value in ("cpu", "cuda", "mps") for m in app.metric)
 
 
+def test_the_brand_kit_editor_saves_a_valid_kit_and_refuses_a_bad_one(app: AppTest) -> None:
+    """Saved kits are what the next generation reads; a bad field is named and nothing is written."""
+    from generation import compose
+
+    before = compose.configured_brand_kit()
+    app.switch_page("pages/settings_page.py").run()
+    try:
+        app.text_input(key="kit_name").set_value("Night Owl Films")
+        app.text_area(key="kit_banned").set_value("spoiler\nfree")
+        app.text_area(key="kit_ctas").set_value("Watch tonight\nSee it now")
+        app.button(key="save_kit").click().run()
+        assert not app.exception, app.exception
+        assert any("Saved to" in s.value for s in app.success), [e.value for e in app.error]
+        kit = compose.configured_brand_kit()
+        assert (kit.name, kit.banned_words, kit.ctas) == ("Night Owl Films", ("spoiler", "free"),
+                                                          ("Watch tonight", "See it now"))
+        app.text_input(key="kit_disclaimer").set_value("Terms at <a href='http://x.example'>here</a>")  # markup
+        app.button(key="save_kit").click().run()
+        assert any("Nothing was saved" in e.value and "required_disclaimer" in e.value for e in app.error), \
+            [e.value for e in app.error]
+        assert compose.configured_brand_kit() == kit  # the refused kit changed nothing
+    finally:
+        services.settings.save_settings({"brand_kit": ""})  # back to the built-in kit for the other tests
+    assert compose.configured_brand_kit() == before
+
+
 def test_campaign_lab_runs_a_segment_campaign_and_compares_allocations(app: AppTest, demo_store: str) -> None:
     app.switch_page("pages/campaign_lab.py").run()
     assert not app.exception, app.exception
