@@ -7,6 +7,7 @@ import access
 import selection
 import services
 from generation.compose import SIZES
+from generation.copy import LIMITS
 from generation.models import ModelUnavailable
 from generation.writer import DEFAULT_CANDIDATES
 from limits import CANDIDATES, SEED, SEGMENT_USERS, VARIANTS_PER_USER
@@ -63,6 +64,27 @@ if st.button("Generate variants", type="primary", key="generate"):
     except (LookupError, ModelUnavailable, ValueError) as exc:
         st.error(str(exc))
 
+
+
+def edit_form(variant: dict) -> None:
+    """Edit a card's copy by hand: the edit is checked, drawn and scored at once and shown as a new card beside
+    the original, which stays as the model wrote it."""
+    with st.expander("Edit"), st.form(f"edit_{variant['id']}"):
+        title = st.text_input("Title", variant["title"], max_chars=LIMITS["title"], key=f"edit_title_{variant['id']}")
+        body = st.text_area("Body", variant["body"], max_chars=LIMITS["body"], key=f"edit_body_{variant['id']}")
+        cta = st.text_input("Call to action", variant["cta"], max_chars=LIMITS["cta"],
+                            key=f"edit_cta_{variant['id']}")
+        if st.form_submit_button("Check and save the edit", key=f"save_edit_{variant['id']}"):
+            try:
+                edited = services.studio.edit_variant(variant["id"], title, body, cta, renderer.strip() or None)
+            except (LookupError, ValueError) as exc:
+                st.error(str(exc))
+                return
+            shown = st.session_state["studio_variants"]
+            shown.insert(next(k for k, v in enumerate(shown) if v["id"] == variant["id"]) + 1, edited)
+            st.rerun()
+
+
 variants = st.session_state.get("studio_variants") or []
 if variants:
     accepted = [v for v in variants if v["safety"]["status"] == "passed"]
@@ -94,6 +116,9 @@ if variants:
                     kept.discard(variant["id"])
             else:
                 st.error("Rejected: " + "; ".join(variant["safety"]["reasons"]))
+            if variant.get("edited_from"):
+                st.caption(f"Edited by hand from variant {variant['edited_from']}")
+            edit_form(variant)
             with st.expander("Provenance"):
                 st.json({k: variant.get(k) for k in ("id", "model", "adapter", "seed", "profile_version", "angle",
                                                      "candidates")})

@@ -141,21 +141,70 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
     progress(0.65, "Writing the art direction")
     arts = _art_direction(item, users, profiles, written, seed)
     work = [partial(_finish_variant, dataset, batch, u, segment_label, item, variant, profiles[u], kit, painter,
-                    seed + k, f"{u}-v{k + 1}", llm, arts.get((u, k)))
+                    seed + k, f"{u}-v{k + 1}", (llm.model_id, llm.adapter), arts.get((u, k)))
             for u, variants in zip(users, written, strict=True) for k, variant in enumerate(variants)]
+    rows = _draw_and_store(dataset, item["item_id"], batch, work, progress)
+    progress(1.0, "Done")
+    return sorted(rows, key=lambda r: (r["safety"]["status"] != "passed", -(r["score"] or 0)))
+
+
+def _draw_and_store(dataset: str, item_id: str, batch: str, work: list[Callable[[], dict]],
+                    progress: Progress = quiet) -> list[dict]:
+    """Run the variants' drawing `work`, score and store them in one transaction, then publish their banners;
+    the rows with their ids."""
     with _draft_lock(batch):  # held until the draft is published: no other generation's sweep touches it
         rows = _in_parallel(work, lambda done: progress(0.67 + 0.28 * done / len(work),
                                                         f"Drew banners for {done} of {len(work)} variants"))
         progress(0.95, "Scoring with the simulated audience")
-        _score(dataset, item["item_id"], rows)
+        _score(dataset, item_id, rows)
         ids = repository.save_variants([{k: v for k, v in r.items() if k not in ("targets", "raw")} for r in rows])
         if _draft_folder(batch).exists():
             os.replace(_draft_folder(batch), studio_folder(batch))  # after the commit: the banners are published
     Path(str(_draft_folder(batch)) + ".lock").unlink(missing_ok=True)
     for row, variant_id in zip(rows, ids, strict=True):
         row["id"] = variant_id
-    progress(1.0, "Done")
-    return sorted(rows, key=lambda r: (r["safety"]["status"] != "passed", -(r["score"] or 0)))
+    return rows
+
+
+def edit_variant(variant_id: int, title: str, body: str, cta: str, renderer: str | None = None) -> dict:
+    """A hand edit of a stored variant, checked, illustrated and scored as a written one is, and stored as a
+    new variant that records which one it edits (the original stays as the model wrote it). An edit the
+    checks reject is stored too, with its reasons, so nothing typed is lost; an empty or over-long field is
+    refused with its limit."""
+    original = repository.variant(variant_id)
+    if original is None:
+        raise LookupError(f"There is no variant {variant_id}")
+    fields = {"title": title.strip(), "body": body.strip(), "cta": cta.strip()}
+    for key, limit in copy.LIMITS.items():
+        if not fields[key]:
+            raise ValueError(f"The {key} is empty")
+        if len(fields[key]) > limit:
+            raise ValueError(f"The {key} is {len(fields[key])} characters long; the limit is {limit}")
+    dataset, kit = original["dataset"], brand_kit()
+    item = catalog(dataset).loc[known_item(dataset, original["item_id"])].to_dict()
+    labels, titles = safety.catalog_vocabulary(dataset)
+    verdict = safety.check(fields, item, labels, titles, kit.check_terms()).to_dict()
+    person = (cached_profile(dataset, original["user_id"]) or profile(dataset, original["user_id"], use_llm=False)) \
+        if original["user_id"] else {}
+    art = _edit_art(original, person, item) if verdict["status"] == "passed" else None
+    variant = {**fields, "angle": original["angle"], "prompt": original["prompt"], "seed": original["seed"],
+               "safety": verdict, "candidates": None, "edited_from": int(variant_id)}
+    batch = uuid.uuid4().hex[:12]
+    work = [partial(_finish_variant, dataset, batch, original["user_id"], original["segment"], item, variant,
+                    person | {"version": original["profile_version"]}, kit,
+                    render.renderer_for(renderer or settings.load().image_model), original["seed"],
+                    f"{original['user_id']}-edit-{variant_id}", (original["model"], original["adapter"]), art)]
+    return _draw_and_store(dataset, item["item_id"], batch, work)[0]
+
+
+def _edit_art(original: dict, person: dict, item: dict) -> tuple[briefs.Brief, dict]:
+    """The art direction an edit is drawn on: the original's brief and who wrote it, or (an original the checks
+    rejected has none) the rule-based brief for its user."""
+    stored = original["brief"]
+    if not stored:
+        return briefs.brief_from(person, item, original["seed"]), {"source": "rules"}
+    drawn = ("text", "mood", "palette", "renderer", "image_adapter")  # what `_finish_variant` writes again
+    return briefs.parse_brief(stored["text"]), {k: v for k, v in stored.items() if k not in drawn}
 
 
 def _in_parallel(work: list[Callable[[], dict]], done: Callable[[int], None]) -> list[dict]:
@@ -202,10 +251,11 @@ def _art_direction(item: dict, users: list[str], profiles: dict[str, dict], writ
 
 def _finish_variant(dataset: str, batch: str, user_id: str, segment_label: str | None, item: dict, variant: dict,
                     profile_: dict, kit: compose.BrandKit, painter: render.Renderer, seed: int, stem: str,
-                    llm: models.TextModel, art_direction: tuple[briefs.Brief, dict] | None) -> dict:
+                    writer_model: tuple[str, str | None], art_direction: tuple[briefs.Brief, dict] | None) -> dict:
     """A stored row for one written variant: its brief and banners (accepted variants only) and provenance.
 
-    `art_direction` is the accepted variant's brief and who wrote it (`_art_direction`); None when rejected.
+    `writer_model` is the model id and adapter that wrote the copy; `art_direction` is the accepted variant's
+    brief and who wrote it (`_art_direction`); None when rejected.
     """
     passed = variant["safety"]["status"] == "passed"
     brief, banners, banner_features = None, None, None
@@ -219,7 +269,8 @@ def _finish_variant(dataset: str, batch: str, user_id: str, segment_label: str |
         banner_features = made["300x250"].features()
     return {"batch": batch, "dataset": dataset, "user_id": user_id, "segment": segment_label,
             "item_id": item["item_id"], "title": variant["title"], "body": variant["body"], "cta": variant["cta"],
-            "angle": variant["angle"], "model": llm.model_id, "adapter": llm.adapter, "prompt": variant["prompt"],
+            "angle": variant["angle"], "model": writer_model[0], "adapter": writer_model[1],
+            "prompt": variant["prompt"], "edited_from": variant.get("edited_from"),
             "seed": variant["seed"], "profile_version": profile_.get("version", intent.ALGORITHM_VERSION),
             "safety": variant["safety"], "score": None, "candidates": variant.get("candidates"), "brief": brief,
             "banners": banners,

@@ -237,6 +237,13 @@ def variants(dataset: str, batch: str | None = None, kept: bool | None = None) -
     return pd.DataFrame(rows, columns=[c.name for c in Variant.__table__.columns])
 
 
+def variant(variant_id: int) -> dict | None:
+    """One stored variant, every column; None when there is no such variant."""
+    with transaction() as s:
+        found = s.get(Variant, int(variant_id))
+        return None if found is None else {c.name: getattr(found, c.name) for c in Variant.__table__.columns}
+
+
 def set_kept(variant_ids: list[int], kept: bool) -> None:
     with transaction() as s:
         for variant in s.scalars(select(Variant).where(Variant.id.in_(variant_ids))):

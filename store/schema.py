@@ -123,6 +123,7 @@ class Variant(Base):
     brief: Mapped[dict | None] = mapped_column(JSON)
     banners: Mapped[dict | None] = mapped_column(JSON)
     kept: Mapped[bool] = mapped_column(default=False)
+    edited_from: Mapped[int | None] = mapped_column(Integer)  # the variant this one edits by hand (None: as written)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     __table_args__ = (
         ForeignKeyConstraint(["dataset", "item_id"], ["items.dataset", "items.item_id"], ondelete="CASCADE"),

@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import services
+from generation import compose
 from store import repository
 
 REPO = Path(__file__).resolve().parent.parent
@@ -189,6 +190,34 @@ def test_studio_generates_scored_variants_with_banners(demo_store: str) -> None:
     assert at.title[0].value == "Campaign Lab"
     sent = at.data_editor(key="variants_editor").value
     assert sent["title"].tolist() == titles[:ready] and len(sent) == ready  # every accepted variant, in order
+
+
+def test_a_hand_edit_is_checked_drawn_scored_and_stored_beside_the_original(demo_store: str) -> None:
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=600)
+    at.run()
+    at.switch_page("pages/studio.py").run()
+    at.selectbox(key="studio_user").set_value("1").run()
+    at.slider(key="studio_n").set_value(2).run()
+    at.button(key="generate").click().run()
+    first = next(v for v in at.session_state["studio_variants"] if v["safety"]["status"] == "passed")
+    original = repository.variant(first["id"])
+    at.text_area(key=f"edit_body_{first['id']}").set_value("Rebels take on an empire in 1977.")
+    at.button(key=f"save_edit_{first['id']}").click().run()
+    assert not at.exception, at.exception
+    edited = next(v for v in at.session_state["studio_variants"] if v.get("edited_from") == first["id"])
+    assert edited["body"] == "Rebels take on an empire in 1977." and edited["safety"]["status"] == "passed"
+    assert 0 < edited["score"] < 1 and set(edited["banners"]) == {f"{w}x{h}" for w, h in compose.SIZES}
+    assert any(c.value == f"Edited by hand from variant {first['id']}" for c in at.caption)
+    stored = repository.variant(edited["id"])
+    assert stored["edited_from"] == first["id"] and stored["body"] == edited["body"]
+    assert repository.variant(first["id"]) == original  # the model's own copy stays as written
+    at.text_area(key=f"edit_body_{first['id']}").set_value("Winner of 12 Oscars and the best film ever.")
+    at.button(key=f"save_edit_{first['id']}").click().run()
+    refused = [v for v in at.session_state["studio_variants"] if v.get("edited_from") == first["id"]][0]
+    assert refused["safety"]["status"] == "rejected" and any("Oscars" in r or "12" in r
+                                                             for r in refused["safety"]["reasons"])
+    with pytest.raises(ValueError, match="the limit is 25"):
+        services.studio.edit_variant(first["id"], first["title"], first["body"], "x" * 26)
 
 
 def test_reward_tuning_launches_watches_evaluates_and_promotes_a_run(app: AppTest, demo_store: str,
