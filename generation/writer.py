@@ -37,6 +37,8 @@ class Job:
     n: int
     seed: int
     user_id: str = ""
+    angles: list[str] | None = None  # the slots' angles; None: `copy.angles` of the profile (rewriting one card
+    # keeps its angle)
     accepted: list[dict] = field(default_factory=list)
     failed: dict[int, dict] = field(default_factory=dict)  # slot -> its latest round's best failed candidate
     drawn: dict[int, int] = field(default_factory=dict)  # slot -> candidates drawn for it
@@ -110,7 +112,8 @@ def write_variants(generate: Callable, encode: Callable[[list[str]], np.ndarray]
                    progress: Callable[[float, str], None] | None = None, examples: bool = True) -> list[list[dict]]:
     """Variants for every job: each job's accepted variants first, then its rejected ones with reasons.
     `examples`: whether prompts carry the worked examples (`copy.uses_examples` of the model's adapter)."""
-    pending = [(j, slot, angle) for j in jobs for slot, angle in enumerate(copy.angles(j.profile, j.item, j.n))]
+    pending = [(j, slot, angle) for j in jobs
+               for slot, angle in enumerate(j.angles or copy.angles(j.profile, j.item, j.n))]
     total = len(pending)
     per_call = max(1, batch_size // max(candidates, 1))
     for round_ in range(rounds):

@@ -85,6 +85,20 @@ def edit_form(variant: dict) -> None:
             st.rerun()
 
 
+def rewrite(variant: dict) -> None:
+    """Replace a card by a variant written again for its user and angle (another seed, same checks)."""
+    again = (int(seed) + 7919 * int(variant["id"])) % (SEED.bounds()[1] + 1)
+    try:
+        with st.spinner("Writing the card again…"):
+            fresh = services.studio.rewrite_variant(variant["id"], again, renderer.strip() or None, int(candidates))
+    except (LookupError, ModelUnavailable, ValueError) as exc:
+        st.error(str(exc))
+        return
+    shown = st.session_state["studio_variants"]
+    shown[next(k for k, v in enumerate(shown) if v["id"] == variant["id"])] = fresh
+    st.rerun()
+
+
 variants = st.session_state.get("studio_variants") or []
 if variants:
     accepted = [v for v in variants if v["safety"]["status"] == "passed"]
@@ -119,6 +133,10 @@ if variants:
             if variant.get("edited_from"):
                 st.caption(f"Edited by hand from variant {variant['edited_from']}")
             edit_form(variant)
+            if variant["user_id"] and st.button("Write this card again", key=f"rewrite_{variant['id']}",
+                                                help="A new variant for the same user and angle, in this card's "
+                                                     "place; the old one stays in the store"):
+                rewrite(variant)
             with st.expander("Provenance"):
                 st.json({k: variant.get(k) for k in ("id", "model", "adapter", "seed", "profile_version", "angle",
                                                      "candidates")})

@@ -197,6 +197,33 @@ def edit_variant(variant_id: int, title: str, body: str, cta: str, renderer: str
     return _draw_and_store(dataset, item["item_id"], batch, work)[0]
 
 
+def rewrite_variant(variant_id: int, seed: int, renderer: str | None = None,
+                    candidates: int = writer.DEFAULT_CANDIDATES) -> dict:
+    """One card written again: a new variant for the same user, item and angle, drawn with another `seed`,
+    checked, reranked, illustrated, scored and stored like the rest (the old one stays in the store)."""
+    limits.check_all({"seed": seed, "candidates": candidates}, {"seed": limits.SEED, "candidates": limits.CANDIDATES})
+    original = repository.variant(variant_id)
+    if original is None:
+        raise LookupError(f"There is no variant {variant_id}")
+    if not original["user_id"]:
+        raise ValueError(f"Variant {variant_id} was written for no single user; write the segment again instead")
+    dataset, user = original["dataset"], original["user_id"]
+    item = catalog(dataset).loc[known_item(dataset, original["item_id"])].to_dict()
+    person, kit, llm = cached_profile(dataset, user) or profile(dataset, user), brand_kit(), models.text_model()
+    labels, titles = safety.catalog_vocabulary(dataset)
+    job = writer.Job(item, person, 1, seed, user, angles=[original["angle"]])
+    [written] = writer.write_variants(llm.generate, models.embedder().encode, [job],
+                                      writer.Checks(labels, titles, kit.check_terms()),
+                                      score=reranker(dataset, item["item_id"]), candidates=candidates,
+                                      examples=copy.uses_examples(llm.adapter))
+    batch = uuid.uuid4().hex[:12]
+    arts = _art_direction(item, [user], {user: person}, [written], seed)
+    work = [partial(_finish_variant, dataset, batch, user, original["segment"], item, written[0], person, kit,
+                    render.renderer_for(renderer or settings.load().image_model), seed, f"{user}-rewrite-{variant_id}",
+                    (llm.model_id, llm.adapter), arts.get((user, 0)))]
+    return _draw_and_store(dataset, item["item_id"], batch, work)[0]
+
+
 def _edit_art(original: dict, person: dict, item: dict) -> tuple[briefs.Brief, dict]:
     """The art direction an edit is drawn on: the original's brief and who wrote it, or (an original the checks
     rejected has none) the rule-based brief for its user."""

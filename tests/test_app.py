@@ -192,7 +192,7 @@ def test_studio_generates_scored_variants_with_banners(demo_store: str) -> None:
     assert sent["title"].tolist() == titles[:ready] and len(sent) == ready  # every accepted variant, in order
 
 
-def test_a_hand_edit_is_checked_drawn_scored_and_stored_beside_the_original(demo_store: str) -> None:
+def test_a_card_is_edited_by_hand_or_written_again_and_both_are_stored(demo_store: str) -> None:
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=600)
     at.run()
     at.switch_page("pages/studio.py").run()
@@ -218,6 +218,20 @@ def test_a_hand_edit_is_checked_drawn_scored_and_stored_beside_the_original(demo
                                                              for r in refused["safety"]["reasons"])
     with pytest.raises(ValueError, match="the limit is 25"):
         services.studio.edit_variant(first["id"], first["title"], first["body"], "x" * 26)
+    before = [v["id"] for v in at.session_state["studio_variants"]]
+    at.button(key=f"rewrite_{first['id']}").click().run()  # write the card again, in its place
+    assert not at.exception, at.exception
+    after = at.session_state["studio_variants"]
+    slot = before.index(first["id"])
+    fresh = after[slot]
+    assert len(after) == len(before) and fresh["id"] not in before and [v["id"] for v in after][slot + 1:] == \
+        before[slot + 1:]
+    assert (fresh["user_id"], fresh["item_id"], fresh["angle"]) == (first["user_id"], first["item_id"],
+                                                                    first["angle"])
+    # four candidates a round, up to three rounds: the Studio fills every such slot (bench/generation.py)
+    assert fresh["safety"]["status"] == "passed" and 0 < fresh["score"] < 1 and len(fresh["banners"]) == 5
+    assert repository.variant(fresh["id"])["title"] == fresh["title"]
+    assert repository.variant(first["id"]) == original  # the old card stays in the store
 
 
 def test_reward_tuning_launches_watches_evaluates_and_promotes_a_run(app: AppTest, demo_store: str,
