@@ -65,7 +65,6 @@ if st.button("Generate variants", type="primary", key="generate"):
         st.error(str(exc))
 
 
-
 def edit_form(variant: dict) -> None:
     """Edit a card's copy by hand: the edit is checked, drawn and scored at once and shown as a new card beside
     the original, which stays as the model wrote it."""

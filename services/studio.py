@@ -171,9 +171,7 @@ def edit_variant(variant_id: int, title: str, body: str, cta: str, renderer: str
     new variant that records which one it edits (the original stays as the model wrote it). An edit the
     checks reject is stored too, with its reasons, so nothing typed is lost; an empty or over-long field is
     refused with its limit."""
-    original = repository.variant(variant_id)
-    if original is None:
-        raise LookupError(f"There is no variant {variant_id}")
+    original, item = _stored(variant_id)
     fields = {"title": title.strip(), "body": body.strip(), "cta": cta.strip()}
     for key, limit in copy.LIMITS.items():
         if not fields[key]:
@@ -181,7 +179,6 @@ def edit_variant(variant_id: int, title: str, body: str, cta: str, renderer: str
         if len(fields[key]) > limit:
             raise ValueError(f"The {key} is {len(fields[key])} characters long; the limit is {limit}")
     dataset, kit = original["dataset"], brand_kit()
-    item = catalog(dataset).loc[known_item(dataset, original["item_id"])].to_dict()
     labels, titles = safety.catalog_vocabulary(dataset)
     verdict = safety.check(fields, item, labels, titles, kit.check_terms()).to_dict()
     person = (cached_profile(dataset, original["user_id"]) or profile(dataset, original["user_id"], use_llm=False)) \
@@ -202,13 +199,10 @@ def rewrite_variant(variant_id: int, seed: int, renderer: str | None = None,
     """One card written again: a new variant for the same user, item and angle, drawn with another `seed`,
     checked, reranked, illustrated, scored and stored like the rest (the old one stays in the store)."""
     limits.check_all({"seed": seed, "candidates": candidates}, {"seed": limits.SEED, "candidates": limits.CANDIDATES})
-    original = repository.variant(variant_id)
-    if original is None:
-        raise LookupError(f"There is no variant {variant_id}")
+    original, item = _stored(variant_id)
     if not original["user_id"]:
         raise ValueError(f"Variant {variant_id} was written for no single user; write the segment again instead")
     dataset, user = original["dataset"], original["user_id"]
-    item = catalog(dataset).loc[known_item(dataset, original["item_id"])].to_dict()
     person, kit, llm = cached_profile(dataset, user) or profile(dataset, user), brand_kit(), models.text_model()
     labels, titles = safety.catalog_vocabulary(dataset)
     job = writer.Job(item, person, 1, seed, user, angles=[original["angle"]])
@@ -222,6 +216,15 @@ def rewrite_variant(variant_id: int, seed: int, renderer: str | None = None,
                     render.renderer_for(renderer or settings.load().image_model), seed, f"{user}-rewrite-{variant_id}",
                     (llm.model_id, llm.adapter), arts.get((user, 0)))]
     return _draw_and_store(dataset, item["item_id"], batch, work)[0]
+
+
+def _stored(variant_id: int) -> tuple[dict, dict]:
+    """A stored variant and its item's catalog facts; LookupError when there is no such variant."""
+    original = repository.variant(variant_id)
+    if original is None:
+        raise LookupError(f"There is no variant {variant_id}")
+    dataset = original["dataset"]
+    return original, catalog(dataset).loc[known_item(dataset, original["item_id"])].to_dict()
 
 
 def _edit_art(original: dict, person: dict, item: dict) -> tuple[briefs.Brief, dict]:
