@@ -1,5 +1,5 @@
 """Checks every variant must pass before it is shown as fine: catalog grounding (`generation.grounding`),
-brand kit, blocklist, no phrase said twice.
+categories (`generation.category_claims`), other items' names, brand kit, blocklist, no phrase said twice.
 
 A variant that fails carries its reasons; the Studio regenerates it or shows it as rejected, never
 silently as fine.
@@ -8,9 +8,13 @@ silently as fine.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from generation import grounding
+import pandas as pd
+
+from generation import category_claims, grounding
 from generation.copy import display_name
 from generation.intent import categories_of
 from store import repository
@@ -43,51 +47,75 @@ def _mentions(text: str, phrase: str) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(phrase.lower())}(?![\w-])", text.lower()) is not None
 
 
-def catalog_vocabulary(dataset: str) -> tuple[list[str], list[str]]:
-    """Every category label and every item's display name of a dataset: what `catalog_problems` compares
+def vocabulary(items: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Every category label and every item's display name of a catalog: what `fact_check` compares
     copy to."""
-    items = repository.items(dataset)
     labels = sorted({c for value in items["category"].dropna() for c in categories_of(value)})
     return labels, sorted({display_name(t) for t in items["title"]})
 
 
-def categories_not_listed(item: dict, categories: list[str]) -> list[str]:
-    """The catalog's categories this item lacks (longer than three letters: "War" is also a plain word)."""
+def catalog_vocabulary(dataset: str) -> tuple[list[str], list[str]]:
+    """`vocabulary` of a stored dataset."""
+    return vocabulary(repository.items(dataset))
+
+
+def categories_not_listed(item: Mapping, categories: list[str]) -> list[str]:
+    """The catalog's categories this item lacks."""
     own = {c.lower() for c in categories_of(item.get("category"))}
-    return [label for label in categories if label.lower() not in own and len(label) > 3]
+    return [label for label in categories if label.lower() not in own]
 
 
-def catalog_problems(text: str, item: dict, categories: list[str], other_titles: list[str]) -> list[str]:
-    """Facts the copy gets wrong about the item: a category it lacks, another item's title."""
-    problems = [f"calls it {label}, which the catalog does not list for this item"
-                for label in categories_not_listed(item, categories) if _mentions(text, label)]
+def _other_item(text: str, item: Mapping, other_titles: list[str]) -> str | None:
+    """The first other item the copy names, as its name is written (capitals included: "at the edge of
+    reality" does not name "The Edge"); names of eight letters or more, which are no everyday phrase."""
     own_title, own_name = str(item["title"]).lower(), display_name(str(item["title"])).lower()
     for title in other_titles:  # the substring test first: a regex per catalog title took seconds per request
         name = title.lower()
-        # as a name is written, capitals included: "at the edge of reality" does not name "The Edge"
         if len(title) >= 8 and title in text and name not in own_title and name != own_name and re.search(
                 rf"(?<![\w-]){re.escape(title)}(?![\w-])", text):
-            problems.append(f"names another item ('{title}')")
-            break
-    return problems
+            return title
+    return None
+
+
+class FactCheck(NamedTuple):
+    """What the copy gets wrong or cannot support about the item, by kind: the audiences weigh the kinds,
+    the Studio lists them all as reasons."""
+
+    categories: list[str]  # catalog categories the copy claims (`category_claims`) that the item lacks
+    other_item: str | None  # another item the copy names
+    unsupported: list[str]  # the grounding check's reasons (`grounding.problems`)
+
+    def reasons(self) -> list[str]:
+        found = [f"calls it {label}, which the catalog does not list for this item" for label in self.categories]
+        return found + ([f"names another item ('{self.other_item}')"] if self.other_item else []) + self.unsupported
+
+
+def fact_check(copy: Mapping[str, str], item: Mapping, categories: list[str], other_titles: list[str],
+               facts: grounding.Facts) -> FactCheck:
+    """Everything the copy says about the item that the catalog contradicts or does not support: the one
+    factuality check of the Studio, the tuning reward's gate, the evaluation and both audiences. The item's
+    own names are blanked before categories are read ("Kids" the film claims no Children's)."""
+    text = " ".join(str(copy.get(k) or "") for k in grounding.FIELDS)
+    unnamed = text
+    for name in grounding.names_of(str(item["title"])):
+        unnamed = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", grounding.BLANK, unnamed, flags=re.IGNORECASE)
+    return FactCheck(category_claims.claimed(unnamed, categories_not_listed(item, categories)),
+                     _other_item(text, item, other_titles), grounding.problems(copy, facts))
 
 
 def fact_problems(copy: dict[str, str], item: dict, categories: list[str], other_titles: list[str],
                   brand_kit: dict) -> list[str]:
-    """Everything the copy says about the item that the catalog contradicts or does not support: the one
-    factuality check of the Studio, the tuning reward's gate and the evaluation."""
-    text = " ".join(copy.get(k, "") for k in ("title", "body", "cta"))
-    return catalog_problems(text, item, categories, other_titles) + grounding.problems(
-        copy, grounding.facts_for(item, brand_kit))
+    """`fact_check`'s reasons, the item's facts read with the brand kit."""
+    return fact_check(copy, item, categories, other_titles, grounding.facts_for(item, brand_kit)).reasons()
 
 
 def words_to_avoid(item: dict, categories: list[str], brand_kit: dict) -> list[str]:
     """Words the checks would reject in copy about this item, which the writer keeps the model from writing
-    at all (construction before filtering): unsupported claim words, the catalog's categories the item lacks,
-    the blocklist's and the brand kit's banned single words."""
+    at all (construction before filtering): unsupported claim words, the words that claim a category the
+    item lacks, the blocklist's and the brand kit's banned single words."""
     banned = [w for w in (*BLOCKLIST, *brand_kit.get("banned_words", [])) if w and w.isalpha()]
     claims = grounding.claim_words_to_avoid(grounding.facts_for(item, brand_kit))
-    return list(dict.fromkeys(claims + categories_not_listed(item, categories) + banned))
+    return list(dict.fromkeys(claims + category_claims.words(categories_not_listed(item, categories)) + banned))
 
 
 def names_item(text: str, title: str) -> bool:

@@ -4,8 +4,8 @@ A creative is a dict with `title`, `body`, `cta` and an optional `banner` dict (
 colour as RGB 0-255, `mood`: one word, `contrast`: text contrast ratio 1-21, as WCAG defines it).
 Everything an audience needs from the text is extracted here in one pass per distinct creative, so
 scoring a batch of impressions is array gathers afterwards. Facts are checked against the catalog
-row, never against the creative's own claims: a year, title or category the item does not have is
-a contradiction, whatever the copy says.
+row by the Studio's own check (`generation.safety.fact_check`), never against the creative's own
+claims: a year, title or category the item does not have is a contradiction, whatever the copy says.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from generation import copy, grounding, intent, titles
+from generation import category_claims, copy, grounding, intent, safety, titles
 from generation.brief import MOODS
 
 CTA_VERBS = {"watch", "stream", "see", "rent", "buy", "book", "get", "start", "play", "discover", "try", "join",
@@ -36,30 +35,12 @@ CALM = {"gentle", "quiet", "moving", "tender", "thoughtful", "touching", "heartf
 STOPWORDS = {"a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "with", "from", "at", "by", "is", "it",
              "this", "that", "your", "you", "its", "it's", "be", "as", "are", "was", "now", "one", "all", "more"}
 GENERIC = {"movie", "movies", "film", "films", "best", "top", "great"}  # words that stuffing pads with
-YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
 WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+")
 
 
 def display_title(title: str) -> str:
     """How copy names an item: 'Usual Suspects, The (1995)' reads 'The Usual Suspects' (the Studio's own name)."""
     return copy.display_name(title)
-
-
-def title_names(title: str) -> list[str]:
-    """Normalised names an item goes by: its main title and any alternate title in parentheses."""
-    bare = titles.without_year(title)
-    parts = [bare.split(" (", 1)[0], *re.findall(r"\(([^()]+)\)", bare)]
-    return [n for n in dict.fromkeys(" ".join(intent.title_core(p).split()) for p in parts) if n]
-
-
-def _category_pattern(label: str) -> re.Pattern:
-    """Word-start match of a category and its aliases; long aliases may carry a short suffix (dramas, comedies)."""
-    forms = []
-    for alias in intent.aliases(label):
-        alias = alias.strip()
-        stem = alias[:-1] + "(?:y|ies)" if alias.endswith("y") else re.escape(alias)
-        forms.append(stem + (r"[a-z']{0,3}" if len(alias) >= 5 else "s?"))
-    return re.compile(r"(?<![a-z])(?:" + "|".join(forms) + r")(?![a-z])")
 
 
 @dataclass
@@ -69,15 +50,14 @@ class Catalog:
     item_ids: list[str]
     index: dict[str, int]
     titles: list[str]
-    names: list[list[str]]  # normalised names of each item
+    names: list[list[str]]  # lower-case names each item goes by (`grounding.names_of`)
     years: list[set[int]]  # years a creative may truthfully name (release date and title year)
     categories: list[str]
     category_text: list[str | None]  # the catalog's own "A|B" category field of each item
     genres: np.ndarray  # items x categories, bool
     vectors: np.ndarray  # items x d, unit rows
-    patterns: list[re.Pattern]
-    known_names: frozenset[str]  # multi-word names of all items, for spotting a wrong title
-    longest_name: int
+    rows: list[dict]  # each item's catalog row, as the Studio's checks read it
+    display_names: list[str]  # every item's display name, for spotting another item's name
     facts: list[grounding.Facts]  # what copy about each item may state (the Studio's grounding check)
 
     @classmethod
@@ -85,20 +65,17 @@ class Catalog:
         """`brand`: the brand kit's terms (`BrandKit.check_terms`), which copy may state as the Studio allows."""
         ids = items["item_id"].astype(str).tolist()
         cats = items["category"].map(intent.categories_of).tolist()
-        labels = sorted({c for cs in cats for c in cs})
+        labels, display_names = safety.vocabulary(items)
         genres = np.array([[label in cs for label in labels] for cs in cats], dtype=bool).reshape(len(ids),
                                                                                                   len(labels))
-        names = [title_names(t) for t in items["title"]]
-        known = frozenset(n for ns in names for n in ns if len(n.split()) >= 2)
+        names = [[n.lower() for n in grounding.names_of(t)] for t in items["title"]]
         years = [{int(y) for y in (year, titles.year_of(t)) if y is not None and not pd.isna(y)}
                  for year, t in zip(items["year"], items["title"], strict=True)]
         category_text = items["category"].where(items["category"].notna(), None).tolist()
+        rows = items.astype(object).where(items.notna(), None).to_dict("records")
         return cls(ids, {i: n for n, i in enumerate(ids)}, items["title"].astype(str).tolist(), names, years,
                    labels, category_text, genres, np.stack([vectors[i] for i in ids]).astype(np.float32),
-                   [_category_pattern(label) for label in labels], known,
-                   max((len(n.split()) for n in known), default=2),
-                   [grounding.facts_for(row, brand) for row in items.astype(object).where(items.notna(), None)
-                    .to_dict("records")])
+                   rows, display_names, [grounding.facts_for(row, brand) for row in rows])
 
     def item_categories(self, item: int) -> list[str]:
         return [self.categories[g] for g in np.flatnonzero(self.genres[item])]
@@ -109,13 +86,9 @@ class CreativeFeatures:
     """Per distinct creative: numeric features (arrays) and the facts it states (for the catalog check)."""
 
     texts: list[str]  # what is embedded: title and body
-    fields: list[dict[str, str]]  # title, body and CTA as written, for the grounding check
+    fields: list[dict[str, str]]  # title, body and CTA as written, for the Studio's fact check
     numeric: dict[str, np.ndarray]
-    mentions: np.ndarray  # creatives x categories, bool: categories the copy names
-    normal: list[str]  # normalised full text, for finding the item's own name
-    untitled: list[str]  # the same without the catalog names it contains
-    named_titles: list[set[str]]  # multi-word catalog names found in the copy
-    named_years: list[set[int]]
+    mentions: np.ndarray  # creatives x categories, bool: categories the copy claims (`category_claims`)
     palette: np.ndarray  # creatives x 3, NaN without a banner
     mood: np.ndarray  # index into MOODS, -1 when absent or unknown
     contrast: np.ndarray  # NaN without a banner
@@ -129,22 +102,6 @@ def _field(creative: Mapping, key: str) -> str:
 def creative_text(creative: Mapping) -> str:
     """The text that the semantic match embeds: headline and body (the CTA is scored on its own)."""
     return ". ".join(p for p in (_field(creative, "title"), _field(creative, "body")) if p)
-
-
-def find_titles(normal: str, catalog: Catalog) -> tuple[set[str], str]:
-    """Multi-word catalog names in normalised text (longest match first), and the text with them blanked."""
-    tokens, found, kept, i = normal.split(), set(), [], 0
-    while i < len(tokens):
-        for n in range(min(catalog.longest_name, len(tokens) - i), 1, -1):
-            phrase = " ".join(tokens[i:i + n])
-            if phrase in catalog.known_names:
-                found.add(phrase)
-                i += n
-                break
-        else:
-            kept.append(tokens[i])
-            i += 1
-    return found, " ".join(kept)
 
 
 def _syllables(word: str) -> int:
@@ -194,30 +151,16 @@ def _cta(cta: str) -> float:
     return 1.0 if {w.lower() for w in WORD.findall(cta)} & CTA_VERBS else 0.5
 
 
-class TextFacts(NamedTuple):
-    """What one creative's text says: numeric features, categories, names and years it states."""
-
-    numeric: dict[str, float]
-    mentions: np.ndarray
-    normal: str
-    untitled: str
-    titles: set[str]
-    years: set[int]
-
-
-def _text_facts(creative: Mapping, catalog: Catalog) -> TextFacts:
-    """Every text feature of one creative."""
+def _text_facts(creative: Mapping, catalog: Catalog) -> tuple[dict[str, float], np.ndarray]:
+    """Every numeric text feature of one creative, and the categories it claims."""
     full = " ".join(p for p in (_field(creative, "title"), _field(creative, "body"), _field(creative, "cta")) if p)
     shown = creative_text(creative)
-    normal = " ".join(intent.normal_text(full).split())
-    titles, rest = find_titles(normal, catalog)  # names are blanked so 'Star Wars' is no War claim
-    hits = [p.findall(rest) for p in catalog.patterns]
+    hits = category_claims.counts(full, catalog.categories)
     words = WORD.findall(shown)
     numeric = {"words": float(len(words)), "readability": readability(words, shown), "cta": _cta(
         _field(creative, "cta")), "shouting": _shouting(full), "clickbait": float(len(CLICKBAIT.findall(full))),
-        "energy": _energy(words, full), **_lexical(WORD.findall(full), sum(len(h) for h in hits))}
-    return TextFacts(numeric, np.array([bool(h) for h in hits], dtype=bool), normal, rest, titles,
-                     {int(y) for y in YEAR.findall(rest)})
+        "energy": _energy(words, full), **_lexical(WORD.findall(full), sum(hits))}
+    return numeric, np.array(hits, dtype=bool)
 
 
 def _banner(creative: Mapping) -> tuple[np.ndarray, int, float]:
@@ -235,39 +178,30 @@ def creative_features(creatives: Sequence[Mapping], catalog: Catalog) -> Creativ
     """Features of distinct creatives (deduplicate before calling: this is the per-creative Python pass)."""
     rows = [_text_facts(c, catalog) for c in creatives]
     banners = [_banner(c) for c in creatives]
-    keys = rows[0].numeric.keys() if rows else []
+    keys = rows[0][0].keys() if rows else []
     return CreativeFeatures(
         texts=[creative_text(c) for c in creatives],
         fields=[{k: _field(c, k) for k in grounding.FIELDS} for c in creatives],
-        numeric={k: np.array([r.numeric[k] for r in rows], dtype=np.float32) for k in keys},
-        mentions=np.array([r.mentions for r in rows], dtype=bool).reshape(len(rows), len(catalog.categories)),
-        normal=[r.normal for r in rows], untitled=[r.untitled for r in rows],
-        named_titles=[r.titles for r in rows], named_years=[r.years for r in rows],
+        numeric={k: np.array([r[0][k] for r in rows], dtype=np.float32) for k in keys},
+        mentions=np.array([r[1] for r in rows], dtype=bool).reshape(len(rows), len(catalog.categories)),
         palette=np.array([b[0] for b in banners], dtype=np.float32).reshape(len(rows), 3),
         mood=np.array([b[1] for b in banners], dtype=np.int64),
         contrast=np.array([b[2] for b in banners], dtype=np.float32))
 
 
 def contradictions(features: CreativeFeatures, catalog: Catalog, creative: int, item: int) -> tuple[float, ...]:
-    """(own title named, wrong title, wrong year, wrong category, ungrounded) of one creative shown for one item;
-    ungrounded: it names, numbers, claims or quotes something the item's facts do not support, by the
-    Studio's own check (`generation.grounding`), so no audience pays for copy the Studio rejects."""
-    own = catalog.names[item]
-    padded = f" {features.normal[creative]} "
-    named_own = any(f" {n} " in padded for n in own)
-    wrong_title = bool(features.named_titles[creative] - set(own))
-    wrong_year = bool(features.named_years[creative] - catalog.years[item])
-    wrong = features.mentions[creative] & ~catalog.genres[item]
-    if wrong.any() and named_own:  # a one-word title such as 'Kids' is no claim about the category
-        rest = f" {features.untitled[creative]} "
-        for name in own:
-            rest = rest.replace(f" {name} ", " ")
-        wrong &= np.array([bool(p.search(rest)) for p in catalog.patterns], dtype=bool)
-    wrong_category = bool(wrong.any())
-    # a wrong year is counted once, as wrong_year, though the grounding check reports it too
-    ungrounded = any(not r.startswith("says ") for r in grounding.problems(features.fields[creative],
-                                                                           catalog.facts[item]))
-    return float(named_own), float(wrong_title), float(wrong_year), float(wrong_category), float(ungrounded)
+    """(own title named, another item named, wrong year, wrong category, ungrounded) of one creative shown for
+    one item, read by the Studio's own check (`safety.fact_check`), so no audience pays for copy the Studio
+    rejects and none penalises copy it passes. A wrong year is counted once, as wrong_year, though the
+    grounding check reports it among its reasons."""
+    fields = features.fields[creative]
+    found = safety.fact_check(fields, catalog.rows[item], catalog.categories, catalog.display_names,
+                              catalog.facts[item])
+    named_own = safety.names_item(" ".join(fields.values()), catalog.titles[item])
+    wrong_year = any(r.startswith("says ") for r in found.unsupported)
+    ungrounded = any(not r.startswith("says ") for r in found.unsupported)
+    return (float(named_own), float(found.other_item is not None), float(wrong_year), float(bool(found.categories)),
+            float(ungrounded))
 
 
 def pair_checks(features: CreativeFeatures, catalog: Catalog, creatives: np.ndarray,

@@ -40,6 +40,7 @@ TERMINATOR_2 = {"item_id": "96", "title": "Terminator 2: Judgment Day (1991)", "
                 "category": "Action|Sci-Fi|Thriller"}
 APOLLO_13 = {"item_id": "28", "title": "Apollo 13 (1995)", "year": 1995, "category": "Action|Drama|Thriller"}
 GODFATHER = {"item_id": "127", "title": "Godfather, The (1972)", "year": 1972, "category": "Action|Crime|Drama"}
+KIDS = {"item_id": "772", "title": "Kids (1995)", "year": 1995, "category": "Drama"}
 WIZARD_OF_OZ = {"item_id": "132", "title": "Wizard of Oz, The (1939)", "year": 1939,
                 "category": "Adventure|Children's|Drama|Musical"}
 LA_CONFIDENTIAL = {"item_id": "302", "title": "L.A. Confidential (1997)", "year": 1997,
@@ -212,7 +213,7 @@ def grounded(name: str, item: dict, title: str, body: str, cta: str = "Watch now
 
 
 GROUNDED = [
-    grounded("sw-family", STAR_WARS, "Star Wars: a space adventure for the whole family",
+    grounded("sw-space-adventure", STAR_WARS, "Star Wars: a space adventure for sci-fi fans",
              "Action, romance and war among the stars."),
     grounded("sw-tonight", STAR_WARS, "Watch Star Wars tonight", "Join the rebellion in this 1977 sci-fi adventure.",
              "Stream it tonight"),
@@ -428,3 +429,28 @@ def test_safety_reports_grounding_with_its_other_checks() -> None:
     assert "states '$9.99', which the catalog does not support" in reasons
     assert "calls it Comedy, which the catalog does not list for this item" in reasons
     assert "uses the banned word 'free'" in reasons
+
+
+@pytest.mark.parametrize(("item", "body", "label"), [
+    (GODFATHER, "A film for the whole family.", "Children's"),
+    (GODFATHER, "A family-friendly night in.", "Children's"),
+    (GODFATHER, "The war film of its decade.", "War"),
+    (GODFATHER, "A romantic story of power.", "Romance"),
+    (STAR_WARS, "A space adventure for the whole family.", "Children's"),
+    (TOY_STORY, "Music film fun.", "Musical"),
+])
+def test_a_category_said_as_the_kind_of_film_is_a_claim(item: dict, body: str, label: str) -> None:
+    """Everyday words name a category only as the kind of film ("a war film", "for the whole family"); the
+    Studio rejects the claim and the audiences read it the same way (`category_claims`)."""
+    reasons = check(ad(display_name(item["title"]), body), item).reasons
+    assert f"calls it {label}, which the catalog does not list for this item" in reasons
+
+
+@pytest.mark.parametrize(("item", "title", "body"), [
+    (GODFATHER, "The Godfather", "A family saga of crime and power."),
+    (GODFATHER, "The Godfather", "A war between families, and a son who takes his place."),
+    (STAR_WARS, "Star Wars", "A dramatic, fantastic adventure among the stars."),
+    (KIDS, "Kids", "A raw drama about growing up."),
+])
+def test_everyday_words_and_the_items_own_name_claim_no_category(item: dict, title: str, body: str) -> None:
+    assert not [r for r in check(ad(title, body), item).reasons if r.startswith("calls it")]

@@ -8,6 +8,7 @@ from scipy.stats import spearmanr
 
 import cli
 import services
+from generation import safety
 from rewards import validation
 from rewards.appeal import split_by_time, taste_traits
 from rewards.audience import (
@@ -20,7 +21,7 @@ from rewards.audience import (
     world,
 )
 from rewards.features import MOODS, contradictions, creative_features
-from store import impressions, movielens
+from store import impressions, movielens, repository
 from store.repository import UnknownUser
 
 pytestmark = pytest.mark.embedded
@@ -162,6 +163,32 @@ def test_catalog_checks_read_names_years_and_categories(train: Audience):
     assert contradictions(features, catalog, 1, kids) == (1.0, 0.0, 0.0, 0.0, 0.0)  # the title 'Kids' is no genre
     assert contradictions(features, catalog, 2, star_wars) == (1.0, 0.0, 1.0, 1.0, 0.0)  # wrong year (once), no comedy
     assert contradictions(features, catalog, 3, star_wars)[1] == 1.0  # names another film
+
+
+@pytest.mark.parametrize(("item_id", "title", "body"), [
+    ("127", "The Godfather, a family saga", "Crime and power in 1972."),  # 'family' is no Children's claim
+    ("127", "The Godfather", "A war between families."),  # nor is 'war' without a kind of film
+    ("772", "Kids, a 1995 drama", "A raw, honest film."),  # the film's own name is no genre
+    ("127", "The Godfather: a war film", "Crime and power."),
+    ("127", "The Godfather", "A film for the whole family."),
+    ("127", "The Godfather", "A romantic story of power."),
+    ("127", "The Godfather, in 1974", "Crime and power."),
+    ("50", "Toy Story meets Star Wars", "An adventure."),
+    ("50", "Star Wars: The Force Awakens", "An adventure."),
+])
+def test_the_audience_reads_facts_as_the_studio_checks_them(train: Audience, demo_store: str, item_id: str,
+                                                           title: str, body: str):
+    """One checker: the audience counts a contradiction exactly when the Studio's check rejects the copy's facts,
+    so it neither pays for copy the Studio rejects nor penalises copy the Studio passes."""
+    catalog = train.world.catalog
+    item = catalog.index[item_id]
+    copy = {"title": title, "body": body, "cta": "Watch now"}
+    _, other, year, category, ungrounded = contradictions(creative_features([copy], catalog), catalog, 0, item)
+    row = repository.items(demo_store).set_index("item_id").loc[item_id].to_dict() | {"item_id": item_id}
+    studio = safety.fact_problems(copy, row, *safety.catalog_vocabulary(demo_store),
+                                  services.studio.brand_kit().check_terms())
+    assert bool(other or year or category or ungrounded) == bool(studio), studio
+    assert bool(category) == any(r.startswith("calls it") for r in studio)
 
 
 @pytest.mark.parametrize("invented", [

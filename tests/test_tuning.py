@@ -92,7 +92,7 @@ def test_the_click_reward_reads_each_completion_once_as_the_studio_parses_it(dem
 
 
 def test_studio_gate_discounts_exactly_the_copy_the_studio_would_reject(demo_store: str) -> None:
-    shown = " a space adventure for the whole family\nBody: Rebels take on an empire in 1977.\nCTA: Watch tonight"
+    shown = " a space adventure for sci-fi fans\nBody: Rebels take on an empire in 1977.\nCTA: Watch tonight"
     rejected = [" The Force Awaits\nBody: A space adventure for the whole family.\nCTA: Watch tonight",  # invented
                 " a classic\nBody: Jurassic Park fans, this 1993 classic is for you.\nCTA: Watch tonight",  # facts
                 " a ride\nBody: Viewer: loves Thriller. A space adventure.\nCTA: Watch tonight"]  # prompt leak
