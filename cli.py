@@ -21,6 +21,7 @@ from generation import writer
 from generation.models import ModelUnavailable
 from rewards.variant_file import VariantFileError
 from store.csv_import import ImportFailed
+from tuning.configs import METHODS, PREFERENCES, REPORT_TO, TARGETS
 
 
 def _print(payload: object, as_json: bool, text: str) -> None:
@@ -151,15 +152,12 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from tuning import runs
 
     services.common.ensure_demo_data()
-    config = {"method": args.method, "max_steps": args.steps, "learning_rate": args.learning_rate,
-              "lora_r": args.lora_r, "users": args.users,
-              "num_generations": args.generations, "prompts_per_step": args.prompts_per_step,
-              "seed": args.seed, "target": args.target,
-              "time_budget_minutes": args.minutes, "eval_steps": args.eval_steps, "report_to": args.report_to,
-              "sft_steps": args.sft_steps, "preferences": args.preferences,
-              "min_impressions": args.min_impressions}
-    if args.beta is not None:
-        config["beta"] = args.beta
+    given = {"max_steps": args.steps, "learning_rate": args.learning_rate, "lora_r": args.lora_r,
+             "users": args.users, "num_generations": args.generations, "prompts_per_step": args.prompts_per_step,
+             "seed": args.seed, "target": args.target, "time_budget_minutes": args.minutes,
+             "eval_steps": args.eval_steps, "report_to": args.report_to, "sft_steps": args.sft_steps,
+             "preferences": args.preferences, "min_impressions": args.min_impressions, "beta": args.beta}
+    config = {"method": args.method} | {k: v for k, v in given.items() if v is not None}  # the rest: the method's
     run_id = services.tuning.launch_run(config)
     if not args.json:
         print(f"run {run_id} started; waiting (Ctrl-C leaves it running)", file=sys.stderr)
@@ -295,35 +293,36 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=limits.SEED.argument, default=0)
 
     p = command("tune", cmd_tune, "refine the copy writer with TRL (GRPO, RLOO, DPO, or best-of-N SFT then DPO) "
-                "from simulated clicks")
-    p.add_argument("--method", choices=["grpo", "rloo", "dpo", "best_of_n_sft_dpo", "diffusion_dpo"], default="grpo",
+                "from simulated clicks; an option left out takes the method's default, one the method does not "
+                "read is refused")
+    p.add_argument("--method", choices=list(METHODS), default="grpo",
                    help="best_of_n_sft_dpo: SFT on the best accepted of N samples per prompt, then DPO from it")
-    p.add_argument("--target", choices=["copy", "brief"], default="copy",
-                   help="what an LLM method tunes: the ad copy or the banner's art direction")
-    p.add_argument("--preferences", choices=["sampled", "logged"], default="sampled",
-                   help="dpo: pairs from its own samples ranked by the simulated audience, or from logged feedback "
-                        "(real clicks from the API and imported logs)")
-    p.add_argument("--min-impressions", type=limits.TUNING["min_impressions"].argument, default=30,
+    p.add_argument("--target", choices=list(TARGETS), default=None,
+                   help="what an LLM method tunes: the ad copy (default) or the banner's art direction")
+    p.add_argument("--preferences", choices=list(PREFERENCES), default=None,
+                   help="dpo: pairs from its own samples ranked by the simulated audience (default), or from logged "
+                        "feedback (real clicks from the API and imported logs)")
+    p.add_argument("--min-impressions", type=limits.TUNING["min_impressions"].argument, default=None,
                    help="logged preferences: impressions each variant needs in its segment before it is compared")
-    p.add_argument("--minutes", type=limits.TUNING["time_budget_minutes"].argument, default=0.0,
-                   help="time budget (0: none); stops after a checkpoint")
-    p.add_argument("--eval-steps", type=limits.TUNING["eval_steps"].argument, default=10,
-                   help="judge held-out users every N steps (0: never)")
-    p.add_argument("--report-to", nargs="*", default=[], choices=["tensorboard", "trackio"],
-                   help="also log to these trackers (in the run folder)")
-    p.add_argument("--steps", type=limits.TUNING["max_steps"].argument, default=20,
+    p.add_argument("--minutes", type=limits.TUNING["time_budget_minutes"].argument, default=None,
+                   help="time budget (default 0: none); stops after a checkpoint")
+    p.add_argument("--eval-steps", type=limits.TUNING["eval_steps"].argument, default=None,
+                   help="LLM methods: judge held-out users every N steps (0: never)")
+    p.add_argument("--report-to", nargs="*", default=None, choices=list(REPORT_TO),
+                   help="LLM methods: also log to these trackers (in the run folder)")
+    p.add_argument("--steps", type=limits.TUNING["max_steps"].argument, default=None,
                    help="training steps (for best_of_n_sft_dpo: its DPO steps)")
-    p.add_argument("--sft-steps", type=limits.TUNING["sft_steps"].argument, default=20,
+    p.add_argument("--sft-steps", type=limits.TUNING["sft_steps"].argument, default=None,
                    help="best_of_n_sft_dpo: supervised steps before DPO")
-    p.add_argument("--learning-rate", type=limits.TUNING["learning_rate"].argument, default=2e-4)
-    p.add_argument("--lora-r", type=limits.TUNING["lora_r"].argument, default=16)
+    p.add_argument("--learning-rate", type=limits.TUNING["learning_rate"].argument, default=None)
+    p.add_argument("--lora-r", type=limits.TUNING["lora_r"].argument, default=None)
     p.add_argument("--beta", type=limits.TUNING["beta"].argument, default=None,
-                   help="KL coefficient (default: the method's)")
-    p.add_argument("--users", type=limits.TUNING["users"].argument, default=64, help="training users")
-    p.add_argument("--generations", type=limits.TUNING["num_generations"].argument, default=4,
+                   help="KL coefficient on the method's own scale (limits.BETA)")
+    p.add_argument("--users", type=limits.TUNING["users"].argument, default=None, help="training users")
+    p.add_argument("--generations", type=limits.TUNING["num_generations"].argument, default=None,
                    help="completions per prompt")
-    p.add_argument("--prompts-per-step", type=limits.TUNING["prompts_per_step"].argument, default=2)
-    p.add_argument("--seed", type=limits.SEED.argument, default=0)
+    p.add_argument("--prompts-per-step", type=limits.TUNING["prompts_per_step"].argument, default=None)
+    p.add_argument("--seed", type=limits.SEED.argument, default=None)
     p.add_argument("--timeout", type=limits.WAIT_SECONDS.argument, default=3600, help="seconds to wait for the run")
 
     p = command("evaluate", cmd_evaluate, "judge a run's adapter on held-out users (judge audience)")

@@ -85,7 +85,7 @@ TUNING = {
     "learning_rate": Limit("the learning rate", 1e-6, 0.1, whole=False),
     "lora_r": Limit("the LoRA rank", 1, 256),
     "lora_alpha": Limit("the LoRA alpha", 1, 1024),
-    "beta": Limit("the KL coefficient (beta)", 0, 10_000, whole=False),
+    "beta": Limit("the KL coefficient (beta)", 0, 10_000, whole=False),  # each method's own range: BETA
     "users": Limit("training users", 1, 10_000),
     "prompts_per_step": Limit("prompts per step", 1, 64),
     "num_generations": Limit("generations per prompt", 2, 16),
@@ -99,6 +99,13 @@ TUNING = {
     "min_impressions": Limit("impressions per variant before logged CTRs are compared", 1, 1_000_000),
     "seed": SEED,
 }
+# the KL coefficient on each method's scale: a fraction for the LLM methods, thousands for Diffusion-DPO (its
+# loss scales a difference of denoising errors, Wallace et al. use 2500-5000); DPO needs beta above 0
+BETA = {"grpo": Limit("GRPO's KL coefficient (beta)", 0, 1, whole=False),
+        "rloo": Limit("RLOO's KL coefficient (beta)", 0, 1, whole=False),
+        "dpo": Limit("DPO's beta", 0.001, 10, whole=False),
+        "best_of_n_sft_dpo": Limit("the recipe's DPO beta", 0.001, 10, whole=False),
+        "diffusion_dpo": Limit("Diffusion-DPO's beta", 1, 10_000, whole=False)}
 WAIT_SECONDS = Limit("seconds to wait", 1, 7 * 24 * 3600)
 PORT = Limit("the port", 1, 65_535)
 COMMIT_BATCH = Limit("writes per commit", 1, 100_000)

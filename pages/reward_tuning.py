@@ -10,7 +10,7 @@ import streamlit as st
 
 import access
 import services
-from limits import BEST_OF, DRAWS, HELD_OUT_USERS, TUNING
+from limits import BEST_OF, BETA, DRAWS, HELD_OUT_USERS, TUNING
 
 access.require_login()  # nothing below runs for a visitor who has not signed in
 
@@ -70,17 +70,24 @@ def widget_key(key: str, method: str) -> str:
     return f"beta-{method}" if key == "beta" else key  # per method: Diffusion-DPO's scale differs
 
 
+def limit(name: str, method: str):
+    """The range of one setting: beta on the method's own scale, the rest as `limits.TUNING` has them."""
+    return BETA[method] if name == "beta" else TUNING[name]
+
+
 def start_from(values: dict, method: str) -> None:
     """Put a preset's settings into the form (a button's callback: it runs before the form is drawn again)."""
     for key, name in FORM.items():
-        st.session_state[widget_key(key, method)] = TUNING[name].check(values[name])
+        if name in values:
+            st.session_state[widget_key(key, method)] = limit(name, method).check(values[name])
 
 
 method = st.selectbox("Method", list(METHODS), key="method", format_func=METHODS.get)
 st.caption(METHOD_NOTES[method])
-defaults = services.tuning.tuning_defaults(method)
+defaults = services.tuning.tuning_defaults(method)  # only the settings this method reads
 for key, name in FORM.items():  # the form starts from the method's defaults; a preset replaces them all
-    st.session_state.setdefault(widget_key(key, method), TUNING[name].check(defaults[name]))
+    if name in defaults:
+        st.session_state.setdefault(widget_key(key, method), limit(name, method).check(defaults[name]))
 presets = st.columns([1, 1, 4])
 presets[0].button("Quick test", key="preset_quick", on_click=start_from, args=(services.tuning.quick_test(method),
                                                                                method),
@@ -88,48 +95,54 @@ presets[0].button("Quick test", key="preset_quick", on_click=start_from, args=(s
 presets[1].button("Defaults", key="preset_defaults", on_click=start_from, args=(defaults, method))
 
 
-def number(column, label: str, key: str, **options):
-    """A number input for one setting, its range from `limits.TUNING`, its value from the form's state."""
-    return column.number_input(label, *TUNING[FORM[key]].bounds(), key=widget_key(key, method), **options)
+def number(column, label: str, key: str, **options) -> dict:
+    """A number input for one setting the method reads (none for one it does not), its range from the limits,
+    its value from the form's state: {setting: value}."""
+    name = FORM[key]
+    if name not in defaults:
+        return {}
+    value = column.number_input(label, *limit(name, method).bounds(), key=widget_key(key, method), **options)
+    return {name: value}
 
 
 with st.form("launch"):
     c = st.columns(4)
-    steps = number(c[1], "Steps" + (" (DPO stage)" if method == "best_of_n_sft_dpo" else ""), "steps")
-    sft_steps = number(c[0], "SFT steps (stage 1)", "sft_steps", disabled=method != "best_of_n_sft_dpo",
-                       help="Best-of-N recipe: supervised steps on the best accepted sample of each prompt, before "
-                            "DPO continues from that adapter")
-    minutes = number(c[1], "Time budget (minutes, 0 = none)", "minutes")
-    learning_rate = number(c[2], "Learning rate", "lr", format="%.1e")
-    lora_r = number(c[3], "LoRA rank", "lora_r")
+    config = {"method": method}
+    config |= number(c[0], "SFT steps (stage 1)", "sft_steps",
+                     help="Supervised steps on the best accepted sample of each prompt, before DPO continues from "
+                          "that adapter")
+    config |= number(c[1], "Steps" + (" (DPO stage)" if method == "best_of_n_sft_dpo" else ""), "steps")
+    config |= number(c[1], "Time budget (minutes, 0 = none)", "minutes")
+    config |= number(c[2], "Learning rate", "lr", format="%.1e")
+    config |= number(c[3], "LoRA rank", "lora_r")
     c = st.columns(4)
-    beta = number(c[0], "KL coefficient (beta)", "beta", format="%.3f")
-    prompts_per_step = number(c[1], "Prompts per step (batch)", "batch")
-    generations = number(c[2], "Generations per prompt", "generations")
-    users = number(c[3], "Training users", "users")
+    config |= number(c[0], "KL coefficient (beta)" if method != "diffusion_dpo" else "Beta (Diffusion-DPO scale)",
+                     "beta", format="%.3f")
+    config |= number(c[1], "Prompts per step (batch)", "batch")
+    config |= number(c[2], "Generations per prompt", "generations")
+    config |= number(c[3], "Training users", "users")
     c = st.columns(4)
-    completion = number(c[0], "Max completion tokens", "tokens")
-    eval_steps = number(c[1], "Judge held-out users every N steps (0 = never)", "eval_steps")
-    target = c[2].selectbox("Tune", ["copy", "brief"], key="target", help="LLM methods: the ad copy writer, or the "
-                            "art-direction writer scored by banner-level clicks (Diffusion-DPO tunes the image model)",
-                            format_func={"copy": "Ad copy writer", "brief": "Banner brief writer"}.get)
-    gate = c[2].checkbox("Reward only copy the Studio would show", defaults["studio_gate"], key="gate")
-    tensorboard = c[3].checkbox("Also log to TensorBoard", False, key="tensorboard")
-    preferences = c[3].radio("DPO pairs from", ["sampled", "logged"], key="preferences", disabled=method != "dpo",
-                             format_func={"sampled": "its own samples, ranked by the simulated audience",
-                                          "logged": "logged feedback (real clicks)"}.get,
-                             help="Logged feedback: clicked vs less-clicked variants of the same item and segment "
-                                  "(API decisions and imported logs), where each was shown at least 30 times and "
-                                  "the CTRs differ at 95% confidence")
+    config |= number(c[0], "Max completion tokens", "tokens")
+    config |= number(c[1], "Judge held-out users every N steps (0 = never)", "eval_steps")
+    if "target" in defaults:
+        config["target"] = c[2].selectbox(
+            "Tune", ["copy", "brief"], key="target", disabled=method == "best_of_n_sft_dpo",
+            help="The ad copy writer, or the art-direction writer scored by banner-level clicks (Diffusion-DPO "
+                 "tunes the image model)", format_func={"copy": "Ad copy writer", "brief": "Banner brief writer"}.get)
+        config["studio_gate"] = c[2].checkbox("Reward only copy the Studio would show", defaults["studio_gate"],
+                                              key="gate")
+        config["report_to"] = ["tensorboard"] if c[3].checkbox("Also log to TensorBoard", False,
+                                                               key="tensorboard") else []
+    if "preferences" in defaults:
+        config["preferences"] = c[3].radio(
+            "DPO pairs from", ["sampled", "logged"], key="preferences",
+            format_func={"sampled": "its own samples, ranked by the simulated audience",
+                         "logged": "logged feedback (real clicks)"}.get,
+            help="Logged feedback: clicked vs less-clicked variants of the same item and segment (API decisions and "
+                 "imported logs), where each was shown at least 30 times and the CTRs differ at 95% confidence")
+    if method == "best_of_n_sft_dpo":
+        config["target"] = "copy"
     if st.form_submit_button("Launch run", type="primary"):
-        config = {"method": method, "max_steps": int(steps), "learning_rate": float(learning_rate),
-                  "lora_r": int(lora_r), "beta": float(beta),
-                  "prompts_per_step": int(prompts_per_step), "num_generations": int(generations),
-                  "users": int(users), "max_completion_length": int(completion),
-                  "time_budget_minutes": float(minutes),
-                  "eval_steps": int(eval_steps), "studio_gate": bool(gate), "target": target,
-                  "report_to": ["tensorboard"] if tensorboard else [], "sft_steps": int(sft_steps),
-                  "preferences": preferences if method == "dpo" else "sampled"}
         try:
             st.session_state["selected_run"] = services.tuning.launch_run(config)
             st.success(f"Launched run {st.session_state['selected_run']}")

@@ -13,13 +13,13 @@ import settings
 from services.common import DEFAULT_DATASET
 from services.settings import save_settings
 from store import repository
+from tuning.configs import MIN_IMPRESSIONS, config_for
 
 
 def tuning_defaults(method: str = "grpo") -> dict:
-    """A run's default settings for a method (what the page's form starts from)."""
-    from tuning.trainers import TuningConfig
-
-    return TuningConfig(method=method).to_dict()
+    """A method's settings with their defaults (what the page's form starts from, what the CLI leaves out):
+    only the settings that method reads (`tuning.configs`)."""
+    return config_for({"method": method}).to_dict()
 
 
 # A first look at a method: a run of a few minutes on a CPU that shows its curves move, not what it can reach.
@@ -28,8 +28,9 @@ QUICK_TEST = {"max_steps": 4, "sft_steps": 4, "users": 8, "num_generations": 2, 
 
 
 def quick_test(method: str = "grpo") -> dict:
-    """The method's defaults with `QUICK_TEST` over them (the page's "Quick test" preset)."""
-    return tuning_defaults(method) | QUICK_TEST
+    """The method's defaults with `QUICK_TEST` over those it reads (the page's "Quick test" preset)."""
+    defaults = tuning_defaults(method)
+    return defaults | {k: v for k, v in QUICK_TEST.items() if k in defaults}
 
 
 def with_derived_settings(config: dict) -> dict:
@@ -50,12 +51,13 @@ def launch_run(config: dict) -> str:
 
     limits.check_all(config, limits.TUNING)
     config = with_derived_settings(config)
+    config_for(config)  # the method's own settings and ranges, before anything is stored
     dataset = config.get("dataset") or DEFAULT_DATASET
     repository.require_dataset(dataset)
     if config.get("preferences") == "logged":  # refused now rather than by the worker minutes later
         from tuning import logged
 
-        needed = config.get("min_impressions", logged.MIN_IMPRESSIONS)
+        needed = config.get("min_impressions", MIN_IMPRESSIONS)
         if not logged.pairs(dataset, needed):
             raise logged.no_pairs(dataset, needed)
     return runs.launch(config)

@@ -303,3 +303,10 @@ def test_reward_tuning_explains_each_method_and_fills_the_form_from_a_preset(app
     dpo = services.tuning.tuning_defaults("dpo")
     assert {key: app.number_input(key=key).value for key in form} == {key: dpo[name] for key, name in form.items()}
     assert app.number_input(key="beta-dpo").value == dpo["beta"]
+    assert "sft_steps" not in {n.key for n in app.number_input}  # only the recipe has a supervised stage
+    app.selectbox(key="method").set_value("diffusion_dpo").run()
+    assert not app.exception, app.exception
+    shown = {n.key for n in app.number_input}  # the image method's own settings, beta on its own scale
+    assert {"tokens", "eval_steps", "sft_steps"}.isdisjoint(shown)
+    assert app.number_input(key="beta-diffusion_dpo").value == 5000
+    assert not [w for w in (*app.selectbox, *app.radio, *app.checkbox) if w.key in ("target", "preferences", "gate")]

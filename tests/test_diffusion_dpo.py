@@ -22,19 +22,19 @@ from generation.render import DiffusersRenderer, ModelUnavailable, cover
 from rewards.audience import Impression, audience
 from store import runs as run_store
 from tuning import diffusion_dpo, prompts
-from tuning.trainers import TuningConfig
+from tuning.configs import DiffusionDPOSettings, config_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 RENDER = {"steps": 2}  # sampling steps for the pairs: the tiny model's art is noise at any count
 LOGGED = {"loss", "implicit_accuracy", "rewards/margins", "mse_w", "mse_l", "ref_mse_w", "ref_mse_l"}
 
 
-def config(dataset: str, model: Path, **changes) -> TuningConfig:
+def config(dataset: str, model: Path, **changes) -> DiffusionDPOSettings:
     """A small run: two training users, three banners each, a learning rate the tiny UNet responds to in steps."""
     values = {"method": "diffusion_dpo", "dataset": dataset, "model": str(model), "users": 2, "num_generations": 3,
               "learning_rate": 1e-2, "lora_r": 4, "lora_alpha": 4, "lora_dropout": 0.0, "prompts_per_step": 1,
               "max_steps": 3, "save_steps": 10, "torch_threads": 1}
-    return TuningConfig(**(values | changes))
+    return config_for(values | changes)
 
 
 @pytest.fixture(scope="module")

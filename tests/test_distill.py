@@ -16,17 +16,18 @@ from safetensors.torch import load_file
 
 from generation import copy
 from store import runs as run_store
-from tuning import distill, reward, trainers
+from tuning import configs, distill, reward, trainers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def recipe_run(demo_store: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[trainers.TuningConfig, Path, dict]:
+def recipe_run(demo_store: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[configs.BestOfNSettings, Path, dict]:
     folder = tmp_path_factory.mktemp("recipe")
-    cfg = trainers.TuningConfig(method=trainers.BEST_OF_N_SFT_DPO, dataset=demo_store, users=6, num_generations=4,
-                                max_completion_length=40, sft_steps=2, max_steps=2, prompts_per_step=2,
-                                lora_layers=2, learning_rate=1e-3, eval_steps=0, torch_threads=1, save_steps=1)
+    cfg = configs.config_for({"method": configs.BEST_OF_N_SFT_DPO, "dataset": demo_store, "users": 6,
+                              "num_generations": 4, "max_completion_length": 40, "sft_steps": 2, "max_steps": 2,
+                              "prompts_per_step": 2, "lora_layers": 2, "learning_rate": 1e-3, "eval_steps": 0,
+                              "torch_threads": 1, "save_steps": 1})
     run_store.create_run("test-recipe", cfg.method, cfg.dataset, cfg.to_dict(), str(folder), "", cfg.total_steps)
     return cfg, folder, trainers.train(cfg, folder, run_id="test-recipe")
 
@@ -83,5 +84,5 @@ def test_a_run_killed_after_sft_resumes_at_dpo_with_its_samples_and_adapter(reci
 
 def test_the_recipe_tunes_the_copy_writer_only() -> None:
     with pytest.raises(ValueError, match="tunes the copy writer"):
-        trainers.TuningConfig(method=trainers.BEST_OF_N_SFT_DPO, target="brief")
-    assert trainers.TuningConfig(method=trainers.BEST_OF_N_SFT_DPO, sft_steps=5, max_steps=7).total_steps == 12
+        configs.config_for({"method": configs.BEST_OF_N_SFT_DPO, "target": "brief"})
+    assert configs.config_for({"method": configs.BEST_OF_N_SFT_DPO, "sft_steps": 5, "max_steps": 7}).total_steps == 12

@@ -15,7 +15,7 @@ import services
 from store import repository
 from store import runs as run_store
 from store.csv_import import ImportFailed
-from tuning import logged, trainers
+from tuning import configs, logged, trainers
 
 REPO = Path(__file__).resolve().parent.parent
 WINNER = "Star Wars, a saga for the ages | Rebels take on an empire in a galaxy far away. | Watch now"
@@ -105,9 +105,9 @@ def test_logged_clicks_train_a_dpo_run_toward_the_clicked_variant(demo_store: st
     assert star_wars[0]["chosen"] == " a saga for the ages\nBody: Rebels take on an empire in a galaxy far away."
     assert star_wars[0]["rejected"] == " on tonight\nBody: A film to watch."
 
-    config = trainers.TuningConfig(dataset=demo_store, model=str(tiny_model_dir), method="dpo", preferences="logged",
-                                   max_steps=3, learning_rate=5e-3, prompts_per_step=1, torch_threads=1,
-                                   eval_steps=0, max_completion_length=12)
+    config = configs.config_for({"dataset": demo_store, "model": str(tiny_model_dir), "method": "dpo",
+                                 "preferences": "logged", "max_steps": 3, "learning_rate": 5e-3, "prompts_per_step": 1,
+                                 "torch_threads": 1, "eval_steps": 0, "max_completion_length": 12})
     run_store.create_run("test-logged-dpo", "dpo", demo_store, config.to_dict(), str(tmp_path), "", 3)
     result = trainers.train(config, tmp_path, run_id="test-logged-dpo")  # what the run's worker process calls
     steps = [m for m in run_store.metrics("test-logged-dpo") if "loss" in m]
@@ -121,8 +121,8 @@ def test_a_run_from_logged_feedback_without_credible_pairs_is_refused_before_it_
     with pytest.raises(ValueError, match="No credible preference pairs"):
         services.tuning.launch_run({"dataset": demo_store, "method": "dpo", "preferences": "logged",
                                     "min_impressions": 100_000})
-    with pytest.raises(ValueError, match="choose method dpo"):
-        trainers.TuningConfig(method="grpo", preferences="logged")
+    with pytest.raises(ValueError, match="GRPO does not use preferences"):
+        services.tuning.launch_run({"dataset": demo_store, "method": "grpo", "preferences": "logged"})
     assert len(services.tuning.runs_table()) == before
 
 

@@ -18,7 +18,7 @@ import services
 from generation import copy
 from rewards import audience
 from store import runs as run_store
-from tuning import evaluate, prompts, reward, runs, sampling, targets, trainers
+from tuning import configs, evaluate, prompts, reward, runs, sampling, targets, trainers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest: threads stall a busy machine
 
@@ -30,7 +30,7 @@ def base_config(demo_store: str, tiny_model_dir: Path) -> dict:
 
 
 def _train(config: dict, tmp_path: Path, run_id: str) -> tuple[dict, list[dict]]:
-    cfg = trainers.TuningConfig.from_dict(config)
+    cfg = configs.config_for(config)
     run_store.create_run(run_id, cfg.method, cfg.dataset, cfg.to_dict(), str(tmp_path), "", cfg.max_steps)
     result = trainers.train(cfg, tmp_path, run_id=run_id)
     return result, [m for m in run_store.metrics(run_id) if "loss" in m]
@@ -44,13 +44,44 @@ def grpo_run(base_config: dict, tmp_path_factory: pytest.TempPathFactory) -> tup
 
 def test_config_defaults_keep_a_kl_term_and_lora() -> None:
     for method in ("grpo", "rloo"):
-        assert trainers.TuningConfig(method=method).beta > 0
-    cfg = trainers.TuningConfig(method="dpo")
-    assert cfg.beta == trainers.DEFAULT_BETA["dpo"] and cfg.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
-    with pytest.raises(ValueError, match="Unknown tuning settings"):
-        trainers.TuningConfig.from_dict({"method": "grpo", "lr": 1})
+        assert configs.config_for({"method": method}).beta > 0
+    cfg = configs.config_for({"method": "dpo"})
+    assert cfg.beta == configs.DPOSettings.BETA and cfg.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    with pytest.raises(ValueError, match="Unknown tuning settings: lr"):
+        configs.config_for({"method": "grpo", "lr": 1})
     with pytest.raises(ValueError, match="Unknown method"):
-        trainers.TuningConfig(method="ppo")
+        configs.config_for({"method": "ppo"})
+    with pytest.raises(TypeError, match="config_for"):
+        configs.TuningConfig(method="grpo")
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"method": "grpo", "beta": 10_000}, "GRPO's KL coefficient \\(beta\\) must be a number from 0 to 1"),
+    ({"method": "rloo", "beta": 2}, "RLOO's KL coefficient \\(beta\\) must be a number from 0 to 1"),
+    ({"method": "dpo", "beta": 0}, "DPO's beta must be a number from 0.001 to 10"),
+    ({"method": "diffusion_dpo", "beta": 0.1}, "Diffusion-DPO's beta must be a number from 1 to 10000"),
+    ({"method": "diffusion_dpo", "target": "copy"}, "Diffusion-DPO does not use target"),
+    ({"method": "diffusion_dpo", "sft_steps": 5, "eval_steps": 2}, "Diffusion-DPO does not use eval_steps, sft_steps"),
+    ({"method": "grpo", "sft_steps": 5}, "GRPO does not use sft_steps"),
+    ({"method": "rloo", "preferences": "sampled"}, "RLOO does not use preferences"),
+    ({"method": "best_of_n_sft_dpo", "min_impressions": 30}, "Best-of-N SFT \\+ DPO does not use min_impressions"),
+])
+def test_each_method_has_its_own_settings_and_ranges(values: dict, message: str) -> None:
+    """One settings class per method: a key the method would ignore is refused, not dropped, and beta is checked
+    on the method's own scale, in a message that names the method and the range."""
+    with pytest.raises(ValueError, match=message):
+        configs.config_for(values)
+    with pytest.raises(ValueError, match=message):
+        services.tuning.launch_run(values)
+
+
+def test_a_stored_run_keeps_only_what_its_method_reads() -> None:
+    """A run stored by an older version kept every key for every method: resuming it drops what its method
+    ignores (it was checked at launch) instead of failing."""
+    old = {"method": "diffusion_dpo", "target": "copy", "sft_steps": 20, "preferences": "sampled", "beta": 5000.0}
+    cfg = configs.config_for(old, stored=True)
+    assert isinstance(cfg, configs.DiffusionDPOSettings) and cfg.beta == 5000.0
+    assert set(cfg.to_dict()) == set(configs.settings_of("diffusion_dpo"))
 
 
 def test_prompt_split_is_deterministic_and_disjoint(demo_store: str, tiny_model_dir: Path) -> None:
@@ -151,7 +182,7 @@ def test_a_resumed_dpo_run_trains_on_the_pairs_it_sampled_before(base_config: di
         raise AssertionError("a resumed run sampled its pairs again")
 
     monkeypatch.setattr(trainers, "dpo_pairs", sample_again)
-    again = trainers.build_trainer(trainers.TuningConfig.from_dict(config | {"seed": 99}), tmp_path)
+    again = trainers.build_trainer(configs.config_for(config | {"seed": 99}), tmp_path)
     assert len(again.train_dataset) == len(sampled)  # trained on exactly the stored pairs
 
 
@@ -193,7 +224,7 @@ def test_held_out_judge_and_tensorboard_log_during_training(base_config: dict, t
     assert all(0 <= ctr <= 1 for _, ctr in judged)
     assert list(tmp_path.glob("runs/*/events.out.tfevents.*"))  # TensorBoard's event file in the run folder
     with pytest.raises(ValueError, match="Unknown report_to: wandb"):
-        trainers.TuningConfig(report_to=["wandb"])
+        configs.config_for({"method": "grpo", "report_to": ["wandb"]})
 
 
 def _wait_for(condition, run_id: str, timeout: float = 240) -> None:
@@ -351,7 +382,7 @@ def test_brief_writer_is_tuned_on_banner_clicks_and_judged(base_config: dict, de
                                                                                   "distinct_moods"}
     assert all(row["tuned"].startswith(brief_tuning.ANSWER_PREFIX) for row in report["samples"])
     with pytest.raises(ValueError, match="Unknown target 'logo'"):
-        trainers.TuningConfig(target="logo")
+        configs.config_for({"method": "rloo", "target": "logo"})
 
 
 @pytest.mark.embedded

@@ -14,7 +14,7 @@ preferred image more than the base model (the LoRA switched off) does, relative 
     loss = -log sigmoid(-beta/2 * ((mse_w - mse_l) - (ref_mse_w - ref_mse_l)))
 
 The errors are means over latent elements, so a pair's difference is tiny (about 1e-4) and beta is in the
-thousands (DEFAULT_BETA 5000, the scale used with this form for Stable Diffusion 1.5); beta plays the role of
+thousands (`DiffusionDPOSettings.BETA` 5000, the scale used with this form for Stable Diffusion 1.5); beta plays the role of
 the KL coefficient: larger keeps the adapter closer to the base model.
 
 The run behaves like the text runs: metrics every step in the store, cancel honoured between steps, a
@@ -48,7 +48,8 @@ from store import runs as run_store
 from tuning import prompts
 
 if TYPE_CHECKING:
-    from tuning.trainers import Budget, TuningConfig
+    from tuning.configs import DiffusionDPOSettings
+    from tuning.trainers import Budget
 
 # attention projections of every UNet transformer block (a run's `target_modules` name the text model's)
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -121,7 +122,7 @@ def banner_reward(dataset: str, seed: int = 0) -> Callable[..., list[float]]:
     return reward
 
 
-def build_pairs(cfg: TuningConfig, model: render.DiffusionModel, steps: int = RENDER_STEPS,
+def build_pairs(cfg: DiffusionDPOSettings, model: render.DiffusionModel, steps: int = RENDER_STEPS,
                 guidance: float = RENDER_GUIDANCE, stop: Callable[[], bool] = lambda: False) -> list[ImagePair]:
     """Render, compose and score `num_generations` banners per training prompt; keep best vs worst per prompt.
 
@@ -265,7 +266,7 @@ class DiffusionDPOTrainer:
     scaler keeps small fp16 gradients from vanishing); elsewhere everything is fp32.
     """
 
-    def __init__(self, cfg: TuningConfig, model: render.DiffusionModel, pairs: Sequence[ImagePair]) -> None:
+    def __init__(self, cfg: DiffusionDPOSettings, model: render.DiffusionModel, pairs: Sequence[ImagePair]) -> None:
         from diffusers import DDPMScheduler
         from peft import LoraConfig
 
@@ -340,7 +341,7 @@ class DiffusionDPOTrainer:
 
 # --- a run ------------------------------------------------------------------------------------------------------
 
-def _pairs_for_run(cfg: TuningConfig, model: render.DiffusionModel, output_dir: Path, stop: Callable[[], bool],
+def _pairs_for_run(cfg: DiffusionDPOSettings, model: render.DiffusionModel, output_dir: Path, stop: Callable[[], bool],
                    render_options: dict) -> list[ImagePair]:
     """The run's pairs: the saved ones (a resumed or restarted run), else rendered now and saved."""
     folder = output_dir / PAIRS_FOLDER
@@ -364,8 +365,8 @@ def _stopper(run_id: str | None, deadline: float | None, budget: Budget, share: 
     return stop
 
 
-def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume: bool = False, attempt: int = 1,
-          render_options: dict | None = None) -> dict:
+def train(cfg: DiffusionDPOSettings, output_dir: Path, run_id: str | None = None, resume: bool = False,
+          attempt: int = 1, render_options: dict | None = None) -> dict:
     """Build (or reload) the pairs, train the LoRA, save `output_dir/adapter`; the text trainers' result keys.
 
     `render_options` (steps, guidance) override the Studio's sampling for the pairs: tests use a few steps.

@@ -34,7 +34,7 @@ from generation import copy
 from rewards import audience
 from store import runs as run_store
 from tuning import reward, targets, trainers
-from tuning.trainers import TuningConfig
+from tuning.configs import BestOfNSettings
 
 SAMPLING_SHARE = 0.3  # of the time budget: the most sampling may take (the rest trains)
 SFT_SHARE = 0.75  # SFT stops at this share of the budget (or at `sft_steps`), DPO takes what is left
@@ -44,7 +44,7 @@ SAMPLES_FILE = "best_of_n.json"
 STAGE_FILE = "stage.json"  # in the SFT adapter's folder: the steps SFT took, where DPO's curves continue
 
 
-def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume: bool = False,
+def train(cfg: BestOfNSettings, output_dir: Path, run_id: str | None = None, resume: bool = False,
           attempt: int = 1) -> dict:
     """Run (or continue) the three stages; the result is DPO's adapter, which holds SFT's update too."""
     path, tokenizer = trainers.prepare(cfg)
@@ -74,7 +74,7 @@ def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume
     return result
 
 
-def samples(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, until: float | None) -> dict:
+def samples(cfg: BestOfNSettings, path: str, tokenizer, output_dir: Path, until: float | None) -> dict:
     """The scored samples of stage 1, drawn once per run and kept in the run folder (a resumed run reuses them):
     {groups, best: SFT rows {prompt, completion}, pairs: DPO rows {prompt, chosen, rejected}}; the rows' prompts
     are the short ones the later stages train on."""
@@ -100,7 +100,7 @@ def samples(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, until: fl
     return data
 
 
-def supervised(cfg: TuningConfig, path: str, tokenizer, best: list[dict], folder: Path, run_id: str | None,
+def supervised(cfg: BestOfNSettings, path: str, tokenizer, best: list[dict], folder: Path, run_id: str | None,
                attempt: int, stop: trainers.StopSignals) -> int:
     """Stage 2, SFT on the best accepted samples (continuing its own checkpoint); the steps it took. `stop`
     ends it on cancel or at its share of the time budget."""
@@ -122,7 +122,7 @@ def supervised(cfg: TuningConfig, path: str, tokenizer, best: list[dict], folder
     return result["global_step"]
 
 
-def _dpo(cfg: TuningConfig, path: str, tokenizer, pairs: list[dict], output_dir: Path, run_id: str | None,
+def _dpo(cfg: BestOfNSettings, path: str, tokenizer, pairs: list[dict], output_dir: Path, run_id: str | None,
          attempt: int, sft_steps: int, stop: trainers.StopSignals):
     """Stage 3's trainer: DPO on the SFT adapter (trainable), against a frozen copy of it (TRL's reference)."""
     from datasets import Dataset

@@ -18,8 +18,7 @@ from scipy import stats
 from generation import copy
 from store import repository, serving
 from tuning import prompts
-
-MIN_IMPRESSIONS = 30  # per variant, in its segment, before its CTR is compared at all
+from tuning.configs import MIN_IMPRESSIONS
 
 
 def credible(clicks_a: int, shown_a: int, clicks_b: int, shown_b: int, confidence: float = 0.95) -> bool:

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import settings
 from store import runs as run_store
-from tuning.trainers import TuningConfig, last_checkpoint
+from tuning.configs import config_for
+from tuning.trainers import last_checkpoint
 
 LOG_TAIL = 4000  # characters of the worker log kept as the error of a run that died
 START_GRACE = timedelta(minutes=2)  # a queued run with no worker process after this never started
@@ -72,7 +73,7 @@ def _prepare_folder(folder: Path) -> None:
 
 def launch(config: dict) -> str:
     """Validate the config, store a queued run and start its worker; returns the run id at once."""
-    cfg = TuningConfig.from_dict(config)
+    cfg = config_for(config)
     run_id = f"{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     folder = run_folder(run_id)
     _prepare_folder(folder)

@@ -15,9 +15,8 @@ from datasets import Dataset
 
 from generation import copy, safety, writer
 from tuning import prompts
+from tuning.configs import TARGETS
 from tuning.sampling import Rules
-
-TARGETS = ("copy", "brief")
 
 
 def _require(target: str) -> None:

@@ -12,11 +12,9 @@ benchmark's question is what 15 minutes of a laptop CPU buys.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,100 +23,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 import settings
 from generation import models
 from rewards import audience
-from store import movielens
 from store import runs as run_store
 from tuning import logged, targets
+from tuning.configs import BEST_OF_N_SFT_DPO, DPOSettings, TextConfig, TuningConfig
 from tuning.sampling import TEMPERATURE, engine_for, sample, sample_on
-
-BEST_OF_N_SFT_DPO = "best_of_n_sft_dpo"  # the chained recipe (`tuning.distill`)
-METHODS = ("grpo", "rloo", "dpo", BEST_OF_N_SFT_DPO, "diffusion_dpo")
-PREFERENCES = ("sampled", "logged")  # where DPO's pairs come from
-REPORT_TO = ("tensorboard", "trackio")  # transformers' integrations; each needs its package installed
-DEFAULT_BETA = {"grpo": 0.04, "rloo": 0.05, "dpo": 0.1, BEST_OF_N_SFT_DPO: 0.1, "diffusion_dpo": 5000.0}
-
-
-@dataclass
-class TuningConfig:
-    """Everything a run needs; stored as JSON with the run so a worker (or a resume) rebuilds it exactly."""
-
-    method: str = "grpo"
-    target: str = "copy"  # what the LLM methods tune: "copy" (ad text) or "brief" (art direction for banners)
-    dataset: str = movielens.NAME
-    model: str = ""  # empty: the configured text (or, for diffusion_dpo, image) model; else an id or local folder
-    users: int = 64  # training users in the prompt dataset
-    items_per_user: int = 1
-    max_steps: int = 20  # training steps (of the recipe's last stage, DPO)
-    sft_steps: int = 20  # the recipe's supervised steps on the best-of-N samples, before DPO
-    learning_rate: float = 2e-4
-    beta: float | None = None  # KL coefficient; None: DEFAULT_BETA of the method
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    lora_layers: int = 0  # 0: adapt every layer; N: only the top N (cheaper steps: backprop stops below them)
-    gradient_checkpointing: bool = False  # saves memory on large models at ~1/3 more compute; off for small ones
-    prompts_per_step: int = 2
-    num_generations: int = 4  # GRPO/RLOO completions per prompt; DPO variants per prompt
-    max_completion_length: int = 48
-    temperature: float = 0.9
-    save_steps: int = 10
-    eval_steps: int = 10  # judge CTR of the current policy on held-out users every N steps (0: never)
-    eval_users: int = 8  # held-out users in that live check (the full evaluation uses more)
-    report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"]: also logs under <run folder>/runs
-    preferences: str = "sampled"  # DPO: "sampled" (its own samples ranked by the reward) or "logged" (real clicks)
-    min_impressions: int = logged.MIN_IMPRESSIONS  # "logged": impressions per variant and segment before comparing
-    studio_gate: bool = True  # reward copy the Studio would reject at REJECTED_FACTOR of its click probability
-    time_budget_minutes: float = 0.0  # 0: no limit; else training stops (after a checkpoint) when it is spent
-    seed: int = 0
-    torch_threads: int = 0  # 0: torch's default; 1 avoids thread contention on a busy 2-core machine
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"Unknown method '{self.method}' (choose from {', '.join(METHODS)})")
-        if self.target not in targets.TARGETS:
-            raise ValueError(f"Unknown target '{self.target}' (choose from {', '.join(targets.TARGETS)})")
-        if self.beta is None:
-            self.beta = DEFAULT_BETA[self.method]
-        if self.num_generations < 2:
-            raise ValueError("num_generations must be at least 2 (a group baseline or a pair needs two)")
-        if self.lora_layers < 0:
-            raise ValueError("lora_layers must be 0 (every layer) or positive")
-        if self.max_steps < 1 or self.save_steps < 1 or self.users < 1 or self.sft_steps < 1:
-            raise ValueError("max_steps, sft_steps, save_steps and users must be positive")
-        if self.method == BEST_OF_N_SFT_DPO and self.target != "copy":
-            raise ValueError(f"{BEST_OF_N_SFT_DPO} tunes the copy writer: its supervised stage keeps the samples the "
-                             "Studio's copy checks accept")
-        unknown = sorted(set(self.report_to) - set(REPORT_TO))
-        if unknown:
-            raise ValueError(f"Unknown report_to: {', '.join(unknown)} (choose from {', '.join(REPORT_TO)})")
-        if self.eval_steps < 0 or self.eval_users < 1:
-            raise ValueError("eval_steps must be 0 (never) or positive, and eval_users positive")
-        if self.preferences not in PREFERENCES:
-            raise ValueError(f"Unknown preferences '{self.preferences}' (choose from {', '.join(PREFERENCES)})")
-        if self.preferences == "logged" and (self.method != "dpo" or self.target != "copy"):
-            raise ValueError("Preferences from logged feedback train the copy writer with DPO: choose method dpo "
-                             "and target copy")
-        if self.min_impressions < 1:
-            raise ValueError("min_impressions must be positive")
-        if self.time_budget_minutes < 0:
-            raise ValueError("time_budget_minutes must be 0 (no limit) or positive")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TuningConfig:
-        """Build from a JSON dict; unknown keys are an error, not silently ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown tuning settings: {', '.join(unknown)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @property
-    def total_steps(self) -> int:
-        """Steps of every stage: what the run's progress counts to."""
-        return self.sft_steps + self.max_steps if self.method == BEST_OF_N_SFT_DPO else self.max_steps
 
 
 def resolve_model(model: str) -> str:
@@ -222,7 +130,7 @@ class HeldOutJudge(TrainerCallback):
     audience scores them: the live curve that says whether gains on the train reward carry over, logged as
     `judge_ctr` at step 0 (the base model) and at each evaluation point."""
 
-    def __init__(self, cfg: TuningConfig, path: str, run_id: str, attempt: int, offset: int = 0,
+    def __init__(self, cfg: TextConfig, path: str, run_id: str, attempt: int, offset: int = 0,
                  examples: bool = True) -> None:
         self.cfg, self.run_id, self.attempt, self.offset = cfg, run_id, attempt, offset
         self.tokenizer = load_tokenizer(path)  # its own: sampling pads left, the trainer's may pad right
@@ -253,7 +161,7 @@ class HeldOutJudge(TrainerCallback):
             self._log(model, state.global_step)
 
 
-def lora(cfg: TuningConfig, path: str):
+def lora(cfg: TextConfig, path: str):
     """The LoRA adapter: on every layer, or on the top `lora_layers` only. Backpropagation then stops at the
     lowest adapted layer, so a step costs much less on a CPU, and the top layers are where the wording is."""
     from peft import LoraConfig
@@ -267,13 +175,13 @@ def lora(cfg: TuningConfig, path: str):
                       target_modules=list(cfg.target_modules), layers_to_transform=layers, task_type="CAUSAL_LM")
 
 
-def common_args(cfg: TuningConfig, output_dir: Path, max_steps: int | None = None) -> dict:
+def common_args(cfg: TextConfig, output_dir: Path, max_steps: int | None = None) -> dict:
     """Trainer arguments shared by the methods: CPU unless CUDA is present, log every step, checkpoint often
     (`beta` only for the preference and RL trainers)."""
     return {"beta": cfg.beta, **base_args(cfg, output_dir, max_steps)}
 
 
-def base_args(cfg: TuningConfig, output_dir: Path, max_steps: int | None = None) -> dict:
+def base_args(cfg: TextConfig, output_dir: Path, max_steps: int | None = None) -> dict:
     """What every transformers `TrainingArguments` of a run shares, supervised stages included."""
     cuda = torch.cuda.is_available()
     return {"output_dir": str(output_dir), "max_steps": max_steps or cfg.max_steps, "learning_rate": cfg.learning_rate,
@@ -290,7 +198,7 @@ def load_policy(path: str, device: str | None = None):
     return model.to(device) if device else model
 
 
-def build_online(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbacks: list,
+def build_online(cfg: TextConfig, path: str, tokenizer, output_dir: Path, callbacks: list,
                  deadline: float | None = None):
     """GRPO or RLOO: sample `num_generations` completions per prompt, reward them, update the adapter."""
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
@@ -304,11 +212,11 @@ def build_online(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, call
                        processing_class=tokenizer, peft_config=lora(cfg, path), callbacks=callbacks)
 
 
-def train_reward(cfg: TuningConfig):
+def train_reward(cfg: TextConfig):
     return targets.reward(cfg.target, cfg.dataset, "train", cfg.seed, studio_gate=cfg.studio_gate)
 
 
-def sample_groups(cfg: TuningConfig, model, path: str, tokenizer, until: float | None) -> tuple[list[dict],
+def sample_groups(cfg: TextConfig, model, path: str, tokenizer, until: float | None) -> tuple[list[dict],
                                                                                                   list[str], list]:
     """(rows, prompt texts, completion groups): `num_generations` samples per training prompt from the base
     model at `path`, with the Studio's nucleus and stop, on the Studio's engine when it runs here, else from
@@ -337,7 +245,7 @@ def sample_groups(cfg: TuningConfig, model, path: str, tokenizer, until: float |
     return rows[:len(groups)], texts[:len(groups)], groups
 
 
-def dpo_pairs(cfg: TuningConfig, model, path: str, tokenizer, deadline: float | None = None) -> list[dict]:
+def dpo_pairs(cfg: TextConfig, model, path: str, tokenizer, deadline: float | None = None) -> list[dict]:
     """Best vs worst of each training prompt's samples (`sample_groups`) by the training reward. Sampling
     stops early at half the time budget, leaving the rest for training."""
     now = time.monotonic()
@@ -368,7 +276,7 @@ def store_pairs(output_dir: Path, pairs: list[dict]) -> list[dict]:
     return pairs
 
 
-def build_dpo(cfg: TuningConfig, path: str, tokenizer, output_dir: Path, callbacks: list,
+def build_dpo(cfg: DPOSettings, path: str, tokenizer, output_dir: Path, callbacks: list,
               deadline: float | None = None):
     """DPO on the base model's own variants ranked by the training reward (reference: the adapter switched off)."""
     from datasets import Dataset
@@ -398,7 +306,7 @@ def prepare(cfg: TuningConfig) -> tuple[str, object]:
     return path, load_tokenizer(path)
 
 
-def build_trainer(cfg: TuningConfig, output_dir: Path, callbacks: list | None = None, run_id: str | None = None):
+def build_trainer(cfg: TextConfig, output_dir: Path, callbacks: list | None = None, run_id: str | None = None):
     """The configured TRL trainer, ready to `train()`; its time budget (if any) is what the run's earlier
     attempts left of it (`Budget`), counted from now."""
     path, tokenizer = prepare(cfg)
@@ -431,7 +339,7 @@ def last_checkpoint(output_dir: Path) -> str | None:
     return None
 
 
-def callbacks_for(cfg: TuningConfig, run_id: str | None, attempt: int, offset: int = 0, prefix: str = "",
+def callbacks_for(cfg: TextConfig, run_id: str | None, attempt: int, offset: int = 0, prefix: str = "",
                   examples: bool = True) -> list:
     """Store metrics and the live held-out judge (prompting the policy with or without the worked examples),
     for a run's main process; stop signals are added when the trainer is built (every process needs them)."""
@@ -457,7 +365,7 @@ def train(cfg: TuningConfig, output_dir: Path, run_id: str | None = None, resume
     return fit(trainer, cfg, Path(output_dir) / "adapter", checkpoint)
 
 
-def fit(trainer, cfg: TuningConfig, adapter: Path, checkpoint: str | None, steps_before: int = 0) -> dict:
+def fit(trainer, cfg: TextConfig, adapter: Path, checkpoint: str | None, steps_before: int = 0) -> dict:
     """Train (from `checkpoint`, if any), save the adapter and tokenizer; the run's result."""
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(adapter))  # writes on the main process only

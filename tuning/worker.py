@@ -56,11 +56,12 @@ def execute(run_id: str) -> str:
     run = _start(run_id)
     if run is None:
         return run_store.get_run(run_id)["status"]
-    from tuning.trainers import TuningConfig, last_checkpoint, train
+    from tuning.configs import config_for
+    from tuning.trainers import last_checkpoint, train
 
     folder = Path(run["folder"])
     try:
-        cfg = TuningConfig.from_dict(run["config"])
+        cfg = config_for(run["config"], stored=True)
         result = train(cfg, folder, run_id=run_id, resume=last_checkpoint(folder) is not None,
                        attempt=run["attempts"])
     except Exception as exc:  # noqa: BLE001 - any failure of a run is recorded, with its traceback
@@ -77,11 +78,12 @@ def execute(run_id: str) -> str:
 
 def _follow(run_id: str) -> str:
     """A secondary rank: train alongside the main process; it records state and errors for the run."""
-    from tuning.trainers import TuningConfig, last_checkpoint, train
+    from tuning.configs import config_for
+    from tuning.trainers import last_checkpoint, train
 
     run = run_store.get_run(run_id)
     folder = Path(run["folder"])
-    train(TuningConfig.from_dict(run["config"]), folder, run_id=run_id, resume=last_checkpoint(folder) is not None)
+    train(config_for(run["config"], stored=True), folder, run_id=run_id, resume=last_checkpoint(folder) is not None)
     return "finished"
 
 
