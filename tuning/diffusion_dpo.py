@@ -14,8 +14,8 @@ preferred image more than the base model (the LoRA switched off) does, relative 
     loss = -log sigmoid(-beta/2 * ((mse_w - mse_l) - (ref_mse_w - ref_mse_l)))
 
 The errors are means over latent elements, so a pair's difference is tiny (about 1e-4) and beta is in the
-thousands (`DiffusionDPOSettings.BETA` 5000, the scale used with this form for Stable Diffusion 1.5); beta plays the role of
-the KL coefficient: larger keeps the adapter closer to the base model.
+thousands (`DiffusionDPOSettings.BETA` 5000, the scale used with this form for Stable Diffusion 1.5); beta
+plays the role of the KL coefficient: larger keeps the adapter closer to the base model.
 
 The run behaves like the text runs: metrics every step in the store, cancel honoured between steps, a
 time budget, checkpoints (`checkpoint-N/`: the LoRA in diffusers' format plus optimizer state and step)
