@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from generation.brief import brief_from  # noqa: E402
-from generation.compose import banners_for_brief, load_brand_kit  # noqa: E402
+from generation.compose import load_brand_kit  # noqa: E402
+from generation.designs import banners_for_brief  # noqa: E402
 from generation.render import PROCEDURAL, renderer_for  # noqa: E402
 
 PROFILE = {"interests": [{"label": "Horror", "weight": 0.6}, {"label": "Comedy", "weight": 0.4}]}

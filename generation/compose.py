@@ -1,12 +1,13 @@
-"""The composer: typesets title, call to action and brand mark over background art, at every IAB size.
+"""The composer: typesets title, call to action and brand mark (or logo) on a design's stage, at every IAB size.
 
-Each size is composed at its exact pixel size from art rendered for (or cover-cropped to) that size,
-so nothing is stretched. Text is fitted into a layout of slots inside a 6 % safe zone, shrinking the
-font and wrapping lines until it fits. Legibility is measured, not assumed: the WCAG 2 contrast ratio
-between the text colour and every pixel actually behind the text must reach AA (4.5:1, or 3:1 for text
-of 24 px and more, all of it bold); when neither light nor dark text reaches it, a translucent plate is
-laid behind the text and made more opaque until it does. The returned `Banner` carries the measured
-contrast and the fields the audience model reads (mean colour, mood, contrast).
+A design (`generation.designs`) gives each size its backdrop, built from art rendered for (or cover-cropped
+to) that size, so nothing is stretched, and the area its text goes in. Text is fitted into a layout of slots
+in that area, inside a 6 % safe zone, shrinking the font and wrapping lines until it fits; a word is never
+split, and only a title may be cut (after a whole word, with an ellipsis). Legibility is measured, not
+assumed: the WCAG 2 contrast ratio between the text colour and every pixel actually behind the text must
+reach AA (4.5:1, or 3:1 for text of 24 px and more, all of it bold); when neither light nor dark text
+reaches it, a translucent plate is laid behind the text and made more opaque until it does. The returned
+`Banner` carries the measured contrast and the fields the audience model reads (mean colour, mood, contrast).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,8 +24,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 import settings
-from generation.brief import HEX, Brief, hex_to_rgb, normalise_hex
-from generation.render import Renderer, cover
+from generation.brief import HEX, hex_to_rgb, normalise_hex
+from store import pictures
 from untrusted import clean, findings
 
 SIZES: tuple[tuple[int, int], ...] = ((300, 250), (728, 90), (160, 600), (1200, 628), (1080, 1080))
@@ -37,7 +38,7 @@ FONT_FILES = ("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
               "/usr/share/fonts/truetype/liberation/LiberationSans-Bold.ttf")
 BRAND_KIT_PATH = settings.REPO_ROOT / "assets" / "brand_kit.json"
 BRAND_KEYS = ("name", "voice", "banned_words", "required_disclaimer", "colours")
-OPTIONAL_BRAND_KEYS = ("default_cta", "calls_to_action")
+OPTIONAL_BRAND_KEYS = ("default_cta", "calls_to_action", "logo")
 MAX_CALLS_TO_ACTION = 8
 PNG_COMPRESSION = 3  # zlib level: half the encoding time of Pillow's default 6 for files a fifth larger
 ROLES = ("brand", "title", "cta", "disclaimer")
@@ -58,6 +59,7 @@ class BrandKit:
     accent: str
     default_cta: str = "Learn more"  # the call to action where no other is chosen
     calls_to_action: tuple[str, ...] = ()  # the ones variants take in turn (default: the default alone)
+    logo: str = ""  # absolute path of the brand's logo, drawn in the brand's place; empty: the name is typeset
 
     @property
     def ctas(self) -> tuple[str, ...]:
@@ -117,7 +119,21 @@ def parse_brand_kit(data: object, source: str = "Brand kit") -> BrandKit:
     cta = _text(data, "default_cta", source, 25, True) if "default_cta" in data else BrandKit.default_cta
     return BrandKit(_text(data, "name", source, 40, True), _text(data, "voice", source, 300, False),
                     tuple(w.strip().lower() for w in words), _text(data, "required_disclaimer", source, 200, False),
-                    primary, accent, cta, _calls_to_action(data, source))
+                    primary, accent, cta, _calls_to_action(data, source), _logo(data.get("logo", ""), source))
+
+
+def _logo(value: object, source: str) -> str:
+    """The optional logo: empty, or the absolute path of a PNG, JPEG or WebP that opens (`store.pictures`)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{source}: 'logo' must be the path of an image file, or empty")
+    if not value.strip():
+        return ""
+    path = Path(value.strip()).expanduser()
+    if not path.is_absolute():
+        raise ValueError(f"{source}: 'logo' must be an absolute path, not '{value}'")
+    if problem := pictures.problem(path):
+        raise ValueError(f"{source}: 'logo' {problem}")
+    return str(path)
 
 
 def _calls_to_action(data: Mapping, source: str) -> tuple[str, ...]:
@@ -193,7 +209,7 @@ class Slot:
     max_px: int
     min_px: int
     pad: int  # space between text and the edge of its plate
-    truncate: bool = True  # a title may end in an ellipsis; a legal disclaimer may not
+    truncate: bool = True  # a title may end in an ellipsis; a call to action or a legal disclaimer may not
 
 
 def safe_area(width: int, height: int) -> Box:
@@ -206,39 +222,57 @@ def _part(safe: Box, x0: float, y0: float, x1: float, y1: float) -> Box:
     return (safe[0] + round(x0 * w), safe[1] + round(y0 * h), safe[0] + round(x1 * w), safe[1] + round(y1 * h))
 
 
-def _caps(width: int, height: int, brand: float, title: float, cta: float, note: float) -> dict[str, tuple[int, int]]:
-    """(largest, smallest) font px per role: largest scales with the banner's area, smallest stays legible."""
-    unit = math.sqrt(width * height)
+def _caps(unit: float, brand: float, title: float, cta: float, note: float) -> dict[str, tuple[int, int]]:
+    """(largest, smallest) font px per role: largest scales with the text area, smallest stays legible."""
     floors = {"brand": 9, "title": 11, "cta": 10, "disclaimer": 8}
     return {role: (max(floors[role], round(share * unit)), floors[role])
             for role, share in zip(ROLES, (brand, title, cta, note), strict=True)}
 
 
-def layout(width: int, height: int, disclaimer: bool) -> dict[str, Slot]:
-    """Slots per aspect ratio: leaderboard brand, title and CTA side by side; skyscraper stacked; otherwise
-    title on top and CTA below."""
-    safe, ratio = safe_area(width, height), width / height
+def layout(width: int, height: int, disclaimer: bool, area: Box | None = None, centred: bool = False,
+           title_scale: float = 1.0) -> dict[str, Slot]:
+    """Slots inside the text `area` (default: the whole safe zone), by its aspect ratio: a leaderboard's brand,
+    title and CTA side by side; a skyscraper's stacked; otherwise title on top and CTA below. `centred` sets
+    every line on the area's axis (a poster); `title_scale` enlarges the headline (type-led designs)."""
+    safe = area or safe_area(width, height)
+    wide, high = safe[2] - safe[0], safe[3] - safe[1]
+    ratio, unit = wide / high, math.sqrt(wide * high) / (1 - 2 * SAFE_MARGIN)
     end = 0.74 if disclaimer else 1.0
     if ratio >= 3:
-        caps = _caps(width, height, 0.05, 0.09, 0.07, 0.04)
+        caps = _caps(unit, 0.05, 0.09 * title_scale, 0.07, 0.04)
         parts = {"brand": ((0, 0, 0.2, 1), "left", "middle", 2), "title": ((0.22, 0, 0.72, end), "left", "middle", 2),
-                 "cta": ((0.75, 0.1, 1, 0.9), "right", "middle", 1),
+                 "cta": ((0.75, 0.1, 1, 0.9), "right", "middle", 2),
                  "disclaimer": ((0.22, 0.76, 0.72, 1), "left", "bottom", 1)}
     elif ratio <= 0.6:
-        caps = _caps(width, height, 0.045, 0.1, 0.05, 0.03)
+        caps = _caps(unit, 0.045, 0.1 * title_scale, 0.05, 0.03)
         parts = {"brand": ((0, 0, 1, 0.08), "center", "top", 1), "title": ((0, 0.12, 1, 0.6), "center", "top", 5),
                  "cta": ((0, 0.66, 1, 0.8), "center", "middle", 2),
                  "disclaimer": ((0, 0.86, 1, 1), "center", "bottom", 4)}
     else:
-        caps = _caps(width, height, 0.045, 0.1, 0.05, 0.025)
-        cta_end = 0.86 if disclaimer else 1.0
-        parts = {"brand": ((0, 0, 0.6, 0.12), "left", "top", 1), "title": ((0, 0.15, 1, 0.62), "left", "top", 3),
-                 "cta": ((0, 0.66, 0.62, cta_end), "left", "middle", 1),
-                 "disclaimer": ((0, 0.88, 1, 1), "left", "bottom", 2)}
+        caps = _caps(unit, 0.045, 0.1 * title_scale, 0.05, 0.025)
+        note = 0.12 if ratio >= 1.2 else 0.17  # a narrow area sets the disclaimer on more lines
+        cta_end = 0.98 - note if disclaimer else 1.0
+        parts = {"brand": ((0, 0, 0.6 if not centred else 1, 0.12), "left", "top", 1),
+                 "title": ((0, 0.15, 1, 0.62 - (note - 0.12)), "left", "middle" if centred else "top", 3),
+                 "cta": ((0.15 if centred else 0, 0.66 - (note - 0.12), 0.85 if centred else 0.62 if ratio >= 1.2
+                          else 1, cta_end), "left", "middle", 2),
+                 "disclaimer": ((0, 1 - note, 1, 1), "left", "bottom", 3)}
+    if centred:
+        parts = {role: (frac, "center", valign, lines) for role, (frac, _, valign, lines) in parts.items()}
     pad = round(0.008 * math.sqrt(width * height)) + 1
     return {role: Slot(_inset(_part(safe, *frac), align, pad if role == "cta" else 0), align, valign, lines,
-                       *caps[role], pad, truncate=role != "disclaimer")
+                       *caps[role], pad, truncate=role in ("title", "brand"))
             for role, (frac, align, valign, lines) in parts.items() if disclaimer or role != "disclaimer"}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A design's backdrop for one size and where its text goes."""
+
+    backdrop: Image.Image
+    area: Box  # the text's area, inside the safe zone
+    centred: bool = False
+    title_scale: float = 1.0
 
 
 def _inset(box: Box, align: str, pad: int) -> Box:
@@ -247,36 +281,40 @@ def _inset(box: Box, align: str, pad: int) -> Box:
     return (x0 + pad, y0, x1, y1) if align == "left" else (x0, y0, x1 - pad, y1) if align == "right" else box
 
 
+@lru_cache(maxsize=1)
+def _missing_glyph() -> bytes:
+    """The banner font's drawing of a code point no font has (U+0378 is unassigned): its 'missing' box."""
+    return bytes(load_font(20).getmask("\u0378"))
+
+
+@lru_cache(maxsize=4096)
+def _printable(char: str) -> bool:
+    return char.isspace() or (char != "\ufffd" and bytes(load_font(20).getmask(char)) != _missing_glyph())
+
+
+def unprintable(text: str) -> list[str]:
+    """The characters of `text` the banner font has no glyph for (drawn as empty boxes), and U+FFFD, the mark
+    of text that was decoded wrongly: copy with any of them is rejected before it reaches a banner."""
+    return [c for c in dict.fromkeys(text) if not _printable(c)]
+
+
 def text_width(font: ImageFont.FreeTypeFont, text: str) -> int:
     """Inked width including a left overhang (a 'J' can start left of its origin)."""
     left, _, right, _ = font.getbbox(text, anchor="la")
     return int(right - min(left, 0))
 
 
-def _pieces(word: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
-    """A word wider than the line, split into pieces that fit (long URLs, compound titles)."""
-    if text_width(font, word) <= width:
-        return [word]
-    pieces, current = [], ""
-    for char in word:
-        if current and text_width(font, current + char) > width:
-            pieces.append(current)
-            current = ""
-        current += char
-    return pieces + [current]
-
-
 def wrap(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
-    """Greedy word wrap to `width` pixels."""
+    """Greedy word wrap to `width` pixels. Words are never split: a word wider than the line stays whole on a
+    line of its own (too wide), and the fitting below tries a smaller size or cuts the text before it."""
     lines, current = [], ""
     for word in text.split():
-        for piece in _pieces(word, font, width):
-            trial = f"{current} {piece}".strip()
-            if current and text_width(font, trial) > width:
-                lines.append(current)
-                current = piece
-            else:
-                current = trial
+        trial = f"{current} {word}".strip()
+        if current and text_width(font, trial) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = trial
     return lines + [current] if current else lines
 
 
@@ -311,29 +349,34 @@ def _set(text: str, size: int, role: str, slot: Slot) -> tuple[Fitted, int, int]
     return Fitted(font, size, lines, ascent + descent, round(0.12 * size), pad), room_w, room_h
 
 
-def _ellipsize(fitted: Fitted, max_lines: int, room_w: int, room_h: int) -> Fitted:
-    """Keep the lines that fit and end the last one with an ellipsis."""
+def _fits(fitted: Fitted, slot: Slot, room_w: int, room_h: int) -> bool:
+    return len(fitted.lines) <= slot.max_lines and fitted.height <= room_h and fitted.width <= room_w
+
+
+def _ellipsize(fitted: Fitted, max_lines: int, room_w: int, room_h: int) -> Fitted | None:
+    """The whole words that fit in the lines there is room for, the last one ending in an ellipsis ("A story
+    of love…", never "A story of lo…"); None when not even the first word fits."""
     rows = (room_h + fitted.gap) // (fitted.line_height + fitted.gap)
-    count = max(1, min(len(fitted.lines), max_lines, rows))
-    lines = list(fitted.lines[:count])
-    if count < len(fitted.lines):
-        last = lines[-1]
-        while last and text_width(fitted.font, last.rstrip() + "…") > room_w:
-            last = last[:-1]
-        lines[-1] = last.rstrip() + "…"
-    return Fitted(fitted.font, fitted.size, tuple(lines), fitted.line_height, fitted.gap, fitted.pad)
+    words = " ".join(fitted.lines).split()
+    for count in range(len(words) - 1, 0, -1):
+        lines = wrap(" ".join(words[:count]).rstrip(",;:—–-") + "…", fitted.font, room_w)
+        if len(lines) <= min(max_lines, rows) and all(text_width(fitted.font, line) <= room_w for line in lines):
+            return Fitted(fitted.font, fitted.size, tuple(lines), fitted.line_height, fitted.gap, fitted.pad)
+    return None
 
 
 def fit_text(text: str, role: str, slot: Slot, size_label: str = "") -> Fitted:
-    """The largest size at which the text fits the slot in at most `max_lines` lines; below the smallest
-    legible size a title is cut with an ellipsis, while a disclaimer (legal text) is refused."""
+    """The largest size at which the text fits the slot in at most `max_lines` lines, words whole; below the
+    smallest legible size a title is cut after its last whole word that fits, with an ellipsis, while a call to
+    action or a disclaimer (legal text) is never cut: it is refused."""
     for size in [*range(slot.max_px, slot.min_px, -max(1, slot.max_px // 16)), slot.min_px]:
         fitted, room_w, room_h = _set(text, size, role, slot)
-        if len(fitted.lines) <= slot.max_lines and fitted.height <= room_h:
+        if _fits(fitted, slot, room_w, room_h):
             return fitted
-    if fitted.line_height > room_h or not slot.truncate:
+    cut = _ellipsize(fitted, slot.max_lines, room_w, room_h) if slot.truncate else None
+    if cut is None:
         raise ValueError(f"The {role} '{text}' does not fit the {size_label} banner at {slot.min_px} px; shorten it")
-    return _ellipsize(fitted, slot.max_lines, room_w, room_h)
+    return cut
 
 
 @dataclass(frozen=True)
@@ -360,8 +403,9 @@ class Banner:
     image: Image.Image
     backdrop: Image.Image  # the art with plates and buttons, before the text: what the text is read against
     blocks: dict[str, TextBlock]
-    palette: RGB  # mean colour of the art
+    palette: RGB  # mean colour of the backdrop
     mood: str | None
+    design: str = "full-bleed"  # one of `DESIGNS`
 
     @property
     def contrast(self) -> float:
@@ -451,8 +495,8 @@ class _Planned:
     ink: Box
 
 
-def _plan(texts: dict[str, str], width: int, height: int) -> list[_Planned]:
-    slots = layout(width, height, bool(texts.get("disclaimer")))
+def _plan(texts: dict[str, str], width: int, height: int, stage: Stage) -> list[_Planned]:
+    slots = layout(width, height, bool(texts.get("disclaimer")), stage.area, stage.centred, stage.title_scale)
     planned = []
     for role, slot in slots.items():
         fitted = fit_text(texts[role], role, slot, f"{width}x{height}")
@@ -460,12 +504,30 @@ def _plan(texts: dict[str, str], width: int, height: int) -> list[_Planned]:
     return planned
 
 
-def compose_banner(art: Image.Image, texts: dict[str, str], kit: BrandKit, mood: str | None = None) -> Banner:
-    """Typeset brand, title, CTA and disclaimer over art of the banner's exact size."""
-    width, height = art.size
-    backdrop = art.convert("RGB").copy()
+def _paste_logo(backdrop: Image.Image, logo: Image.Image, slot: Slot) -> None:
+    """The logo scaled to fit the brand's slot whole (never stretched or cropped), aligned as the name would be,
+    its transparency kept."""
+    x0, y0, x1, y1 = slot.box
+    scale = min((x1 - x0) / logo.width, (y1 - y0) / logo.height)
+    size = (max(1, int(logo.width * scale)), max(1, int(logo.height * scale)))
+    fitted = logo.resize(size, Image.Resampling.LANCZOS)
+    x = {"left": x0, "center": x0 + (x1 - x0 - size[0]) // 2, "right": x1 - size[0]}[slot.align]
+    y = {"top": y0, "middle": y0 + (y1 - y0 - size[1]) // 2, "bottom": y1 - size[1]}[slot.valign]
+    backdrop.paste(fitted, (x, y), fitted)
+
+
+def compose_banner(stage: Stage, texts: dict[str, str], kit: BrandKit, mood: str | None = None,
+                   design: str = "full-bleed") -> Banner:
+    """Typeset brand (or its logo), title, CTA and disclaimer on a design's `stage` (`generation.designs`): its
+    backdrop at the banner's exact size and the area its text goes in."""
+    backdrop = stage.backdrop
+    width, height = backdrop.size
     palette = tuple(int(round(v)) for v in np.asarray(backdrop).reshape(-1, 3).mean(axis=0))
-    plan = _plan(texts, width, height)
+    plan = _plan(texts, width, height, stage)
+    if (logo := pictures.load(kit.logo)) is not None:  # the logo takes the brand mark's place
+        brand = next(p for p in plan if p.role == "brand")
+        _paste_logo(backdrop, logo, brand.slot)
+        plan = [p for p in plan if p.role != "brand"]
     colours: dict[str, tuple[RGB, RGB | None, float]] = {}
     for p in plan:
         radius = max(2, min(p.fitted.pad))  # corners stay outside the ink box
@@ -483,7 +545,7 @@ def compose_banner(art: Image.Image, texts: dict[str, str], kit: BrandKit, mood:
         _draw_lines(draw, p.fitted, p.ink, p.slot.align, colour)
         blocks[p.role] = TextBlock(p.role, p.fitted.lines, p.box, p.ink, p.fitted.size, colour, plate, opacity,
                                    worst_contrast(colour, _pixels(backdrop, p.ink)), required_contrast(p.fitted.size))
-    return Banner(f"{width}x{height}", image, backdrop, blocks, palette, mood)
+    return Banner(f"{width}x{height}", image, backdrop, blocks, palette, mood, design)
 
 
 def banner_texts(title: str, cta: str, kit: BrandKit) -> dict[str, str]:
@@ -494,21 +556,6 @@ def banner_texts(title: str, cta: str, kit: BrandKit) -> dict[str, str]:
         if not texts[role]:
             raise ValueError(f"The banner's {role} is empty")
     return texts
-
-
-def compose_banners(background_for_size: Callable[[int, int], Image.Image], title: str, cta: str, brand_kit: BrandKit,
-                    sizes: tuple[tuple[int, int], ...] = SIZES, *, mood: str | None = None) -> dict[str, Banner]:
-    """One banner per size ("300x250" -> Banner), each from art made for that size and cover-cropped to it."""
-    texts = banner_texts(title, cta, brand_kit)
-    return {f"{w}x{h}": compose_banner(cover(background_for_size(w, h), w, h), texts, brand_kit, mood)
-            for w, h in sizes}
-
-
-def banners_for_brief(renderer: Renderer, brief: Brief, title: str, cta: str, brand_kit: BrandKit, seed: int,
-                      sizes: tuple[tuple[int, int], ...] = SIZES) -> dict[str, Banner]:
-    """Banners whose art is the brief painted by `renderer`; the brief's mood is what the audience reads."""
-    return compose_banners(lambda w, h: renderer.render(brief, w, h, seed), title, cta, brand_kit, sizes,
-                           mood=brief.mood)
 
 
 def safe_stem(stem: str) -> str:

@@ -95,9 +95,10 @@ def headline_name(item: dict) -> str:
     return name.split(":")[0].strip() if len(name) > 40 and ":" in name else name
 
 
-def answer_start(item: dict) -> str:
-    """The start of every answer, written by code: the headline opens with the item's real name."""
-    return f"Title: {headline_name(item)},"
+def answer_start(item: dict, title: str | None = None) -> str:
+    """The start of every answer, written by code: the headline opens with the item's real name; with a `title`
+    kept from an earlier variant, the whole title line, so the model writes the body that follows it."""
+    return f"Title: {title}\nBody:" if title else f"Title: {headline_name(item)},"
 
 
 def _viewer(item_line_: str, angle: str) -> str:

@@ -8,13 +8,14 @@ silently as fine.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import pandas as pd
 
-from generation import category_claims, grounding
+from generation import category_claims, compose, grounding
 from generation.copy import display_name
 from generation.intent import categories_of
 from store import repository
@@ -138,6 +139,28 @@ def blocklist_problems(text: str) -> list[str]:
     return problems
 
 
+def _script(char: str) -> str:
+    """The writing system of a letter, as Unicode names it ("LATIN", "CYRILLIC", "GREEK", "CJK")."""
+    return unicodedata.name(char, "UNKNOWN").split()[0]
+
+
+def script_problems(text: str) -> list[str]:
+    """Text a banner cannot print, or that mixes writing systems ("Stаr Wars" with a Cyrillic 'а' looks like the
+    title but is not it): characters the banner font lacks, U+FFFD, and letters of more than one script."""
+    problems = []
+    if missing := compose.unprintable(text):
+        problems.append(f"uses characters the banner font cannot print ({', '.join(map(repr, missing))})")
+    scripts = {}
+    for char in text:
+        if unicodedata.category(char).startswith("L"):
+            scripts.setdefault(_script(char), []).append(char)
+    if len(scripts) > 1:
+        main = max(scripts, key=lambda k: len(scripts[k]))
+        odd = "".join(dict.fromkeys(c for k, chars in scripts.items() if k != main for c in chars))
+        problems.append(f"mixes writing systems ({main.lower()} text with '{odd}')")
+    return problems
+
+
 def repetition_problems(copy: dict[str, str]) -> list[str]:
     """Phrases a field says twice ("a love of the galaxy, a love of the galaxy"): small models loop, and copy
     that loops is not worth showing, however well it scores."""
@@ -164,5 +187,6 @@ def check(copy: dict[str, str], item: dict, categories: list[str], other_titles:
     reasons += fact_problems(copy, item, categories, other_titles, brand_kit)
     reasons += brand_problems(text, brand_kit)
     reasons += blocklist_problems(text)
+    reasons += script_problems(text)
     reasons += repetition_problems(copy)
     return Verdict(not reasons, reasons)

@@ -39,6 +39,8 @@ class Job:
     user_id: str = ""
     angles: list[str] | None = None  # the slots' angles; None: `copy.angles` of the profile (rewriting one card
     # keeps its angle)
+    locked: dict[str, str] = field(default_factory=dict)  # fields kept as they are (title, body or CTA); the
+    # model writes the rest, after a kept title
     accepted: list[dict] = field(default_factory=list)
     failed: dict[int, dict] = field(default_factory=dict)  # slot -> its latest round's best failed candidate
     drawn: dict[int, int] = field(default_factory=dict)  # slot -> candidates drawn for it
@@ -114,21 +116,34 @@ def write_variants(generate: Callable, encode: Callable[[list[str]], np.ndarray]
     `examples`: whether prompts carry the worked examples (`copy.uses_examples` of the model's adapter)."""
     pending = [(j, slot, angle) for j in jobs
                for slot, angle in enumerate(j.angles or copy.angles(j.profile, j.item, j.n))]
+    pending.sort(key=lambda p: "title" in p[0].locked)  # a call's answers all write the title line, or none do
     total = len(pending)
     per_call = max(1, batch_size // max(candidates, 1))
     for round_ in range(rounds):
-        retry = []
-        for start in range(0, len(pending), per_call):
-            chunk = pending[start:start + per_call]
+        retry, start = [], 0
+        for chunk in _chunks(pending, per_call):
             if progress:
                 done = total - len(pending) + start
                 progress(done / max(total, 1), f"Round {round_ + 1}: writing variants {start + 1}-"
                                                f"{start + len(chunk)} of {len(pending)} ({candidates} candidates each)")
             retry += _write_chunk(generate, encode, chunk, round_, checks, score, candidates, examples)
+            start += len(chunk)
         pending = retry
         if not pending:
             break
     return [job.result() for job in jobs]
+
+
+def _chunks(pending: list[tuple[Job, int, str]], size: int) -> list[list[tuple[Job, int, str]]]:
+    """Calls of at most `size` slots, never mixing slots whose title is kept with slots whose title is written
+    (their answers end after a different number of lines)."""
+    chunks: list[list[tuple[Job, int, str]]] = []
+    for entry in pending:
+        if chunks and len(chunks[-1]) < size and ("title" in chunks[-1][0][0].locked) == ("title" in entry[0].locked):
+            chunks[-1].append(entry)
+        else:
+            chunks.append([entry])
+    return chunks
 
 
 def _judge(job: Job, record: dict, fields: dict | None, checks: Checks) -> Candidate:
@@ -136,6 +151,7 @@ def _judge(job: Job, record: dict, fields: dict | None, checks: Checks) -> Candi
         record |= {"title": "", "body": "", "cta": "",
                    "safety": {"status": "rejected", "reasons": ["could not be parsed"]}}
         return Candidate(record, None)
+    fields = fields | job.locked  # kept fields stay as they were; the checks read the copy as it will run
     record |= fields
     record["safety"] = safety.check(fields, job.item, checks.categories, checks.other_titles,
                                     checks.brand_kit).to_dict()
@@ -159,9 +175,10 @@ def _write_chunk(generate: Callable, encode: Callable, chunk: list[tuple[Job, in
     # times K gives every (slot, candidate) of a job its own seed in a round
     seed = chunk[0][0].seed + 1000 * round_ + chunk[0][1] * candidates
     chats = [copy.prompt_for(job.item, job.profile, angle, examples) for job, _, angle in chunk]
-    starts = [copy.answer_start(job.item) for job, _, _ in chunk]
+    starts = [copy.answer_start(job.item, job.locked.get("title")) for job, _, _ in chunk]
+    lines = copy.ANSWER_LINES - ("title" in chunk[0][0].locked)  # a kept title's line is written already
     answers = generate(chats, max_new_tokens=MAX_NEW_TOKENS, temperature=0.7, seed=seed, assistant_prefix=starts,
-                       copies=candidates, stop_lines=copy.ANSWER_LINES, no_repeat=NO_REPEAT,
+                       copies=candidates, stop_lines=lines, no_repeat=NO_REPEAT,
                        avoid=[checks.avoid(job.item) for job, _, _ in chunk])
     if len(answers) != len(chunk) * candidates:
         raise RuntimeError(f"The model returned {len(answers)} answers for {len(chunk)} prompts x {candidates}")

@@ -89,12 +89,15 @@ with st.form("brand_kit_editor"):
     default_cta = cols[0].text_input("Default call to action", value=kit.default_cta, max_chars=25)
     disclaimer = cols[1].text_input("Required disclaimer", value=kit.required_disclaimer, max_chars=200,
                                    key="kit_disclaimer")
+    logo = st.text_input("Logo file (absolute path of a PNG, JPEG or WebP; empty: the brand name is typeset)",
+                         value=kit.logo, key="kit_logo",
+                         help="Drawn in the brand's place on every banner, scaled to fit, transparency kept")
     if st.form_submit_button("Save brand kit", key="save_kit"):
         try:
             path = services.settings.save_brand_kit({
                 "name": name, "voice": voice, "banned_words": lines(banned), "required_disclaimer": disclaimer,
                 "default_cta": default_cta, "calls_to_action": lines(ctas),
-                "colours": {"primary": primary, "accent": accent}})
+                "colours": {"primary": primary, "accent": accent}, "logo": logo.strip()})
         except ValueError as exc:  # every problem names its field
             st.error(f"Nothing was saved: {exc}")
         else:

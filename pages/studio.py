@@ -1,5 +1,7 @@
 """Studio page: personalized ad variants (copy + banners) for a user or a segment, scored, kept, exported."""
 
+import math
+
 import pandas as pd
 import streamlit as st
 
@@ -84,18 +86,27 @@ def edit_form(variant: dict) -> None:
             st.rerun()
 
 
-def rewrite(variant: dict) -> None:
-    """Replace a card by a variant written again for its user and angle (another seed, same checks)."""
+def rewrite(variant: dict, keep: list[str]) -> None:
+    """Replace a card by a variant written again for its user and angle (another seed, same checks), keeping
+    the fields in `keep` word for word."""
     again = (int(seed) + 7919 * int(variant["id"])) % (SEED.bounds()[1] + 1)
     try:
         with st.spinner("Writing the card again…"):
-            fresh = services.studio.rewrite_variant(variant["id"], again, renderer.strip() or None, int(candidates))
+            fresh = services.studio.rewrite_variant(variant["id"], again, renderer.strip() or None, int(candidates),
+                                                    keep=tuple(keep))
     except (LookupError, ModelUnavailable, ValueError) as exc:
         st.error(str(exc))
         return
     shown = st.session_state["studio_variants"]
     shown[next(k for k, v in enumerate(shown) if v["id"] == variant["id"])] = fresh
     st.rerun()
+
+
+def gallery(variant: dict) -> None:
+    """Every size of a variant's banner at once, each at its own width (up to the card's), largest first."""
+    by_area = sorted(variant["banners"].items(), key=lambda kv: -math.prod(map(int, kv[0].split("x"))))
+    for name, path in by_area:
+        st.image(path, caption=name, width=min(int(name.split("x")[0]), 560))
 
 
 variants = st.session_state.get("studio_variants") or []
@@ -116,8 +127,12 @@ if variants:
     for index, variant in enumerate(variants[:MAX_CARDS]):
         with columns[index % 2].container(border=True):
             if variant["banners"]:
+                design = (variant.get("brief") or {}).get("design")
                 st.image(variant["banners"][size],  # the export names its files variant-<id>-<size>.png
-                         caption=f"{size} · variant {variant['id']} · user {variant['user_id']}")
+                         caption=f"{size} · variant {variant['id']} · user {variant['user_id']}"
+                                 + (f" · {design} design" if design else ""))
+                with st.expander(f"All {len(variant['banners'])} sizes"):
+                    gallery(variant)
             st.markdown(f"**{variant['title']}**  \n{variant['body']}  \n`{variant['cta']}`")
             if variant["safety"]["status"] == "passed":
                 st.metric("Predicted CTR", f"{variant['score']:.2%}",
@@ -132,10 +147,15 @@ if variants:
             if variant.get("edited_from"):
                 st.caption(f"Edited by hand from variant {variant['edited_from']}")
             edit_form(variant)
-            if variant["user_id"] and st.button("Write this card again", key=f"rewrite_{variant['id']}",
-                                                help="A new variant for the same user and angle, in this card's "
-                                                     "place; the old one stays in the store"):
-                rewrite(variant)
+            if variant["user_id"]:
+                keep = st.multiselect("Keep when writing again", ["title", "body", "cta"], key=f"lock_{variant['id']}",
+                                      format_func={"title": "Title", "body": "Body", "cta": "Call to action"}.get,
+                                      help="Locked fields stay word for word; the model writes the rest (a body "
+                                           "that follows a kept title), and the whole card is checked again")
+                if st.button("Write this card again", key=f"rewrite_{variant['id']}", disabled=len(keep) == 3,
+                             help="A new variant for the same user and angle, in this card's place; the old one "
+                                  "stays in the store"):
+                    rewrite(variant, keep)
             with st.expander("Provenance"):
                 st.json({k: variant.get(k) for k in ("id", "model", "adapter", "seed", "profile_version", "angle",
                                                      "candidates")})

@@ -22,13 +22,13 @@ from filelock import FileLock, Timeout
 import limits
 import settings
 from generation import brief as briefs
-from generation import brief_writer, compose, copy, engine, intent, models, render, safety, writer
+from generation import brief_writer, compose, copy, designs, engine, intent, models, render, safety, writer
 from generation.profiles import cached_profile, profile
 from rewards import segments
 from services.audience import segment_table
 from services.campaigns import click_matrix
 from services.common import Progress, catalog, csv_export, known_item, quiet
-from store import repository
+from store import pictures, repository
 
 
 def score_variants(dataset: str, item_id: str, user_ids: list[str], variants: list[dict],
@@ -195,17 +195,24 @@ def edit_variant(variant_id: int, title: str, body: str, cta: str, renderer: str
 
 
 def rewrite_variant(variant_id: int, seed: int, renderer: str | None = None,
-                    candidates: int = writer.DEFAULT_CANDIDATES) -> dict:
+                    candidates: int = writer.DEFAULT_CANDIDATES, keep: tuple[str, ...] = ()) -> dict:
     """One card written again: a new variant for the same user, item and angle, drawn with another `seed`,
-    checked, reranked, illustrated, scored and stored like the rest (the old one stays in the store)."""
+    checked, reranked, illustrated, scored and stored like the rest (the old one stays in the store). `keep`:
+    fields (title, body, cta) kept word for word, the rest written anew (after a kept title, the body is
+    written to follow it); the whole copy is checked again."""
     limits.check_all({"seed": seed, "candidates": candidates}, {"seed": limits.SEED, "candidates": limits.CANDIDATES})
+    if unknown := sorted(set(keep) - set(copy.LIMITS)):
+        raise ValueError(f"Cannot keep {', '.join(unknown)}: choose among {', '.join(copy.LIMITS)}")
+    if set(keep) == set(copy.LIMITS):
+        raise ValueError("Keeping every field leaves nothing to write again; edit the card instead")
     original, item = _stored(variant_id)
     if not original["user_id"]:
         raise ValueError(f"Variant {variant_id} was written for no single user; write the segment again instead")
     dataset, user = original["dataset"], original["user_id"]
     person, kit, llm = cached_profile(dataset, user) or profile(dataset, user), brand_kit(), models.text_model()
     labels, titles = safety.catalog_vocabulary(dataset)
-    job = writer.Job(item, person, 1, seed, user, angles=[original["angle"]])
+    job = writer.Job(item, person, 1, seed, user, angles=[original["angle"]],
+                     locked={k: original[k] for k in keep})
     [written] = writer.write_variants(llm.generate, models.embedder().encode, [job],
                                       writer.Checks(labels, titles, kit.check_terms()),
                                       score=reranker(dataset, item["item_id"]), candidates=candidates,
@@ -233,7 +240,7 @@ def _edit_art(original: dict, person: dict, item: dict) -> tuple[briefs.Brief, d
     stored = original["brief"]
     if not stored:
         return briefs.brief_from(person, item, original["seed"]), {"source": "rules"}
-    drawn = ("text", "mood", "palette", "renderer", "image_adapter")  # what `_finish_variant` writes again
+    drawn = ("text", "mood", "palette", "renderer", "image_adapter", "picture")  # what `_finish_variant` writes again
     return briefs.parse_brief(stored["text"]), {k: v for k, v in stored.items() if k not in drawn}
 
 
@@ -291,11 +298,15 @@ def _finish_variant(dataset: str, batch: str, user_id: str, segment_label: str |
     brief, banners, banner_features = None, None, None
     if passed and art_direction is not None:
         art, provenance = art_direction
-        made = compose.banners_for_brief(painter, art, variant["title"], variant["cta"], kit, seed)
+        picture = pictures.load(item.get("image"))
+        design = provenance.get("design") or designs.choose_design(art.mood, seed, picture is not None)
+        made = designs.banners_for_brief(painter, art, variant["title"], variant["cta"], kit, seed, design=design,
+                                         picture=picture)
         drawn = compose.save_banners(made, _draft_folder(batch), stem)
         banners = {size: str(studio_folder(batch) / Path(path).name) for size, path in drawn.items()}
         brief = {"text": briefs.brief_to_text(art), "mood": art.mood, "palette": list(art.palette),
-                 "renderer": painter.name, "image_adapter": painter.adapter, **provenance}
+                 "renderer": painter.name, "image_adapter": painter.adapter, "design": design,
+                 "picture": picture is not None, **provenance}
         banner_features = made["300x250"].features()
     return {"batch": batch, "dataset": dataset, "user_id": user_id, "segment": segment_label,
             "item_id": item["item_id"], "title": variant["title"], "body": variant["body"], "cta": variant["cta"],

@@ -22,11 +22,11 @@ import pandas as pd
 
 import pii
 import untrusted
-from store import repository
+from store import pictures, repository
 
 MAX_FILE_BYTES = 100 * 1024 * 1024
 MAX_PROBLEMS = 50
-ITEM_COLUMNS = {"required": ["item_id", "title"], "optional": ["description", "category", "year"]}
+ITEM_COLUMNS = {"required": ["item_id", "title"], "optional": ["description", "category", "year", "image"]}
 INTERACTION_COLUMNS = {"required": ["user_id", "item_id", "timestamp"], "optional": ["rating"]}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LATEST_TIMESTAMP = 4102444800  # 2100-01-01
@@ -174,7 +174,20 @@ def parse_timestamp(value: str) -> int | None:
     return int(moment.timestamp())
 
 
-def _items(text: str, file: str, out: _Collector) -> pd.DataFrame:
+def _image(value: str, base: Path | None) -> tuple[str | None, str | None]:
+    """(absolute path, problem) of an `image` cell: a path to the item's picture, relative to the items file's
+    folder when the file was read from disk (an upload has no folder: its paths must be absolute)."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        if base is None:
+            return None, f"'{value}' is a relative path; an uploaded file needs absolute image paths"
+        path = base / path
+    path = path.resolve()
+    problem = pictures.problem(path)
+    return (None, problem) if problem else (str(path), None)
+
+
+def _items(text: str, file: str, out: _Collector, base: Path | None = None) -> pd.DataFrame:
     records, first_line = [], {}
     for line, row in _rows(text, file, ITEM_COLUMNS, out):
         item_id, title = row["item_id"], row["title"]
@@ -196,11 +209,18 @@ def _items(text: str, file: str, out: _Collector) -> pd.DataFrame:
         if year is not None and not (year.isascii() and year.isdigit() and 1800 <= int(year) <= 2100):
             out.add(file, line, "year", f"'{year}' is not a year between 1800 and 2100")
             ok = False
+        image = None
+        if row.get("image"):
+            image, problem = _image(row["image"], base)
+            if problem:
+                out.add(file, line, "image", problem)
+                ok = False
         if ok:
             first_line[item_id] = line
             records.append({"item_id": item_id, "title": title, "description": row.get("description") or None,
-                            "category": row.get("category") or None, "year": int(year) if year else None})
-    return pd.DataFrame(records, columns=["item_id", "title", "description", "category", "year"])
+                            "category": row.get("category") or None, "year": int(year) if year else None,
+                            "image": image})
+    return pd.DataFrame(records, columns=["item_id", "title", "description", "category", "year", "image"])
 
 
 def _interactions(text: str, file: str, item_ids: set[str] | None, out: _Collector) -> pd.DataFrame:
@@ -228,11 +248,13 @@ def _interactions(text: str, file: str, item_ids: set[str] | None, out: _Collect
 
 
 def validate(items_data: bytes, interactions_data: bytes, items_name: str = "items.csv",
-             interactions_name: str = "interactions.csv") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Check both files completely; return (users, items, interactions) or raise ImportFailed."""
+             interactions_name: str = "interactions.csv", base: Path | None = None
+             ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Check both files completely; return (users, items, interactions) or raise ImportFailed. `base`: the items
+    file's folder, against which relative image paths are read."""
     out = _Collector()
     items_text = _decode(items_data, items_name, out)
-    items = _items(items_text, items_name, out) if items_text is not None else None
+    items = _items(items_text, items_name, out, base) if items_text is not None else None
     inter_text = _decode(interactions_data, interactions_name, out)
     if items is not None and inter_text is not None:
         # with a broken items file, unknown-item errors would only echo it, so that check waits for a clean one
@@ -248,7 +270,7 @@ def import_files(name: str, items_path: str | Path, interactions_path: str | Pat
                  replace: bool = False) -> dict[str, int]:
     """Validate and import two CSV files from disk as dataset `name`."""
     return import_bytes(name, read_file(items_path), read_file(interactions_path),
-                        Path(items_path).name, Path(interactions_path).name, replace)
+                        Path(items_path).name, Path(interactions_path).name, replace, Path(items_path).parent)
 
 
 def read_file(path: str | Path) -> bytes:
@@ -264,12 +286,14 @@ def read_file(path: str | Path) -> bytes:
 
 
 def import_bytes(name: str, items_data: bytes, interactions_data: bytes, items_name: str = "items.csv",
-                 interactions_name: str = "interactions.csv", replace: bool = False) -> dict[str, int]:
-    """Validate and import uploaded bytes as dataset `name`; returns the counts written."""
+                 interactions_name: str = "interactions.csv", replace: bool = False,
+                 base: Path | None = None) -> dict[str, int]:
+    """Validate and import uploaded bytes as dataset `name` (`base`: the items file's folder, when it has one);
+    returns the counts written."""
     if not NAME_PATTERN.fullmatch(name or ""):
         raise ImportFailed([Problem("dataset name", None, None,
                                     f"'{name}' must be 1-64 letters, digits, '.', '_' or '-'")])
-    users, items, interactions = validate(items_data, interactions_data, items_name, interactions_name)
+    users, items, interactions = validate(items_data, interactions_data, items_name, interactions_name, base)
     (users, items, interactions), scrubbed = scrub(users, items, interactions)
     source = pii.redact(f"CSV import ({items_name}, {interactions_name})")[0]
     try:

@@ -148,7 +148,7 @@ def catalog(dataset: str) -> pd.DataFrame:
 
 def items(dataset: str) -> pd.DataFrame:
     require_dataset(dataset)
-    stmt = select(Item.item_id, Item.title, Item.category, Item.year, Item.description).where(
+    stmt = select(Item.item_id, Item.title, Item.category, Item.year, Item.description, Item.image).where(
         Item.dataset == dataset)
     return pd.read_sql(stmt, engine())
 

@@ -51,6 +51,7 @@ class Item(Base):
     # categories joined by "|" (MovieLens genres), so an item can belong to several
     category: Mapped[str | None] = mapped_column(String(500))
     year: Mapped[int | None] = mapped_column(Integer)
+    image: Mapped[str | None] = mapped_column(String(1000))  # absolute path of the item's own picture, if any
     __table_args__ = (ForeignKeyConstraint(["dataset"], ["datasets.name"], ondelete="CASCADE"),)
 
 

@@ -128,6 +128,12 @@ def test_the_brand_kit_editor_saves_a_valid_kit_and_refuses_a_bad_one(app: AppTe
         assert any("Nothing was saved" in e.value and "required_disclaimer" in e.value for e in app.error), \
             [e.value for e in app.error]
         assert compose.configured_brand_kit() == kit  # the refused kit changed nothing
+        app.text_input(key="kit_disclaimer").set_value("Terms apply.")
+        app.text_input(key="kit_logo").set_value("/no/such/logo.png")
+        app.button(key="save_kit").click().run()
+        assert any("Nothing was saved" in e.value and "'logo'" in e.value for e in app.error), \
+            [e.value for e in app.error]
+        assert compose.configured_brand_kit() == kit
     finally:
         services.settings.save_settings({"brand_kit": ""})  # back to the built-in kit for the other tests
     assert compose.configured_brand_kit() == before
@@ -175,11 +181,14 @@ def test_studio_generates_scored_variants_with_banners(demo_store: str) -> None:
     assert ready >= 1
     ctrs = [m.value for m in at.metric if m.label == "Predicted CTR"]
     assert len(ctrs) == ready and all(v.endswith("%") for v in ctrs)
-    images = at.get("image")
-    assert len(images) == ready and all(c.startswith("300x250") for i in images for c in i.captions)
+    captions = [c for i in at.get("image") for c in i.captions]
+    cards = [c for c in captions if " · variant " in c]
+    assert len(cards) == ready and all(c.startswith("300x250") and c.endswith(" design") for c in cards)
+    gallery = sorted(c for c in captions if " · " not in c)  # each card's gallery: every size at once
+    assert gallery == sorted([f"{w}x{h}" for w, h in compose.SIZES] * ready)
     at.radio(key="studio_size").set_value("728x90").run()
     assert not at.exception
-    captions = [c for i in at.get("image") for c in i.captions]
+    captions = [c for i in at.get("image") for c in i.captions if " · variant " in c]
     assert all(c.startswith("728x90 · variant ") for c in captions)
     exported = {int(c.split("variant ")[1].split(" ")[0]) for c in captions}  # what the export's files are named
     archive = zipfile.ZipFile(io.BytesIO(services.studio.export_variants(sorted(exported))))
@@ -232,6 +241,11 @@ def test_a_card_is_edited_by_hand_or_written_again_and_both_are_stored(demo_stor
     assert fresh["safety"]["status"] == "passed" and 0 < fresh["score"] < 1 and len(fresh["banners"]) == 5
     assert repository.variant(fresh["id"])["title"] == fresh["title"]
     assert repository.variant(first["id"]) == original  # the old card stays in the store
+    at.multiselect(key=f"lock_{fresh['id']}").set_value(["title"]).run()  # keep the headline, write the rest
+    at.button(key=f"rewrite_{fresh['id']}").click().run()
+    assert not at.exception, at.exception
+    again = at.session_state["studio_variants"][slot]
+    assert again["id"] != fresh["id"] and again["title"] == fresh["title"] and again["safety"]["status"] == "passed"
 
 
 def test_reward_tuning_launches_watches_evaluates_and_promotes_a_run(app: AppTest, demo_store: str,

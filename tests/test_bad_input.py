@@ -33,7 +33,7 @@ import cli
 import limits
 import services
 import settings
-from generation import compose
+from generation import compose, designs
 from store import csv_import, repository
 
 REPO = Path(__file__).resolve().parent.parent
@@ -216,7 +216,7 @@ def manifest_export(ctx: Ctx) -> str:
 
 @functools.cache
 def banner() -> compose.Banner:
-    return compose.compose_banners(lambda w, h: Image.new("RGB", (w, h), (40, 70, 110)), "Heat", "Watch now",
+    return designs.compose_banners(lambda w, h: Image.new("RGB", (w, h), (40, 70, 110)), "Heat", "Watch now",
                                    compose.load_brand_kit(), sizes=((300, 250),))["300x250"]
 
 

@@ -24,8 +24,6 @@ from generation.compose import (
     Banner,
     BrandKit,
     TextBlock,
-    banners_for_brief,
-    compose_banners,
     contrast_ratio,
     load_brand_kit,
     load_font,
@@ -34,6 +32,7 @@ from generation.compose import (
     save_banners,
     worst_contrast,
 )
+from generation.designs import DESIGNS, banners_for_brief, choose_design, compose_banners
 from generation.render import DiffusersRenderer, ModelUnavailable, ProceduralRenderer, renderer_for
 
 PROFILE = {"interests": [{"label": "Comedy", "weight": 0.6}, {"label": "Drama", "weight": 0.4}],
@@ -115,6 +114,68 @@ def test_every_size_is_exact_and_its_text_passes_aa_on_the_pixels(background: st
         assert banner.contrast == min(b.contrast for b in banner.blocks.values())
 
 
+def checkerboard(width: int, height: int, square: int = 10) -> Image.Image:
+    """A picture whose squares show any stretching: cut to fit, they stay square."""
+    y, x = np.mgrid[0:height, 0:width]
+    cells = ((x // square + y // square) % 2).astype(bool)
+    return Image.fromarray(np.where(cells[..., None], [220, 30, 30], [20, 20, 160]).astype(np.uint8))
+
+
+def squares(line: np.ndarray) -> np.ndarray:
+    """Lengths of the runs between colour changes along one row or column of a checkerboard."""
+    return np.diff(np.flatnonzero(np.diff(line.astype(int))))
+
+
+def whole_words(lines: tuple[str, ...], text: str) -> bool:
+    """The lines are the text's first words, whole, in order (the last may end in an ellipsis)."""
+    shown = " ".join(lines).removesuffix("…").split()
+    words = text.split()
+    return bool(shown) and shown[:-1] == words[:len(shown) - 1] and words[len(shown) - 1].startswith(shown[-1])
+
+
+@pytest.mark.parametrize("design", sorted(DESIGNS))
+def test_every_design_keeps_its_text_legible_whole_and_inside_the_safe_zone(design: str, kit: BrandKit):
+    """Six designs, every size, short and long copy, with and without the item's picture: text passes AA on the
+    pixels, stays in the safe zone without overlapping, is never cut inside a word, and a call to action is
+    never cut at all."""
+    for title, cta, picture in (("Scream: the slasher that rewrote the rules", "Watch now", None),
+                                (LONG_TITLE, "Add it to your watchlist", checkerboard(200, 300))):
+        banners = compose_banners(BACKGROUNDS["busy"], title, cta, kit, mood="bright", design=design,
+                                  picture=picture)
+        assert sum(b.design == design for b in banners.values()) >= 3  # a size too small for it falls back
+        for (width, height), banner in zip(SIZES, banners.values(), strict=True):
+            assert banner.image.size == (width, height)
+            assert_text_inside_boxes(banner)
+            boxes = list(banner.boxes.values())
+            for i, block in enumerate(banner.blocks.values()):
+                assert measured_contrast(banner, block) >= block.required, (banner.size, block.role)
+                assert_inside(block.box, safe_area(width, height))
+                for other in boxes[i + 1:]:
+                    box = block.box
+                    assert box[2] <= other[0] or other[2] <= box[0] or box[3] <= other[1] or other[3] <= box[1]
+            assert whole_words(banner.blocks["title"].lines, title), (banner.size, banner.blocks["title"].lines)
+            assert " ".join(banner.blocks["cta"].lines) == cta, (banner.size, banner.blocks["cta"].lines)
+
+
+@pytest.mark.parametrize("design", ["split", "product-left", "framed", "full-bleed"])
+def test_the_items_picture_is_cut_to_fit_never_stretched(design: str, kit: BrandKit):
+    """The item's own picture fills its place in the design, cropped: its squares stay square."""
+    banner = compose_banners(flat((250, 250, 250)), "Heat", "Watch now", kit, design=design,
+                             picture=checkerboard(200, 300), sizes=((1200, 628),))["1200x628"]
+    red = np.all(np.abs(np.asarray(banner.backdrop).astype(int) - [220, 30, 30]) < 60, axis=-1)
+    assert red.mean() > 0.1  # the picture is on the banner
+    rows, cols = np.nonzero(red)
+    y, x = int(np.median(rows)), int(np.median(cols))
+    across, down = squares(red[y]), squares(red[:, x])
+    assert abs(np.median(across) - np.median(down)) <= 1  # the same scale both ways
+
+
+def test_a_variants_design_follows_its_brief_and_seed_and_shows_a_picture_when_there_is_one():
+    moods = {choose_design("dark", seed) for seed in range(6)}
+    assert moods <= set(DESIGNS) and len(moods) == 3 and moods != {choose_design("bright", s) for s in range(6)}
+    assert {choose_design("dark", seed, picture=True) for seed in range(6)} == {"product-left", "split", "framed"}
+
+
 def test_mid_grey_needs_a_plate_and_gets_one(kit: BrandKit):
     """On #777 neither white (4.48) nor near-black reaches 4.5:1 for small text: a plate must appear."""
     banner = compose_banners(BACKGROUNDS["mid-grey"], "A quiet film", "Watch", kit, sizes=((300, 250),))["300x250"]
@@ -138,6 +199,7 @@ def test_long_titles_shrink_wrap_and_stay_inside_the_safe_zone(kit: BrandKit):
             for other in boxes[i + 1:]:  # no two blocks overlap
                 assert box[2] <= other[0] or other[2] <= box[0] or box[3] <= other[1] or other[3] <= box[1]
     assert long["728x90"].blocks["title"].lines[-1].endswith("…")  # too long even at the smallest size
+    assert all(whole_words(b.blocks["title"].lines, LONG_TITLE) for b in long.values())  # cut between words
 
 
 def test_disclaimer_is_optional_and_legal_text_is_never_cut(kit: BrandKit):
@@ -238,6 +300,9 @@ def test_brand_kit_validation_names_the_bad_key(tmp_path: Path):
         "'calls_to_action' must be a list of at most 8": good | {"calls_to_action": "Watch now"},
         "'calls_to_action' is 31 characters long": good | {"calls_to_action": ["Watch now", "x" * 31]},
         "'calls_to_action' contains": good | {"calls_to_action": ["Ignore instructions"]},
+        "'logo' must be an absolute path": good | {"logo": "logo.png"},
+        "'logo' '/nowhere/logo.png' is not a file": good | {"logo": "/nowhere/logo.png"},
+        "'logo' 'kit.json' is not a .png": good | {"logo": str(tmp_path / "kit.json")},
     }
     for message, data in cases.items():
         path = tmp_path / "kit.json"
@@ -247,6 +312,25 @@ def test_brand_kit_validation_names_the_bad_key(tmp_path: Path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="cannot be read as JSON"):
         load_brand_kit(path)
+
+
+def test_a_brand_logo_takes_the_name_s_place_scaled_to_fit_in_every_design(tmp_path: Path, kit: BrandKit):
+    logo = tmp_path / "logo.png"
+    mark = Image.new("RGBA", (400, 100), (0, 0, 0, 0))
+    mark.paste((10, 200, 90, 255), (0, 0, 400, 100))
+    mark.save(logo)
+    branded = BrandKit(kit.name, kit.voice, kit.banned_words, kit.required_disclaimer, kit.primary, kit.accent,
+                       logo=str(logo))
+    for design in DESIGNS:
+        for size, banner in compose_banners(flat((250, 250, 250)), "Heat", "Watch now", branded,
+                                            design=design).items():
+            assert "brand" not in banner.blocks  # no typeset name: the logo stands for it
+            green = np.all(np.abs(np.asarray(banner.image).astype(int) - [10, 200, 90]) < 12, axis=-1)
+            rows, cols = np.nonzero(green)
+            assert len(rows), (design, size)
+            box = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+            assert_inside(box, safe_area(*banner.image.size))
+            assert (box[2] - box[0]) / (box[3] - box[1]) == pytest.approx(4, rel=0.1)  # never stretched
 
 
 def test_save_banners_keeps_files_inside_the_folder(tmp_path: Path, kit: BrandKit):

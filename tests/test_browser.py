@@ -95,7 +95,8 @@ def test_studio_generates_two_variants_and_shows_their_banners(server: str, page
     ready, rejected = (int(n) for n in re.findall(r"\d+", header.inner_text()))
     # sampling differs between CPUs: every card has its banner and either a predicted CTR or the reasons; the
     # cards render one element after another, so each count is awaited
-    expect(page.locator('[data-testid="stImage"] img')).to_have_count(2, timeout=30_000)
+    cards = page.locator('xpath=//*[@data-testid="stImage"][not(ancestor::*[@data-testid="stExpander"])]//img')
+    expect(cards).to_have_count(ready, timeout=30_000)
     expect(page.get_by_text("Predicted CTR")).to_have_count(ready, timeout=30_000)
     rejections = page.get_by_text(re.compile("^Rejected: "))
     expect(rejections).to_have_count(rejected, timeout=30_000)
@@ -104,6 +105,13 @@ def test_studio_generates_two_variants_and_shows_their_banners(server: str, page
     assert all(r.removeprefix("Rejected: ").strip() for r in reasons)
     export = page.get_by_role("button", name="Export all accepted variants (ZIP)")
     expect(export).to_be_visible() if ready else expect(export).to_have_count(0)
+    if ready:  # the gallery: every size of a variant at once
+        gallery = page.locator('[data-testid="stExpander"]').filter(has_text="All 5 sizes").first
+        gallery.get_by_text("All 5 sizes").click()
+        expect(gallery.locator('[data-testid="stImage"] img')).to_have_count(5, timeout=30_000)
+        for image in gallery.locator('[data-testid="stImage"] img').all():
+            expect(image).to_be_visible()
+            assert image.evaluate("i => i.complete && i.naturalWidth > 0")  # each banner file loaded
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "studio.png"), full_page=True)
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 import services
-from store import repository
+from store import pictures, repository
 from store.csv_import import MAX_PROBLEMS, ImportFailed, validate
 
 ITEMS_NAME, EVENTS_NAME = "shop-items.csv", "shop-events.csv"
@@ -247,3 +247,35 @@ def test_failure_in_the_middle_of_the_write_rolls_back(base: dict):
         repository.write_dataset("base", "test", users, items.iloc[:1], events, replace=True)
     assert repository.table_counts() == base
     assert services.audience.history("base", "u1")["item_id"].tolist() == ["1", "2"]
+
+
+def test_item_pictures_are_checked_on_import_and_stored_as_absolute_paths(empty_store: str, tmp_path: Path):
+    """The optional `image` column: a path relative to the items file's folder (or absolute) to a PNG, JPEG or
+    WebP that opens; anything else is reported on its line, and nothing is written."""
+    from PIL import Image
+
+    (tmp_path / "pics").mkdir()
+    Image.new("RGB", (120, 180), (200, 30, 30)).save(tmp_path / "pics" / "heat.png")
+    Image.new("RGB", (120, 180), (30, 30, 200)).save(tmp_path / "babe.jpg", format="JPEG")
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.new("RGB", (8, 8)).save(tmp_path / "tiny.png")
+    events = tmp_path / "events.csv"
+    events.write_bytes(EVENTS)
+    items = tmp_path / "items.csv"
+    items.write_text(f"item_id,title,image\n1,Heat,pics/heat.png\n2,Toy Story,\n3,Babe,{tmp_path / 'babe.jpg'}\n")
+    services.audience.import_csv_files("pictured", items, events)
+    stored = repository.items("pictured").set_index("item_id")["image"]
+    assert stored["1"] == str(tmp_path / "pics" / "heat.png") and stored["3"] == str(tmp_path / "babe.jpg")
+    assert pictures.load(stored["1"]).size == (120, 180) and pictures.load(stored["2"]) is None
+
+    items.write_text("item_id,title,image\n1,Heat,missing.png\n2,Toy Story,notes.png\n3,Babe,tiny.png\n"
+                     "4,Fargo,events.csv\n")
+    with pytest.raises(ImportFailed) as info:
+        services.audience.import_csv_files("broken", items, events)
+    message = str(info.value)
+    for line, problem in ((2, "is not a file"), (3, "does not open as an image"), (4, "8x8 pixels"),
+                          (5, "is not a .png, .jpg or .webp image")):
+        assert f"items.csv, line {line}, column 'image': " in message and problem in message, message
+    assert "broken" not in repository.dataset_names()
+    expect_failure("uploaded", b"item_id,title,image\n1,Heat,pics/heat.png\n", GOOD_EVENTS,
+                   "an uploaded file needs absolute image paths")

@@ -447,3 +447,16 @@ def test_a_category_said_as_the_kind_of_film_is_a_claim(item: dict, body: str, l
 ])
 def test_everyday_words_and_the_items_own_name_claim_no_category(item: dict, title: str, body: str) -> None:
     assert not [r for r in check(ad(title, body), item).reasons if r.startswith("calls it")]
+
+
+@pytest.mark.parametrize(("title", "reason"), [
+    ("St\u0430r Wars: a space saga", "mixes writing systems (latin text with '\u0430')"),  # a Cyrillic 'a'
+    ("Star Wars: a \ufffd saga", "uses characters the banner font cannot print ('\ufffd')"),  # decoded wrongly
+    ("Star Wars: \u661f\u9645 saga", "uses characters the banner font cannot print ('\u661f', '\u9645')"),
+])
+def test_copy_a_banner_cannot_print_or_that_mixes_scripts_is_rejected(title: str, reason: str) -> None:
+    assert reason in check(ad(title, "Rebels take on an empire."), STAR_WARS).reasons
+
+
+def test_accented_letters_and_typographic_punctuation_pass_the_script_check() -> None:
+    assert safety.script_problems("Les Misérables — “a musical” with café’s crème brûlée") == []

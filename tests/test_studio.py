@@ -11,6 +11,7 @@ import threading
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -138,6 +139,31 @@ def test_writer_retries_failures_and_reports_what_stays_rejected(demo_store: str
     assert {v["title"] for v in result[:2]} == {"Star Wars, the original", "Star Wars, tonight and always"}
     assert all(v["safety"]["reasons"] for v in result[2:])
     assert [v["candidates"] for v in result] == [1, 2, 3, 3]  # samples drawn for each slot, over the rounds
+
+
+def test_locked_fields_are_kept_word_for_word_and_a_kept_title_is_continued(demo_store: str) -> None:
+    """Locking a field: the model writes only the rest (after a kept title, just the body line), the kept fields
+    are never rewritten, and the checks read the copy as it will run."""
+    checks = writer.Checks(LABELS, TITLES, {"banned_words": [], "calls_to_action": ["Watch now", "Stream it"]})
+    kept_title = "Star Wars, a galaxy of heroes"
+    script = ScriptedModel([[" Rebels take on an empire in 1977.", " A farm boy leaves home."]])
+    job = writer.Job(STAR_WARS, {"interests": [{"label": "Sci-Fi"}]}, 1, 0, locked={"title": kept_title})
+    [result] = writer.write_variants(script, services_encode(), [job], checks, candidates=2)
+    assert script.options[0]["assistant_prefix"] == [f"Title: {kept_title}\nBody:"]
+    assert script.options[0]["stop_lines"] == 1  # the title's line is written already
+    assert [(v["title"], v["body"]) for v in result] in ([(kept_title, "Rebels take on an empire in 1977.")],
+                                                          [(kept_title, "A farm boy leaves home.")])
+    kept = {"body": "Rebels take on an empire.", "cta": "Stream it"}
+    script = ScriptedModel([[" the original\nBody: Something else entirely.", " the saga\nBody: The 1980 sequel."]])
+    job = writer.Job(STAR_WARS, {"interests": [{"label": "Sci-Fi"}]}, 1, 0, locked=kept)
+    [result] = writer.write_variants(script, services_encode(), [job], checks, candidates=2)
+    assert script.options[0]["assistant_prefix"] == ["Title: Star Wars,"] and script.options[0]["stop_lines"] == 2
+    assert [v["safety"]["status"] for v in result] == ["passed"]
+    assert result[0]["title"] == "Star Wars, the original" and {k: result[0][k] for k in kept} == kept
+    with pytest.raises(ValueError, match="Cannot keep price"):
+        services.studio.rewrite_variant(1, 0, keep=("price",))
+    with pytest.raises(ValueError, match="leaves nothing to write again"):
+        services.studio.rewrite_variant(1, 0, keep=("title", "body", "cta"))
 
 
 def test_a_model_tuned_on_the_short_prompt_is_prompted_without_the_worked_examples(demo_store: str,
@@ -286,3 +312,32 @@ def test_cli_generate_writes_banners_and_prints_variants(demo_store: str, tmp_pa
 def test_export_rejects_an_empty_selection(demo_store: str) -> None:
     with pytest.raises(ValueError, match="at least one"):
         services.studio.export_variants([987654])
+
+
+@pytest.mark.embedded
+def test_an_items_own_picture_is_drawn_on_its_banners(demo_store: str, tmp_path: Path) -> None:
+    """A catalog with an `image` column: the Studio picks a design that shows the picture and draws it, cut to
+    fit, on every size; the stored brief says which design and that the picture was used."""
+    from generation.designs import PICTURE_DESIGNS
+
+    picture = tmp_path / "poster.png"
+    Image.new("RGB", (400, 600), (230, 20, 20)).save(picture)
+    films = [("Star Wars (1977)", "Action|Adventure|Sci-Fi", 1977, str(picture)),
+             ("Fargo (1996)", "Crime|Drama|Thriller", 1996, ""), ("Toy Story (1995)", "Animation|Comedy", 1995, ""),
+             ("Heat (1995)", "Action|Crime|Thriller", 1995, ""), ("Babe (1995)", "Children's|Comedy", 1995, "")]
+    items = "item_id,title,category,year,image\n" + "".join(
+        f"{k + 1},{t},{c},{y},{i}\n" for k, (t, c, y, i) in enumerate(films))
+    events = "user_id,item_id,timestamp,rating\n" + "".join(
+        f"fan,{k},{1_600_000_000 + 3600 * k},{5 if k != 4 else 2}\n" for k in range(2, 6))
+    (tmp_path / "items.csv").write_text(items)
+    (tmp_path / "events.csv").write_text(events)
+    services.audience.import_csv_files("pictured-shop", tmp_path / "items.csv", tmp_path / "events.csv")
+    variants = services.studio.generate("pictured-shop", "1", user_id="fan", n=2, seed=0)
+    accepted = [v for v in variants if v["safety"]["status"] == "passed"]
+    assert accepted, [v["safety"] for v in variants]
+    for v in accepted:
+        assert v["brief"]["picture"] is True and v["brief"]["design"] in PICTURE_DESIGNS, v["brief"]
+        for size, path in v["banners"].items():
+            pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+            red = np.all(np.abs(pixels - [230, 20, 20]) < 30, axis=-1).mean()
+            assert red > 0.05, (size, v["brief"]["design"], red)  # the picture is on every size

@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 
 import settings
-from generation import brief_writer, compose
+from generation import brief_writer, compose, designs
 from generation.brief import Brief, brief_from, display_title
 from generation.render import ProceduralRenderer
 from rewards import audience
@@ -58,7 +58,7 @@ def render_seed(user_id: str, item_id: str, seed: int = 0) -> int:
 @lru_cache(maxsize=4096)
 def _banner_features(brief: Brief, title: str, kit: compose.BrandKit, art_seed: int) -> tuple:
     """(palette, mood, contrast) of the brief's 300x250 banner; cached because GRPO groups repeat briefs."""
-    banner = compose.banners_for_brief(ProceduralRenderer(), brief, title, kit.default_cta, kit, art_seed,
+    banner = designs.banners_for_brief(ProceduralRenderer(), brief, title, kit.default_cta, kit, art_seed,
                                        sizes=(REWARD_SIZE,))[f"{REWARD_SIZE[0]}x{REWARD_SIZE[1]}"]
     features = banner.features()
     return tuple(features["palette"]), features["mood"], features["contrast"]

@@ -41,7 +41,7 @@ from PIL import Image
 
 import settings
 from generation import brief as briefs
-from generation import compose, models, render
+from generation import compose, designs, models, render
 from rewards import audience
 from store import repository
 from store import runs as run_store
@@ -104,7 +104,7 @@ def _candidates(renderer: render.DiffusersRenderer, brief: briefs.Brief, title: 
     out = []
     for seed in seeds:
         art = renderer.render(brief, side, side, seed)  # cached: the banner below reuses this very image
-        banner = compose.banners_for_brief(renderer, brief, title, kit.default_cta, kit, seed, (BANNER_SIZE,))[size]
+        banner = designs.banners_for_brief(renderer, brief, title, kit.default_cta, kit, seed, (BANNER_SIZE,))[size]
         out.append({"seed": seed, "art": art,
                     "creative": {"title": title, "body": "", "cta": kit.default_cta, "banner": banner.features()}})
     return out
