@@ -70,18 +70,23 @@ def _stage_split(art: Image.Image, kit: BrandKit, picture: Image.Image | None) -
     return Stage(backdrop, _within_safe(text, width, height))
 
 
-def _stage_product(art: Image.Image, kit: BrandKit, picture: Image.Image | None) -> Stage:
-    """The art as the ground, the picture (or the art's centre) on a card at the start, the text beside it."""
-    width, height = art.size
+def product_card(width: int, height: int) -> tuple[Box, Box, int]:
+    """(card, text area, border) of the product-left design at one size: the card at the start of the long side,
+    inside the margins; the picture fills the card within its border."""
     card, text = _split(width, height, 0.3 if width / height >= 3 else 0.38)
     mx, my = round(SAFE_MARGIN * width), round(SAFE_MARGIN * height)
-    inner = (card[0] + mx, card[1] + my, card[2] - (mx if width / height > 0.6 else mx), card[3] - my)
     border = max(2, round(0.012 * math.sqrt(width * height)))
+    return (card[0] + mx, card[1] + my, card[2] - mx, card[3] - my), _within_safe(text, width, height), border
+
+
+def _stage_product(art: Image.Image, kit: BrandKit, picture: Image.Image | None) -> Stage:
+    """The art as the ground, the picture (or the art's centre) on a card at the start, the text beside it."""
+    card, text, border = product_card(*art.size)
     backdrop = art.convert("RGB").copy()
-    ImageDraw.Draw(backdrop).rectangle(inner, fill=hex_to_rgb(kit.accent))
-    framed = (inner[0] + border, inner[1] + border, inner[2] - border, inner[3] - border)
+    ImageDraw.Draw(backdrop).rectangle(card, fill=hex_to_rgb(kit.accent))
+    framed = (card[0] + border, card[1] + border, card[2] - border, card[3] - border)
     backdrop.paste(cover(picture or art, framed[2] - framed[0], framed[3] - framed[1]), framed[:2])
-    return Stage(backdrop, _within_safe(text, width, height))
+    return Stage(backdrop, text)
 
 
 def _stage_framed(art: Image.Image, kit: BrandKit, picture: Image.Image | None) -> Stage:
@@ -154,6 +159,14 @@ def banners_for_brief(renderer: Renderer, brief: Brief, title: str, cta: str, br
                       sizes: tuple[tuple[int, int], ...] = SIZES, design: str = "full-bleed",
                       picture: Image.Image | None = None) -> dict[str, Banner]:
     """Banners whose art is the brief painted by `renderer`, in `design` (the Studio's: `choose_design`); the
-    brief's mood is what the audience reads."""
-    return compose_banners(lambda w, h: renderer.render(brief, w, h, seed), title, cta, brand_kit, sizes,
-                           mood=brief.mood, design=design, picture=picture)
+    brief's mood is what the audience reads. A renderer that can inpaint (a diffusers model) paints the scene
+    around the item's picture on its product card."""
+    paint_around = getattr(renderer, "paint_around", None)
+    if picture is not None and design == "product-left" and paint_around is not None:
+        def background(w: int, h: int) -> Image.Image:
+            return paint_around(brief, picture, product_card(w, h)[0], w, h, seed)
+    else:
+        def background(w: int, h: int) -> Image.Image:
+            return renderer.render(brief, w, h, seed)
+    return compose_banners(background, title, cta, brand_kit, sizes, mood=brief.mood, design=design,
+                           picture=picture)

@@ -350,6 +350,7 @@ class DiffusersRenderer:
         self.steps, self.guidance, self.cache_size = int(steps), float(guidance), int(cache_size)
         self._art: OrderedDict[tuple, Image.Image] = OrderedDict()
         self._art_lock = threading.Lock()
+        self._inpainting: object | None = None  # the same weights as an inpainting pipeline, made on first use
 
     def art_size(self, width: int, height: int) -> tuple[int, int]:
         """The generation size for a banner: the model's native area in the banner's aspect bucket."""
@@ -373,9 +374,13 @@ class DiffusersRenderer:
         return cover(art, width, height)
 
     def _generate(self, brief: Brief, size: tuple[int, int], seed: int) -> Image.Image:
-        pipeline = self.model.pipeline
-        options = {"prompt": brief.prompt, "width": size[0], "height": size[1], "num_inference_steps": self.steps,
-                   "guidance_scale": self.guidance, "generator": torch.Generator("cpu").manual_seed(seed)}
+        return self._run(self.model.pipeline, brief, seed, width=size[0], height=size[1])
+
+    def _run(self, pipeline: object, brief: Brief, seed: int, **inputs: object) -> Image.Image:
+        """One image from `pipeline` for the brief's prompt (and its negative prompt where the pipeline takes
+        one); art the model's safety checker flags is refused."""
+        options = {"prompt": brief.prompt, "num_inference_steps": self.steps, "guidance_scale": self.guidance,
+                   "generator": torch.Generator("cpu").manual_seed(seed), **inputs}
         if "negative_prompt" in inspect.signature(pipeline.__call__).parameters:
             options["negative_prompt"] = brief.negative_prompt
         with self.model.lock, torch.inference_mode():
@@ -383,6 +388,40 @@ class DiffusersRenderer:
         if any(getattr(output, "nsfw_content_detected", None) or []):
             raise UnsafeArt(f"The safety checker of '{self.name}' flagged the art for: {brief.subject}")
         return output.images[0].convert("RGB")
+
+    def paint_around(self, brief: Brief, picture: Image.Image, box: tuple[int, int, int, int], width: int,
+                     height: int, seed: int) -> Image.Image:
+        """Art at `width` x `height` painted around the item's `picture`, which sits in `box` (inpainting, as
+        CG4CTR does: the model fills everything but the picture, so the scene is made for it). The design
+        places the picture itself on top, sharp; a model that cannot inpaint paints the brief alone."""
+        pipeline = self._inpainting_pipeline()
+        if pipeline is None:
+            return self.render(brief, width, height, seed)
+        step, scale = self.model.step, self.model.native / math.sqrt(width * height)
+        size = (max(step, round(width * scale / step) * step), max(step, round(height * scale / step) * step))
+        sx, sy = size[0] / width, size[1] / height
+        inner = (round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy))
+        canvas = Image.new("RGB", size, (128, 128, 128))
+        canvas.paste(cover(picture, inner[2] - inner[0], inner[3] - inner[1]), inner[:2])
+        mask = Image.new("L", size, 255)  # white: paint; black: keep the picture
+        mask.paste(0, inner)
+        art = self._run(pipeline, brief, seed, image=canvas, mask_image=mask, width=size[0], height=size[1],
+                        strength=1.0)
+        return art.resize((width, height), Image.Resampling.LANCZOS)
+
+    def _inpainting_pipeline(self) -> object | None:
+        """The loaded weights as an inpainting pipeline (diffusers' `from_pipe` shares them, no second copy), or
+        None for a model family diffusers has no inpainting pipeline for."""
+        from diffusers import AutoPipelineForInpainting
+
+        with self._art_lock:
+            if self._inpainting is None:
+                try:
+                    self._inpainting = AutoPipelineForInpainting.from_pipe(self.model.pipeline)
+                    self._inpainting.set_progress_bar_config(disable=True)
+                except (ValueError, KeyError, TypeError):
+                    self._inpainting = False
+            return self._inpainting or None
 
 
 def renderer_for(name: str, device: str | None = None, **options: float) -> Renderer:

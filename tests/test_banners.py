@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation import models
+from generation import designs, models
 from generation.brief import COMPOSITIONS, MOODS, Brief, brief_from, brief_to_text, parse_brief
 from generation.compose import (
     SIZES,
@@ -370,6 +370,26 @@ def test_diffusers_renderer_runs_end_to_end_from_a_folder(tiny_diffusion_dir: Pa
     assert art.size == (1200, 628)
     assert art.tobytes() == again.render(brief, 1200, 628, seed=5).tobytes()  # fresh generation, same seed
     assert art.tobytes() != again.render(brief, 1200, 628, seed=6).tobytes()
+
+
+def test_a_diffusers_model_paints_the_scene_around_the_items_picture(tiny_diffusion_dir: Path, kit: BrandKit,
+                                                                     one_torch_thread):
+    """Inpainting on the same weights: the model paints everything but the picture's card (the tiny random
+    pipeline's output is noise, so the test asserts sizes, seeds, the mask's effect and the sharp picture)."""
+    renderer = DiffusersRenderer(str(tiny_diffusion_dir), device="cpu", steps=2, guidance=5.0)
+    brief, picture = brief_from(PROFILE, SCREAM, seed=5), checkerboard(120, 180)
+    card = designs.product_card(300, 250)[0]
+    painted = renderer.paint_around(brief, picture, card, 300, 250, seed=5)
+    assert painted.size == (300, 250)
+    assert painted.tobytes() == renderer.paint_around(brief, picture, card, 300, 250, seed=5).tobytes()
+    assert painted.tobytes() != renderer.render(brief, 300, 250, seed=5).tobytes()  # not the plain text-to-image
+    assert type(renderer._inpainting).__name__ == "StableDiffusionInpaintPipeline"
+    assert renderer._inpainting.unet is renderer.model.pipeline.unet  # the same weights, not a second copy
+    banner = banners_for_brief(renderer, brief, "Scream", "Watch now", kit, seed=5, sizes=((300, 250),),
+                               design="product-left", picture=picture)["300x250"]
+    red = np.all(np.abs(np.asarray(banner.backdrop).astype(int) - [220, 30, 30]) < 60, axis=-1)
+    inside = red[card[1]:card[3], card[0]:card[2]].mean()
+    assert 0.35 < inside < 0.65  # the checkerboard, sharp, on the card (half its squares are red)
 
 
 def test_unloadable_image_models_are_reported(tmp_path: Path):
