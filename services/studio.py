@@ -240,7 +240,7 @@ def _edit_art(original: dict, person: dict, item: dict) -> tuple[briefs.Brief, d
     stored = original["brief"]
     if not stored:
         return briefs.brief_from(person, item, original["seed"]), {"source": "rules"}
-    drawn = ("text", "mood", "palette", "renderer", "image_adapter", "picture")  # what `_finish_variant` writes again
+    drawn = ("text", "mood", "palette", "renderer", "image_adapter", "picture", "seed")  # `_finish_variant` writes
     return briefs.parse_brief(stored["text"]), {k: v for k, v in stored.items() if k not in drawn}
 
 
@@ -306,7 +306,7 @@ def _finish_variant(dataset: str, batch: str, user_id: str, segment_label: str |
         banners = {size: str(studio_folder(batch) / Path(path).name) for size, path in drawn.items()}
         brief = {"text": briefs.brief_to_text(art), "mood": art.mood, "palette": list(art.palette),
                  "renderer": painter.name, "image_adapter": painter.adapter, "design": design,
-                 "picture": picture is not None, **provenance}
+                 "picture": picture is not None, "seed": seed, **provenance}
         banner_features = made["300x250"].features()
     return {"batch": batch, "dataset": dataset, "user_id": user_id, "segment": segment_label,
             "item_id": item["item_id"], "title": variant["title"], "body": variant["body"], "cta": variant["cta"],

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import math
 import re
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from live_server import PAGE_TITLES, REPO, streamlit_server
+from PIL import Image
 from playwright.sync_api import Page, expect
 
 import settings
+from generation import compose, designs
+from generation.brief import parse_brief
+from generation.render import ProceduralRenderer
 from store import repository
 
 ARTIFACTS = REPO / "test-artifacts"
@@ -105,15 +112,43 @@ def test_studio_generates_two_variants_and_shows_their_banners(server: str, page
     assert all(r.removeprefix("Rejected: ").strip() for r in reasons)
     export = page.get_by_role("button", name="Export all accepted variants (ZIP)")
     expect(export).to_be_visible() if ready else expect(export).to_have_count(0)
-    if ready:  # the gallery: every size of a variant at once
+    if ready:  # the gallery: every size of a variant at once, each checked on what the browser shows
+        caption = page.locator('[data-testid="stImage"]').filter(has_text=" · variant ").first.inner_text()
+        variant = repository.variant(int(re.search(r"variant (\d+)", caption).group(1)))
         gallery = page.locator('[data-testid="stExpander"]').filter(has_text="All 5 sizes").first
         gallery.get_by_text("All 5 sizes").click()
-        expect(gallery.locator('[data-testid="stImage"] img')).to_have_count(5, timeout=30_000)
-        for image in gallery.locator('[data-testid="stImage"] img').all():
-            expect(image).to_be_visible()
-            assert image.evaluate("i => i.complete && i.naturalWidth > 0")  # each banner file loaded
+        images = gallery.locator('[data-testid="stImage"]')
+        expect(images.locator("img")).to_have_count(5, timeout=30_000)
+        for image in images.all():
+            expect(image.locator("img")).to_be_visible()
+            assert image.locator("img").evaluate("i => i.complete && i.naturalWidth > 0")  # the file loaded
+            size = re.search(r"\d+x\d+", image.inner_text()).group(0)
+            assert_text_inside_the_safe_zone(image.locator("img").screenshot(), variant, size)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "studio.png"), full_page=True)
+
+
+def assert_text_inside_the_safe_zone(screenshot: bytes, variant: dict, size: str) -> None:
+    """On the banner as the browser draws it: the variant's banner is composed again from its stored brief, art
+    seed and design (it must match the file byte for byte), and every pixel where the screenshot differs from
+    that banner's backdrop (the art with plates, before text) must lie inside the 6% safe zone."""
+    width, height = (int(v) for v in size.split("x"))
+    brief = variant["brief"]
+    again = designs.banners_for_brief(ProceduralRenderer(), parse_brief(brief["text"]), variant["title"],
+                                      variant["cta"], compose.configured_brand_kit(), brief["seed"],
+                                      sizes=((width, height),), design=brief["design"])[size]
+    with Image.open(variant["banners"][size]) as stored:
+        assert again.image.tobytes() == stored.convert("RGB").tobytes(), size
+    shot = Image.open(io.BytesIO(screenshot)).convert("RGB")
+    behind = np.asarray(again.backdrop.resize(shot.size, Image.Resampling.LANCZOS)).astype(int)
+    text = np.abs(np.asarray(shot).astype(int) - behind).sum(axis=-1) > 200  # AA text, far above scaling noise
+    sx, sy = shot.width / width, shot.height / height
+    x0, y0, x1, y1 = compose.safe_area(width, height)
+    outside = text.copy()
+    outside[max(0, math.floor(y0 * sy) - 2):math.ceil(y1 * sy) + 2, max(0, math.floor(x0 * sx) - 2):
+            math.ceil(x1 * sx) + 2] = False
+    assert text.sum() > 50, f"{size}: no text found on the screenshot"
+    assert not outside.any(), f"{size}: {int(outside.sum())} text pixels outside the safe zone"
 
 
 @pytest.fixture
