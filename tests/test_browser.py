@@ -124,6 +124,11 @@ def test_studio_generates_two_variants_and_shows_their_banners(server: str, page
             assert image.locator("img").evaluate("i => i.complete && i.naturalWidth > 0")  # the file loaded
             size = re.search(r"\d+x\d+", image.inner_text()).group(0)
             assert_text_inside_the_safe_zone(image.locator("img").screenshot(), variant, size)
+        page.get_by_text("Edit", exact=True).first.click()  # a hand edit: checked, drawn and shown beside it
+        page.get_by_label("Body").first.fill("Rebels take on an empire in 1977.")
+        page.get_by_role("button", name="Check and save the edit").first.click()
+        expect(page.get_by_text(f"Edited by hand from variant {variant['id']}")).to_be_visible(timeout=120_000)
+        expect(page.get_by_text("Rebels take on an empire in 1977.").first).to_be_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "studio.png"), full_page=True)
 
