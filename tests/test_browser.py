@@ -64,6 +64,24 @@ def test_audience_page_selects_user_and_shows_profile(server: str, page: Page, d
     expect(page).to_have_url(re.compile(r"[?&]user=7(&|$)"))
 
 
+def test_the_brand_kit_is_edited_in_the_browser(server: str, page: Page) -> None:
+    """Settings: a saved kit is what the next banners use; a bad logo is named and nothing is saved."""
+    from generation import compose
+
+    open_page(page, server, "Settings")
+    try:
+        page.get_by_label("Brand name").fill("Night Owl Films")
+        page.get_by_role("button", name="Save brand kit").click()
+        expect(page.get_by_text(re.compile(r"^Saved to .*brand_kit\.json"))).to_be_visible(timeout=30_000)
+        assert compose.configured_brand_kit().name == "Night Owl Films"
+        page.get_by_label(re.compile(r"^Logo file")).fill("/no/such/logo.png")
+        page.get_by_role("button", name="Save brand kit").click()
+        expect(page.get_by_text(re.compile(r"Nothing was saved: .*'logo'"))).to_be_visible(timeout=30_000)
+        assert compose.configured_brand_kit().logo == ""
+    finally:
+        settings.save({"brand_kit": ""})  # the built-in kit again, for the other tests
+
+
 def test_settings_page_is_reachable_from_the_sidebar(server: str, page: Page) -> None:
     open_page(page, server, "Settings")
     expect(page.get_by_text("embedded:smollm2-135m-instruct").first).to_be_visible()
@@ -85,6 +103,10 @@ def test_campaign_lab_runs_a_campaign_and_shows_charts(server: str, page: Page) 
     expect(page.get_by_text("Cumulative regret (expected clicks lost vs the best variant)")).to_be_visible(
         timeout=30_000)
     expect(page.get_by_role("button", name="Download results (CSV)")).to_be_visible()
+    verdict = page.get_by_text(re.compile(r"probability of having the highest CTR")).first
+    expect(verdict).to_be_visible(timeout=30_000)  # the report's sentence: who wins, how surely, by how much
+    assert re.search(r"\d+% probability of having the highest CTR", verdict.inner_text())
+    expect(page.get_by_text("ci_low")).to_have_count(0)  # human labels, not column names
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "campaign_lab.png"), full_page=True)
 
@@ -129,6 +151,9 @@ def test_studio_generates_two_variants_and_shows_their_banners(server: str, page
         page.get_by_role("button", name="Check and save the edit").first.click()
         expect(page.get_by_text(f"Edited by hand from variant {variant['id']}")).to_be_visible(timeout=120_000)
         expect(page.get_by_text("Rebels take on an empire in 1977.").first).to_be_visible()
+        page.get_by_role("button", name=re.compile(r"Send (all accepted|kept) variants to Campaign Lab")).click()
+        expect(page.get_by_role("heading", name="Campaign Lab")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text(variant["title"]).first).to_be_visible(timeout=30_000)  # the Studio's variants
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "studio.png"), full_page=True)
 
@@ -192,6 +217,9 @@ def test_reward_tuning_run_launched_from_the_browser_finishes(server: str, page:
     page.get_by_role("button", name="Evaluate").click()
     expect(page.get_by_text("Paired uplift, tuned vs base")).to_be_visible(timeout=480_000)
     expect(page.get_by_text("Judge CTR with 95% intervals (2 held-out users)")).to_be_visible()
+    uplift = page.locator('[data-testid="stMetric"]').filter(has_text="Paired uplift, tuned vs base").first
+    assert re.search(r"[+-]\d+\.\d\d pp", uplift.inner_text())  # percentage points, not percent
+    expect(page.get_by_text(re.compile(r"KL from the base model: \d+\.\d{3} nats per token"))).to_be_visible()
     page.get_by_role("button", name="Promote to Studio").click()
     expect(page.get_by_text("The Studio now generates with")).to_be_visible(timeout=30_000)
     adapter = runs.get(new[0]["id"])["adapter_path"]
