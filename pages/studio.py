@@ -106,7 +106,7 @@ def gallery(variant: dict) -> None:
     """Every size of a variant's banner at once, each at its own width (up to the card's), largest first."""
     by_area = sorted(variant["banners"].items(), key=lambda kv: -math.prod(map(int, kv[0].split("x"))))
     for name, path in by_area:
-        st.image(path, caption=name, width=min(int(name.split("x")[0]), 560))
+        st.image(path, caption=name)  # its natural width, never wider than the card
 
 
 variants = st.session_state.get("studio_variants") or []
