@@ -421,12 +421,18 @@ class Banner:
         return {"palette": list(self.palette), "mood": self.mood, "contrast": round(self.contrast, 2)}
 
 
+def _corner(slot: Slot, width: int, height: int) -> tuple[int, int]:
+    """Top-left corner of a `width` x `height` block aligned inside its slot as the slot says."""
+    x0, y0, x1, y1 = slot.box
+    x = {"left": x0, "center": x0 + (x1 - x0 - width) // 2, "right": x1 - width}[slot.align]
+    y = {"top": y0, "middle": y0 + (y1 - y0 - height) // 2, "bottom": y1 - height}[slot.valign]
+    return x, y
+
+
 def _place(fitted: Fitted, slot: Slot) -> tuple[Box, Box]:
     """(padded box, ink box) of a fitted block aligned inside its slot."""
     outer_w, outer_h = fitted.width + 2 * fitted.pad[0], fitted.height + 2 * fitted.pad[1]
-    x0, y0, x1, y1 = slot.box
-    x = {"left": x0, "center": x0 + (x1 - x0 - outer_w) // 2, "right": x1 - outer_w}[slot.align]
-    y = {"top": y0, "middle": y0 + (y1 - y0 - outer_h) // 2, "bottom": y1 - outer_h}[slot.valign]
+    x, y = _corner(slot, outer_w, outer_h)
     box = (x, y, x + outer_w, y + outer_h)
     ink = (x + fitted.pad[0], y + fitted.pad[1], box[2] - fitted.pad[0], box[3] - fitted.pad[1])
     return box, ink
@@ -511,9 +517,7 @@ def _paste_logo(backdrop: Image.Image, logo: Image.Image, slot: Slot) -> None:
     scale = min((x1 - x0) / logo.width, (y1 - y0) / logo.height)
     size = (max(1, int(logo.width * scale)), max(1, int(logo.height * scale)))
     fitted = logo.resize(size, Image.Resampling.LANCZOS)
-    x = {"left": x0, "center": x0 + (x1 - x0 - size[0]) // 2, "right": x1 - size[0]}[slot.align]
-    y = {"top": y0, "middle": y0 + (y1 - y0 - size[1]) // 2, "bottom": y1 - size[1]}[slot.valign]
-    backdrop.paste(fitted, (x, y), fitted)
+    backdrop.paste(fitted, _corner(slot, *size), fitted)
 
 
 def compose_banner(stage: Stage, texts: dict[str, str], kit: BrandKit, mood: str | None = None,
