@@ -43,7 +43,16 @@ def cmd_profile(args: argparse.Namespace) -> None:
     lines = [f"User {result['user_id']} ({result['history_size']} interactions, model {result['model']})",
              "Interests: " + ", ".join(f"{i['label']} {i['weight']:.0%}" for i in result["interests"]),
              "Themes: " + "; ".join(t["label"] for t in result["themes"]),
+             "Taste neighbours: " + ", ".join(f"user {n['user_id']} ({n['shared']} shared)"
+                                              for n in result["neighbours"]),
+             "Likely next: " + "; ".join(f"{p['title']} (liked by {p['neighbours_liked']} of "
+                                         f"{result['neighbour_pool']} nearest users)" for p in result["picks"]),
              f"Intent ({result['intent_source']}): {result['intent']['summary']}"]
+    if args.item is not None:
+        result["hooks"] = services.audience.hooks(args.dataset, args.user, args.item)
+        lines.append(f"Hooks for item {args.item}: " + ("; ".join(
+            f"{h['title']} (rated {h['rating']:g}, their mean {h['user_mean']:g}, relatedness {h['relatedness']:.2f})"
+            for h in result["hooks"]) or "none related enough"))
     _print(result, args.json, "\n".join(lines))
 
 
@@ -238,6 +247,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=services.common.DEFAULT_DATASET)
     p.add_argument("--recompute", action="store_true", help="ignore the cached profile")
     p.add_argument("--no-llm", action="store_true", help="summary from the structured signals only")
+    p.add_argument("--item", help="an item to promote: also list the user's liked items most related to it (hooks)")
 
     p = command("import", cmd_import, "import your own items and interactions CSV files")
     p.add_argument("--items", required=True)

@@ -2,7 +2,9 @@
 
 For each user the latest interaction is held out; the profile is inferred from the rest and ranks
 the held-out item among sampled items the user never touched. The same split and the same
-negatives score a popularity baseline and a matrix-factorization baseline, so the numbers compare.
+negatives score a popularity baseline and a matrix-factorization baseline, so the numbers compare. Every model
+(the popularity counts, the factorisation, the taste model of "profile+taste") is fitted on the training part
+only: a model fitted on more data would know the held-out item.
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from generation import intent
-from rewards.collaborative import CollaborativeModel
+from generation import intent, taste
 
-METHODS = ["popularity", "matrix_factorization", "profile", "profile+popularity"]
+METHODS = ["popularity", "matrix_factorization", "profile", "profile+popularity", "profile+taste"]
 
 
 def leave_last_out(interactions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -34,11 +35,6 @@ def hit_and_ndcg(scores: np.ndarray, k: int = 10) -> tuple[float, float]:
     return float(rank < k), float(1.0 / np.log2(rank + 2)) if rank < k else 0.0
 
 
-def _zscore(values: np.ndarray) -> np.ndarray:
-    std = values.std()
-    return (values - values.mean()) / std if std > 0 else values - values.mean()
-
-
 def evaluate(interactions: pd.DataFrame, catalog: pd.DataFrame, vectors: dict[str, np.ndarray],
              users: int | None = None, negatives: int = 100, seed: int = 0, k: int = 10,
              progress: Callable[[float, str], None] | None = None) -> dict:
@@ -50,7 +46,7 @@ def evaluate(interactions: pd.DataFrame, catalog: pd.DataFrame, vectors: dict[st
     popularity = train["item_id"].value_counts()
     log_pop = np.log1p(popularity.reindex(catalog["item_id"]).fillna(0).to_numpy())
     pop_by_item = dict(zip(catalog["item_id"], log_pop, strict=True))
-    cf = CollaborativeModel.fit(train, seed=seed)
+    tastes = taste.Taste.fit(train, seed=seed)  # its PureSVD is the matrix-factorization baseline
     facts = catalog.set_index("item_id")
     all_items = catalog["item_id"].to_numpy()
     shares = intent.category_shares(catalog, np.ones(len(catalog)))
@@ -71,9 +67,10 @@ def evaluate(interactions: pd.DataFrame, catalog: pd.DataFrame, vectors: dict[st
         profile_scores = intent.score_items(profile, cand_vectors, cand_cats)
         method_scores = {
             "popularity": pop,
-            "matrix_factorization": cf.scores(held.user_id, candidates),
+            "matrix_factorization": tastes.model.scores(held.user_id, candidates),
             "profile": profile_scores,
-            "profile+popularity": _zscore(profile_scores) + _zscore(pop),
+            "profile+popularity": taste.zscore(profile_scores) + taste.zscore(pop),
+            "profile+taste": tastes.scores(held.user_id, past["item_id"].tolist(), candidates, profile_scores),
         }
         for method, scores in method_scores.items():
             hit, ndcg = hit_and_ndcg(np.asarray(scores, dtype=float) + jitter, k)

@@ -81,6 +81,34 @@ def angles(profile: dict, item: dict, n: int) -> list[str]:
     return [unique[i % len(unique)] for i in range(n)]
 
 
+def hook_angle(hook: dict) -> str:
+    """The angle of a slot that sells the item to fans of one of the user's liked items (`taste.hooks`)."""
+    return f"fans of {hook['name']}"
+
+
+def hook_title(item: dict, hook: dict) -> str | None:
+    """The headline of a hook's slot, written by code so the name it gives is the user's own liked item (true
+    by construction); None when it would not fit the title's limit."""
+    title = f"{headline_name(item)}, for {hook_angle(hook)}"
+    return title if len(title) <= LIMITS["title"] else None
+
+
+def slots(profile: dict, item: dict, n: int, hooks: list[dict] | None = None,
+          fixed: list[str] | None = None) -> list[tuple[str, dict | None]]:
+    """(angle, hook) of each of N slots: `angles`, with the user's hooks (most related first) in the odd slots
+    when their headline fits, so half the variants say "for fans of ...", the rest sell through an interest.
+    `fixed` angles (a card written again keeps its own) take the hook whose angle they are."""
+    hooks = [h for h in hooks or [] if hook_title(item, h)]
+    if fixed is not None:
+        by_angle = {hook_angle(h): h for h in hooks}
+        return [(a, by_angle.get(a)) for a in fixed]
+    interest_angles, found = iter(angles(profile, item, n)), []
+    for slot in range(n):
+        hook = hooks.pop(0) if slot % 2 and hooks else None
+        found.append((hook_angle(hook), hook) if hook else (next(interest_angles), None))
+    return found
+
+
 def display_name(title: str) -> str:
     """'Godfather, The (1972)' -> 'The Godfather': the name as people say it, without the year or an
     alternate-language title in parentheses (the first of `grounding.names_of`)."""
@@ -186,7 +214,7 @@ def title_key(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", title.lower()).strip()
 
 
-def hook(title: str, item: dict) -> str:
+def headline_tail(title: str, item: dict) -> str:
     """The part of a headline after the item's name: what the model wrote, and what makes titles differ."""
     name = headline_name(item)
     return title[len(name):].lstrip(" :,-–—") if title.lower().startswith(name.lower()) else title

@@ -21,7 +21,7 @@ from sklearn.cluster import KMeans
 from generation import titles
 from untrusted import clean, fenced, findings
 
-ALGORITHM_VERSION = "intent-v1"
+ALGORITHM_VERSION = "intent-v2"  # v2: taste neighbours, picks and hooks
 EVIDENCE_PER_CLAIM = 5
 MAX_INTERESTS = 8
 MAX_THEMES = 4
@@ -64,6 +64,43 @@ class Theme:
 
 
 @dataclass
+class Neighbour:
+    """A user whose history is most like this one's (`generation.taste`), with the liked items they share."""
+
+    user_id: str
+    similarity: float  # cosine of the two users' interaction rows
+    shared: int  # items both interacted with
+    evidence: list[Evidence]  # this user's own ratings of shared items, best first
+
+
+@dataclass
+class Pick:
+    """An item the user is likely to love next, with why: the history items it is most like and how many of the
+    taste neighbours liked it."""
+
+    item_id: str
+    title: str
+    categories: list[str]
+    score: float  # the hybrid ranking's score (sum of z-scores)
+    neighbours_liked: int  # of the taste neighbours, how many rated it at or above their own mean
+    because: list[Evidence]  # the user's liked history items most like it
+
+
+@dataclass
+class Hook:
+    """For an item to promote, one of the user's own liked history items most related to it: what a headline
+    may name ("For fans of ..."), true by construction because the user rated it at or above their mean."""
+
+    item_id: str
+    title: str
+    name: str  # the name as people say it, as the headline writes it
+    rating: float
+    user_mean: float
+    relatedness: float  # co-liking (item neighbours) plus content similarity, each 0-1
+    shared_fans: int  # users who interacted with both items
+
+
+@dataclass
 class Intent:
     summary: str
     source: str  # "llm" or "fallback"
@@ -85,6 +122,8 @@ class Profile:
     history_size: int
     long_term_centroid: np.ndarray = field(repr=False)
     recent_centroid: np.ndarray = field(repr=False)
+    neighbours: list[Neighbour] = field(default_factory=list)
+    picks: list[Pick] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready view (vectors left out)."""
@@ -94,6 +133,8 @@ class Profile:
             "user_id": self.user_id,
             "interests": [asdict(i) for i in self.interests],
             "themes": themes,
+            "neighbours": [asdict(n) for n in self.neighbours],
+            "picks": [asdict(p) for p in self.picks],
             "intent": intent,
             "intent_source": self.intent.source,
             "model": self.model,
@@ -225,24 +266,28 @@ def focus(history: pd.DataFrame, liking: np.ndarray, window: int) -> list[Intere
 
 
 def fallback_summary(interests_: list[Interest], intent_focus: list[Interest], state: str,
-                     recent: list[Evidence]) -> str:
-    """A summary written from the structured signals alone (catalog text in it is cleaned like prompt data)."""
+                     recent: list[Evidence], next_up: list[str] | None = None) -> str:
+    """A summary written from the structured signals alone (catalog text in it is cleaned like prompt data);
+    `next_up`: the categories people with the same taste choose next (`pick_categories`)."""
     example = f" (e.g. {clean(recent[0].title, 80)})" if recent else ""
     rising = {i.label for i in intent_focus[:2]}
     lasting = ", ".join([clean(i.label, 40) for i in interests_ if i.label not in rising][:3])
+    loved = " and ".join(clean(c, 40) for c in next_up or [])
+    taste = f"; people with the same taste go on to love {loved}" if loved else ""
     if intent_focus:
         now = " and ".join(clean(i.label, 40) for i in intent_focus[:2])
         shift = "a shift away from" if state == "exploring" else "alongside"
         tail = f", {shift} their long-standing {lasting}" if lasting else ""
-        return f"{SUMMARY_PREFIX} more {now}{example}{tail}."
+        return f"{SUMMARY_PREFIX} more {now}{example}{tail}{taste}."
     if lasting:
-        return f"{SUMMARY_PREFIX} more of their steady favourites: {lasting}{example}."
-    return f"{SUMMARY_PREFIX} more titles like their latest picks{example}."
+        return f"{SUMMARY_PREFIX} more of their steady favourites: {lasting}{example}{taste}."
+    return f"{SUMMARY_PREFIX} more titles like their latest picks{example}{taste}."
 
 
 def summary_prompt(interests_: list[Interest], intent_focus: list[Interest], state: str,
-                   recent_rows: pd.DataFrame) -> list[dict]:
-    """The chat for the LLM summary: signals in plain words, recent history fenced as data.
+                   recent_rows: pd.DataFrame, next_up: list[str] | None = None) -> list[dict]:
+    """The chat for the LLM summary: signals in plain words (the taste neighbours' next categories among them),
+    recent history fenced as data.
 
     Small models answer best when the signals are stated as facts and the task is narrow (this
     wording was chosen by measuring how many answers pass `check_summary`).
@@ -256,8 +301,10 @@ def summary_prompt(interests_: list[Interest], intent_focus: list[Interest], sta
     growing = " and ".join(clean(i.label, 40) for i in intent_focus[:2]) or "of the same"
     trend = " They are trying new kinds of things." if state == "exploring" else ""
     favourites = ", ".join(clean(i.label, 40) for i in interests_[:3]) or "unknown"  # labels are catalog text too
+    loved = " and ".join(clean(c, 40) for c in next_up or [])
+    peers = f" People with the same taste go on to love {loved}." if loved else ""
     user = (f"A customer's favourite categories are {favourites}. "
-            f"Lately they choose more {growing}.{trend}\nTheir latest picks:\n{fenced(lines)}\n"
+            f"Lately they choose more {growing}.{trend}{peers}\nTheir latest picks:\n{fenced(lines)}\n"
             "Describe in one sentence the mood or kind of entertainment they want right now. Do not list titles.")
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -304,11 +351,23 @@ def aliases(label: str) -> list[str]:
 
 
 def build_profile(user_id: str, history: pd.DataFrame, vectors: np.ndarray, catalog_shares: dict[str, float],
-                  model: str, write: Callable[[list[dict]], str] | None = None) -> Profile:
+                  model: str, write: Callable[[list[dict]], str] | None = None,
+                  taste: Callable[[Profile], tuple[list[Neighbour], list[Pick]]] | None = None) -> Profile:
     """Infer a profile from a history (oldest first) and the embeddings of its items.
 
-    `write` turns a chat into text (the LLM); without it the summary is built from the signals.
+    `taste` adds what the interaction data say (`generation.taste`: neighbours and picks, which need the
+    content signals first); `write` turns a chat into text (the LLM); without it the summary is built from the
+    signals.
     """
+    found = signals(user_id, history, vectors, catalog_shares, model)
+    if taste is not None:
+        found.neighbours, found.picks = taste(found)
+    return summarise(found, history, write)
+
+
+def signals(user_id: str, history: pd.DataFrame, vectors: np.ndarray, catalog_shares: dict[str, float],
+            model: str) -> Profile:
+    """The structured profile (interests, themes, current intent) with a summary written from it."""
     if history.empty:
         raise ValueError(f"User '{user_id}' has no interactions to infer a profile from")
     weights = interaction_weights(history)
@@ -323,17 +382,35 @@ def build_profile(user_id: str, history: pd.DataFrame, vectors: np.ndarray, cata
     drift = float(1 - recent_centroid @ _unit((earlier * liking[: len(earlier), None]).sum(axis=0)))
     state = "exploring" if drift > 0.25 else "steady"
     recent = _evidence(history, np.arange(len(history))[::-1][:window])
-    summary, source, rejected, raw = fallback_summary(lasting, intent_focus, state, recent), "fallback", None, None
-    if write is not None:
-        raw = write(summary_prompt(lasting, intent_focus, state, history.iloc[-window:]))
-        candidate = f"{SUMMARY_PREFIX} {first_sentence(raw)}"
-        labels = [i.label for i in lasting[:4] + intent_focus]
-        rejected = check_summary(candidate, labels, history)
-        if rejected is None:
-            summary, source = candidate, "llm"
-    intent = Intent(summary, source, state, round(drift, 4), intent_focus, recent, rejected, raw)
+    summary = fallback_summary(lasting, intent_focus, state, recent)
+    intent = Intent(summary, "fallback", state, round(drift, 4), intent_focus, recent)
     return Profile(str(user_id), lasting, found_themes, intent, model, len(history), long_term_centroid,
                    recent_centroid)
+
+
+def pick_categories(picks: list[Pick]) -> list[str]:
+    """The categories most common among the picks (at most two): what people with the same taste go on to."""
+    counts: dict[str, int] = {}
+    for pick in picks:
+        for label in pick.categories:
+            counts[label] = counts.get(label, 0) + 1
+    return [c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:2]]
+
+
+def summarise(profile: Profile, history: pd.DataFrame, write: Callable[[list[dict]], str] | None) -> Profile:
+    """The one-sentence summary from every signal: the LLM's answer when it passes `check_summary`, else one
+    written from the signals."""
+    found, now = profile.intent, history.iloc[-recent_window(len(history)):]
+    next_up = pick_categories(profile.picks)
+    found.summary = fallback_summary(profile.interests, found.focus, found.state, found.recent, next_up)
+    if write is not None:
+        found.llm_output = write(summary_prompt(profile.interests, found.focus, found.state, now, next_up))
+        candidate = f"{SUMMARY_PREFIX} {first_sentence(found.llm_output)}"
+        labels = [i.label for i in profile.interests[:4] + found.focus] + next_up
+        found.rejected = check_summary(candidate, labels, history)
+        if found.rejected is None:
+            found.summary, found.source = candidate, "llm"
+    return profile
 
 
 def first_sentence(text: str) -> str:

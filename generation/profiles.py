@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 
 import settings
-from generation import embeddings, intent, models
+from generation import embeddings, intent, models, taste
 from store import repository
+from store.derived import per_dataset
 
 Progress = Callable[[float, str], None]
 
@@ -37,11 +39,19 @@ def history_hash(frame: pd.DataFrame, model: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+def taste_model(dataset: str) -> taste.Taste:
+    """The dataset's taste model, fitted once per loaded state of its interactions."""
+    return per_dataset("taste", dataset, lambda: taste.Taste.fit(repository.interactions(dataset)))
+
+
 def _fingerprint(dataset: str, user_id: str, use_llm: bool) -> tuple[pd.DataFrame, str, str]:
+    """The history, the summary model's name and what the profile depends on: the history, the models and,
+    for the taste neighbours and picks, the state of the whole dataset."""
     frame = repository.history(dataset, user_id)
     cfg = settings.load()
     model_name = cfg.text_model if use_llm else "none (structured signals only)"
-    return frame, model_name, history_hash(frame, f"{model_name}|{cfg.embedding_model}")
+    loaded = "|".join(map(str, repository.dataset_version(dataset)[2:]))
+    return frame, model_name, history_hash(frame, f"{model_name}|{cfg.embedding_model}|{loaded}")
 
 
 def cached_profile(dataset: str, user_id: str, use_llm: bool = True) -> dict | None:
@@ -62,9 +72,15 @@ def profile(dataset: str, user_id: str, recompute: bool = False, use_llm: bool =
         return cached
     frame, model_name, fingerprint = _fingerprint(dataset, user_id, use_llm)
     started = time.perf_counter()
-    progress(0.15, "Embedding history items")
-    vectors = embeddings.item_vectors(dataset, frame["item_id"].tolist())
+    progress(0.15, "Embedding the catalog")
+    vectors = embeddings.item_vectors(dataset)
     matrix = np.stack([vectors[i] for i in frame["item_id"]]) if len(frame) else np.zeros((0, 1))
+    progress(0.25, "Finding taste neighbours")
+    tastes = taste_model(dataset)
+
+    def with_taste(found: intent.Profile) -> tuple[list[intent.Neighbour], list[intent.Pick]]:
+        return (taste.neighbours(tastes, user_id, frame),
+                taste.picks(tastes, found, frame, repository.items(dataset), vectors))
     writer = None
     if use_llm:
         progress(0.35, f"Loading {model_name}")
@@ -74,10 +90,20 @@ def profile(dataset: str, user_id: str, recompute: bool = False, use_llm: bool =
         def writer(chat: list[dict]) -> str:
             return llm.generate([chat], max_new_tokens=40, assistant_prefix=" " + intent.SUMMARY_PREFIX)[0]
 
-    result = intent.build_profile(user_id, frame, matrix, catalog_shares(dataset), model_name, writer)
-    payload = result.to_dict() | {"dataset": dataset, "embedding_model": settings.load().embedding_model,
+    result = intent.build_profile(user_id, frame, matrix, catalog_shares(dataset), model_name, writer,
+                                  with_taste)
+    payload = result.to_dict() | {"dataset": dataset, "neighbour_pool": taste.NEIGHBOURS,
+                                  "embedding_model": settings.load().embedding_model,
                                   "seconds": round(time.perf_counter() - started, 2), "version": fingerprint}
     progress(0.95, "Saving")
     repository.save_profile(dataset, user_id, model_name, fingerprint, payload)
     progress(1.0, "Done")
     return payload | {"cached": False}
+
+
+def hooks(dataset: str, user_id: str, item: dict) -> list[dict]:
+    """For an item to promote, the user's own liked history items most related to it (`taste.hooks`), each with
+    its evidence: the user's rating against their mean, relatedness and the people who chose both."""
+    frame = repository.history(dataset, str(user_id).strip())
+    vectors = embeddings.item_vectors(dataset, [*frame["item_id"], str(item["item_id"])])
+    return [asdict(h) for h in taste.hooks(taste_model(dataset), frame, item, vectors)]

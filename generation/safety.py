@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -92,11 +92,15 @@ class FactCheck(NamedTuple):
 
 
 def fact_check(copy: Mapping[str, str], item: Mapping, categories: list[str], other_titles: list[str],
-               facts: grounding.Facts) -> FactCheck:
+               facts: grounding.Facts, evidence: Sequence[str] = ()) -> FactCheck:
     """Everything the copy says about the item that the catalog contradicts or does not support: the one
     factuality check of the Studio, the tuning reward's gate, the evaluation and both audiences. The item's
-    own names are blanked before categories are read ("Kids" the film claims no Children's)."""
-    text = " ".join(str(copy.get(k) or "") for k in grounding.FIELDS)
+    own names are blanked before categories are read ("Kids" the film claims no Children's). `evidence`: titles
+    of the user's own liked items the copy may name (a variant's hook, `taste.hooks`); their names, as written
+    with their capitals, are blanked before anything is read, and nothing else of another item may be named."""
+    copy = {k: _blank_as_written(str(copy.get(k) or ""), [n for t in evidence for n in grounding.names_of(t)])
+            for k in grounding.FIELDS}
+    text = " ".join(copy.values())
     unnamed = text
     for name in grounding.names_of(str(item["title"])):
         unnamed = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", grounding.BLANK, unnamed, flags=re.IGNORECASE)
@@ -104,10 +108,18 @@ def fact_check(copy: Mapping[str, str], item: Mapping, categories: list[str], ot
                      _other_item(text, item, other_titles), grounding.problems(copy, facts))
 
 
+def _blank_as_written(text: str, names: list[str]) -> str:
+    """`text` with each name, as written (capitals included: the title, not an everyday phrase), blanked."""
+    for name in sorted(names, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", f" {grounding.BLANK} ", text)
+    return text
+
+
 def fact_problems(copy: dict[str, str], item: dict, categories: list[str], other_titles: list[str],
-                  brand_kit: dict) -> list[str]:
+                  brand_kit: dict, evidence: Sequence[str] = ()) -> list[str]:
     """`fact_check`'s reasons, the item's facts read with the brand kit."""
-    return fact_check(copy, item, categories, other_titles, grounding.facts_for(item, brand_kit)).reasons()
+    return fact_check(copy, item, categories, other_titles, grounding.facts_for(item, brand_kit),
+                      evidence).reasons()
 
 
 def words_to_avoid(item: dict, categories: list[str], brand_kit: dict) -> list[str]:
@@ -178,13 +190,14 @@ def repetition_problems(copy: dict[str, str]) -> list[str]:
 
 
 def check(copy: dict[str, str], item: dict, categories: list[str], other_titles: list[str],
-          brand_kit: dict) -> Verdict:
-    """All checks on one variant's text fields."""
+          brand_kit: dict, evidence: Sequence[str] = ()) -> Verdict:
+    """All checks on one variant's text fields; `evidence`: the titles of the user's liked items it may name
+    (its hook), see `fact_check`."""
     text = " ".join(copy.get(k, "") for k in ("title", "body", "cta"))
     reasons = [f"{k} is empty" for k in ("title", "body", "cta") if not copy.get(k, "").strip()]
     if not names_item(text, str(item["title"])):
         reasons.append("does not name the item")
-    reasons += fact_problems(copy, item, categories, other_titles, brand_kit)
+    reasons += fact_problems(copy, item, categories, other_titles, brand_kit, evidence)
     reasons += brand_problems(text, brand_kit)
     reasons += blocklist_problems(text)
     reasons += script_problems(text)

@@ -3,7 +3,7 @@
 Work comes as jobs (an item, a profile, how many variants). Every round sends each slot still empty,
 across all jobs, through the model in batches; each slot gets `candidates` samples of its prompt (they
 share the prompt's prefill in the engine). A candidate is kept only if it parses, passes every safety
-check, and repeats no title of its job (same words ignoring case and punctuation, or a hook whose
+check, and repeats no title of its job (same words ignoring case and punctuation, or a headline tail whose
 embedding is a near-duplicate of one already kept) nor its text. Of the candidates left, the one the
 `score` callable (the train audience's predicted CTR for the job's user) rates highest fills the slot.
 A slot with no usable candidate is written again with new seeds; after the last round its best failure
@@ -21,7 +21,7 @@ import numpy as np
 from generation import copy, safety
 
 DUPLICATE_SIMILARITY = 0.92  # title and body together
-TITLE_SIMILARITY = 0.9  # the hooks of two titles (the text after the item's name)
+TITLE_SIMILARITY = 0.9  # the tails of two headlines (the text after the item's name)
 MAX_NEW_TOKENS = 48
 NO_REPEAT = 3  # no answer repeats a run of this many of its own tokens: the repetition check's words, upstream
 DEFAULT_CANDIDATES = 4  # samples per slot, reranked: chosen by measurement (README, bench/generation.py)
@@ -37,15 +37,17 @@ class Job:
     n: int
     seed: int
     user_id: str = ""
-    angles: list[str] | None = None  # the slots' angles; None: `copy.angles` of the profile (rewriting one card
+    angles: list[str] | None = None  # the slots' angles; None: `copy.slots` of the profile (rewriting one card
     # keeps its angle)
+    hooks: list[dict] = field(default_factory=list)  # the user's liked items related to the item (`taste.hooks`)
+    slot_hooks: dict[int, dict] = field(default_factory=dict)  # slot -> the hook its headline names
     locked: dict[str, str] = field(default_factory=dict)  # fields kept as they are (title, body or CTA); the
     # model writes the rest, after a kept title
     accepted: list[dict] = field(default_factory=list)
     failed: dict[int, dict] = field(default_factory=dict)  # slot -> its latest round's best failed candidate
     drawn: dict[int, int] = field(default_factory=dict)  # slot -> candidates drawn for it
     vectors: list[np.ndarray] = field(default_factory=list)  # title and body of accepted variants
-    hooks: list[np.ndarray] = field(default_factory=list)  # title hooks of accepted variants
+    tails: list[np.ndarray] = field(default_factory=list)  # headline tails (after the name) of accepted variants
 
     def result(self) -> list[dict]:
         return self.accepted + list(self.failed.values())
@@ -71,7 +73,7 @@ class Candidate:
     record: dict
     fields: dict | None
     text_vector: np.ndarray | None = None
-    hook_vector: np.ndarray | None = None
+    tail_vector: np.ndarray | None = None
     score: float = 0.0
 
 
@@ -80,7 +82,7 @@ def _repeat_reason(candidate: Candidate, job: Job) -> str | None:
     fields = candidate.fields or {}
     if any(copy.title_key(a["title"]) == copy.title_key(fields["title"]) for a in job.accepted):
         return "repeats the title of another variant"
-    if job.hooks and float(np.max(np.stack(job.hooks) @ candidate.hook_vector)) >= TITLE_SIMILARITY:
+    if job.tails and float(np.max(np.stack(job.tails) @ candidate.tail_vector)) >= TITLE_SIMILARITY:
         return "title is a near-duplicate of another variant's"
     if any(copy.title_key(a["body"]) == copy.title_key(fields["body"]) for a in job.accepted):
         return "repeats the body of another variant"
@@ -101,7 +103,7 @@ def _fill_slot(job: Job, slot: int, candidates: list[Candidate]) -> bool:
         job.failed.pop(slot, None)
         job.accepted.append(candidate.record | {"candidates": job.drawn[slot]})
         job.vectors.append(candidate.text_vector)
-        job.hooks.append(candidate.hook_vector)
+        job.tails.append(candidate.tail_vector)
         return True
     # the latest round's most nearly acceptable candidate: parsed ones first, then the fewest reasons
     best = min(candidates, key=lambda c: (c.fields is None, len(c.record["safety"]["reasons"])))
@@ -114,9 +116,14 @@ def write_variants(generate: Callable, encode: Callable[[list[str]], np.ndarray]
                    progress: Callable[[float, str], None] | None = None, examples: bool = True) -> list[list[dict]]:
     """Variants for every job: each job's accepted variants first, then its rejected ones with reasons.
     `examples`: whether prompts carry the worked examples (`copy.uses_examples` of the model's adapter)."""
-    pending = [(j, slot, angle) for j in jobs
-               for slot, angle in enumerate(j.angles or copy.angles(j.profile, j.item, j.n))]
-    pending.sort(key=lambda p: "title" in p[0].locked)  # a call's answers all write the title line, or none do
+    pending = []
+    for job in jobs:
+        for slot, (angle, hook) in enumerate(copy.slots(job.profile, job.item, job.n, job.hooks, job.angles)):
+            pending.append((job, slot, angle))
+            if hook:
+                job.slot_hooks[slot] = hook
+    pending.sort(key=lambda p: _written_title(p[0], p[1]) is not None)  # a call's answers all write the title
+    # line, or none do
     total = len(pending)
     per_call = max(1, batch_size // max(candidates, 1))
     for round_ in range(rounds):
@@ -135,37 +142,46 @@ def write_variants(generate: Callable, encode: Callable[[list[str]], np.ndarray]
 
 
 def _chunks(pending: list[tuple[Job, int, str]], size: int) -> list[list[tuple[Job, int, str]]]:
-    """Calls of at most `size` slots, never mixing slots whose title is kept with slots whose title is written
-    (their answers end after a different number of lines)."""
+    """Calls of at most `size` slots, never mixing slots whose title code writes with slots whose title the model
+    writes (their answers end after a different number of lines)."""
     chunks: list[list[tuple[Job, int, str]]] = []
     for entry in pending:
-        if chunks and len(chunks[-1]) < size and ("title" in chunks[-1][0][0].locked) == ("title" in entry[0].locked):
+        if chunks and len(chunks[-1]) < size and (_written_title(*chunks[-1][0][:2]) is None) == (
+                _written_title(*entry[:2]) is None):
             chunks[-1].append(entry)
         else:
             chunks.append([entry])
     return chunks
 
 
-def _judge(job: Job, record: dict, fields: dict | None, checks: Checks) -> Candidate:
+def _written_title(job: Job, slot: int) -> str | None:
+    """The title code writes for a slot (a kept one, or a hook's headline), or None when the model writes it."""
+    hook = job.slot_hooks.get(slot)
+    return job.locked.get("title") or (copy.hook_title(job.item, hook) if hook else None)
+
+
+def _judge(job: Job, slot: int, record: dict, fields: dict | None, checks: Checks) -> Candidate:
+    hook = job.slot_hooks.get(slot)
+    record["hook"] = hook
     if fields is None:
         record |= {"title": "", "body": "", "cta": "",
                    "safety": {"status": "rejected", "reasons": ["could not be parsed"]}}
         return Candidate(record, None)
     fields = fields | job.locked  # kept fields stay as they were; the checks read the copy as it will run
     record |= fields
-    record["safety"] = safety.check(fields, job.item, checks.categories, checks.other_titles,
-                                    checks.brand_kit).to_dict()
+    record["safety"] = safety.check(fields, job.item, checks.categories, checks.other_titles, checks.brand_kit,
+                                    [hook["title"]] if hook else []).to_dict()
     return Candidate(record, fields)
 
 
 def _embed(encode: Callable, found: list[Candidate]) -> None:
-    """Text and title-hook vectors of the candidates that passed the checks (the only ones compared)."""
+    """Text and headline-tail vectors of the candidates that passed the checks (the only ones compared)."""
     if not found:
         return
-    vectors = encode([copy.normalised(c.fields) for c in found] + [copy.hook(c.fields["title"], c.record["item"])
-                                                                    or c.fields["title"] for c in found])
+    tails = [copy.headline_tail(c.fields["title"], c.record["item"]) or c.fields["title"] for c in found]
+    vectors = encode([copy.normalised(c.fields) for c in found] + tails)
     for k, c in enumerate(found):
-        c.text_vector, c.hook_vector = vectors[k], vectors[len(found) + k]
+        c.text_vector, c.tail_vector = vectors[k], vectors[len(found) + k]
 
 
 def _write_chunk(generate: Callable, encode: Callable, chunk: list[tuple[Job, int, str]], round_: int,
@@ -174,9 +190,10 @@ def _write_chunk(generate: Callable, encode: Callable, chunk: list[tuple[Job, in
     # the engine seeds each answer with seed + 1 + its index in the call, so basing the call on the first slot
     # times K gives every (slot, candidate) of a job its own seed in a round
     seed = chunk[0][0].seed + 1000 * round_ + chunk[0][1] * candidates
-    chats = [copy.prompt_for(job.item, job.profile, angle, examples) for job, _, angle in chunk]
-    starts = [copy.answer_start(job.item, job.locked.get("title")) for job, _, _ in chunk]
-    lines = copy.ANSWER_LINES - ("title" in chunk[0][0].locked)  # a kept title's line is written already
+    chats = [copy.prompt_for(job.item, job.profile, job.slot_hooks[slot]["name"] if slot in job.slot_hooks
+                             else angle, examples) for job, slot, angle in chunk]
+    starts = [copy.answer_start(job.item, _written_title(job, slot)) for job, slot, _ in chunk]
+    lines = copy.ANSWER_LINES - (_written_title(*chunk[0][:2]) is not None)  # a written title's line is done
     answers = generate(chats, max_new_tokens=MAX_NEW_TOKENS, temperature=0.7, seed=seed, assistant_prefix=starts,
                        copies=candidates, stop_lines=lines, no_repeat=NO_REPEAT,
                        avoid=[checks.avoid(job.item) for job, _, _ in chunk])
@@ -186,8 +203,8 @@ def _write_chunk(generate: Callable, encode: Callable, chunk: list[tuple[Job, in
     for k, ((job, slot, angle), chat, start) in enumerate(zip(chunk, chats, starts, strict=True)):
         slot_answers = answers[k * candidates:(k + 1) * candidates]
         cta = copy.call_to_action(checks.brand_kit, slot)
-        drawn.append([_judge(job, {"angle": angle, "seed": seed, "raw": raw, "prompt": json.dumps(chat),
-                                   "item": job.item}, copy.parse(raw, cta, start), checks)
+        drawn.append([_judge(job, slot, {"angle": angle, "seed": seed, "raw": raw, "prompt": json.dumps(chat),
+                                         "item": job.item}, copy.parse(raw, cta, start), checks)
                       for raw in slot_answers])
     passed = [c for group in drawn for c in group if c.record["safety"]["status"] == "passed"]
     _embed(encode, passed)

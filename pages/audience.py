@@ -57,6 +57,44 @@ def show_profile(profile: dict) -> None:
                 st.dataframe(evidence_table(theme["evidence"]), hide_index=True, width="stretch")
 
 
+def show_taste(profile: dict, dataset: str, user_id: str) -> None:
+    """What the interaction data say: taste neighbours, likely next items, and hooks for an item to promote."""
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Taste neighbours")
+        st.caption("Users whose histories are most like this one's (cosine of their interactions), with the shared "
+                   "items this user rated highest.")
+        for n in profile.get("neighbours", []):
+            with st.expander(f"User {n['user_id']} · similarity {n['similarity']:.2f} · {n['shared']} items shared"):
+                st.dataframe(evidence_table(n["evidence"]), hide_index=True, width="stretch")
+    with right:
+        st.subheader("Likely to love next")
+        pool = profile.get("neighbour_pool", 0)
+        st.caption(f"Collaborative filtering, the items near their latest picks and their content profile, "
+                   f"combined; with how many of their {pool} nearest neighbours liked each.")
+        for pick in profile.get("picks", []):
+            with st.expander(f"{pick['title']} · liked by {pick['neighbours_liked']} of {pool} neighbours"):
+                st.write(", ".join(pick["categories"]) or "No categories")
+                if pick["because"]:
+                    st.caption("Most like these items they liked:")
+                    st.dataframe(evidence_table(pick["because"]), hide_index=True, width="stretch")
+    st.subheader("Hooks for an item to promote")
+    items = selection.item_labels(services.common.catalog(dataset))
+    selection.preselect("hook_item", "item", list(items), services.audience.default_item(dataset))
+    item_id = st.selectbox("Item to promote", list(items), format_func=items.get, key="hook_item")
+    selection.keep("item", item_id)
+    found = services.audience.hooks(dataset, user_id, item_id)
+    if not found:
+        st.write("None: no item this user rated at or above their mean is related enough to this one. The Studio "
+                 "then sells it through their interests only.")
+        return
+    st.caption("Items this user rated at or above their own mean rating, most related to the item (people who "
+               "chose both, and similar content). A Studio headline may name them: \"for fans of …\".")
+    st.dataframe(pd.DataFrame([{"hook": h["name"], "their rating": h["rating"], "their mean": h["user_mean"],
+                                "relatedness (0-1)": h["relatedness"], "people who chose both": h["shared_fans"]}
+                               for h in found]), hide_index=True, width="stretch")
+
+
 def import_form() -> None:
     with st.expander("Import your own data (CSV)"):
         st.caption("Items: item_id, title, optional description, category (use | between several), year. "
@@ -110,7 +148,7 @@ cols[1].metric("Mean rating", f"{history['rating'].mean():.2f}" if history["rati
 cols[2].metric("First", f"{history['date'].min():%Y-%m-%d}")
 cols[3].metric("Latest", f"{history['date'].max():%Y-%m-%d}")
 
-profile_tab, history_tab, activity_tab = st.tabs(["Profile", "History", "Activity"])
+profile_tab, taste_tab, history_tab, activity_tab = st.tabs(["Profile", "Taste", "History", "Activity"])
 with profile_tab:
     profile = services.audience.cached_profile(dataset, user_id)
     label = "Recompute profile" if profile else "Compute profile"
@@ -127,6 +165,12 @@ with profile_tab:
         show_profile(profile)
     else:
         st.write("No profile yet for this user. Compute one to see interests, themes and intent.")
+
+with taste_tab:
+    if profile:
+        show_taste(profile, dataset, user_id)
+    else:
+        st.write("Compute the profile (Profile tab) to see this user's taste neighbours, likely next items and hooks.")
 
 with history_tab:
     table = history.sort_values("timestamp", ascending=False)[["date", "item_id", "title", "category", "rating"]]

@@ -144,6 +144,10 @@ if variants:
                     kept.discard(variant["id"])
             else:
                 st.error("Rejected: " + "; ".join(variant["safety"]["reasons"]))
+            if hook := variant.get("hook"):
+                st.caption(f"Hook: {hook['name']}, which user {variant['user_id']} rated {hook['rating']:g} "
+                           f"(their mean {hook['user_mean']:g})", help="One of the user's own liked items, the "
+                           "most related to this item; code writes its name, so it is true for this user")
             if variant.get("edited_from"):
                 st.caption(f"Edited by hand from variant {variant['edited_from']}")
             edit_form(variant)
@@ -158,7 +162,7 @@ if variants:
                     rewrite(variant, keep)
             with st.expander("Provenance"):
                 st.json({k: variant.get(k) for k in ("id", "model", "adapter", "seed", "profile_version", "angle",
-                                                     "candidates")})
+                                                     "hook", "candidates")})
     st.session_state["studio_kept"] = kept
     chosen = sorted(kept) or [v["id"] for v in accepted]
     if chosen:

@@ -1,7 +1,7 @@
 """What each simulated user likes: item appeal learned from real ratings, and style taste that logs cannot show.
 
 Every simulated user is a real user of the loaded dataset. Their appeal for an item comes from
-collaborative filtering (PureSVD, `rewards.collaborative`) fitted on the older part of the real
+collaborative filtering (PureSVD, `generation.collaborative`) fitted on the older part of the real
 interactions: each user's latest 20 % are held out by time, so the simulator can be checked against
 what users actually chose next. Appeal is the CF score standardised per user over the catalog (a
 z-score), so one weight means the same for a heavy and a light rater.
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from generation import intent
-from rewards.collaborative import CollaborativeModel
+from generation.collaborative import CollaborativeModel
 from rewards.features import MOODS, Catalog
 
 HOLDOUT_FRACTION = 0.2

@@ -87,6 +87,7 @@ class CreativeFeatures:
 
     texts: list[str]  # what is embedded: title and body
     fields: list[dict[str, str]]  # title, body and CTA as written, for the Studio's fact check
+    evidence: list[list[str]]  # the titles each may name as its user's own liked item (its hook), none when absent
     numeric: dict[str, np.ndarray]
     mentions: np.ndarray  # creatives x categories, bool: categories the copy claims (`category_claims`)
     palette: np.ndarray  # creatives x 3, NaN without a banner
@@ -174,6 +175,13 @@ def _banner(creative: Mapping) -> tuple[np.ndarray, int, float]:
             MOODS.index(mood) if mood in MOODS else -1, float(contrast) if contrast is not None else np.nan)
 
 
+def hook_evidence(creative: Mapping) -> list[str]:
+    """The title of the liked item a Studio variant's headline names for its user (`taste.hooks`), which the
+    Studio's check accepted as that user's evidence; copy from anywhere else has none."""
+    hook = creative.get("hook") if isinstance(creative, Mapping) else None
+    return [str(hook["title"])] if isinstance(hook, Mapping) and hook.get("title") else []
+
+
 def creative_features(creatives: Sequence[Mapping], catalog: Catalog) -> CreativeFeatures:
     """Features of distinct creatives (deduplicate before calling: this is the per-creative Python pass)."""
     rows = [_text_facts(c, catalog) for c in creatives]
@@ -182,6 +190,7 @@ def creative_features(creatives: Sequence[Mapping], catalog: Catalog) -> Creativ
     return CreativeFeatures(
         texts=[creative_text(c) for c in creatives],
         fields=[{k: _field(c, k) for k in grounding.FIELDS} for c in creatives],
+        evidence=[hook_evidence(c) for c in creatives],
         numeric={k: np.array([r[0][k] for r in rows], dtype=np.float32) for k in keys},
         mentions=np.array([r[1] for r in rows], dtype=bool).reshape(len(rows), len(catalog.categories)),
         palette=np.array([b[0] for b in banners], dtype=np.float32).reshape(len(rows), 3),
@@ -196,7 +205,7 @@ def contradictions(features: CreativeFeatures, catalog: Catalog, creative: int, 
     grounding check reports it among its reasons."""
     fields = features.fields[creative]
     found = safety.fact_check(fields, catalog.rows[item], catalog.categories, catalog.display_names,
-                              catalog.facts[item])
+                              catalog.facts[item], features.evidence[creative])
     named_own = safety.names_item(" ".join(fields.values()), catalog.titles[item])
     wrong_year = any(r.startswith("says ") for r in found.unsupported)
     ungrounded = any(not r.startswith("says ") for r in found.unsupported)

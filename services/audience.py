@@ -14,10 +14,12 @@ from generation import embeddings, intent
 
 # the profile services are the generation layer's own (the tuning prompts need them below the services)
 from generation.profiles import cached_profile as cached_profile
+from generation.profiles import hooks as profile_hooks
 from generation.profiles import profile as profile
 from rewards import segments
-from services.common import DEFAULT_DATASET, Progress, ensure_demo_data, per_dataset, quiet
+from services.common import DEFAULT_DATASET, Progress, ensure_demo_data, known_item, quiet
 from store import csv_import, repository
+from store.derived import per_dataset
 
 
 def datasets() -> pd.DataFrame:
@@ -34,6 +36,13 @@ def users(dataset: str = DEFAULT_DATASET, query: str = "", limit: int | None = N
 
 def user(dataset: str, user_id: str) -> dict:
     return repository.get_user(dataset, str(user_id).strip())
+
+
+def hooks(dataset: str, user_id: str, item_id: str) -> list[dict]:
+    """For an item to promote, the user's own liked history items most related to it, with their evidence (what
+    a Studio headline may name: "for fans of ..."); empty when none is related enough or nothing is rated."""
+    item = repository.catalog(dataset).loc[known_item(dataset, item_id)].to_dict()
+    return profile_hooks(dataset, str(user_id).strip(), item)
 
 
 def history(dataset: str, user_id: str) -> pd.DataFrame:

@@ -1,10 +1,9 @@
-"""Shared by every service module: the default dataset, the progress callback's type, the demo data, caches of
-what is derived from a whole dataset, and the checks and exports every domain uses.
+"""Shared by every service module: the default dataset, the progress callback's type, the demo data, and the
+checks and exports every domain uses.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import pandas as pd
@@ -29,21 +28,6 @@ def ensure_demo_data() -> bool:
 def catalog(dataset: str) -> pd.DataFrame:
     """The dataset's items indexed by item id (for pickers)."""
     return repository.catalog(dataset)
-
-
-_derived: dict[tuple, object] = {}
-
-
-_derived_lock = threading.Lock()
-
-
-def per_dataset(kind: str, dataset: str, build):
-    """Build something derived from a whole dataset once per loaded state of it (pages rerun often)."""
-    key = (kind, *repository.dataset_version(dataset))
-    with _derived_lock:
-        if key not in _derived:
-            _derived[key] = build()
-        return _derived[key]
 
 
 def require_dataset(dataset: str) -> None:

@@ -23,7 +23,7 @@ import limits
 import settings
 from generation import brief as briefs
 from generation import brief_writer, compose, copy, designs, engine, intent, models, render, safety, writer
-from generation.profiles import cached_profile, profile
+from generation.profiles import cached_profile, hooks, profile
 from rewards import segments
 from services.audience import segment_table
 from services.campaigns import click_matrix
@@ -132,7 +132,8 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
     llm = models.text_model()
     labels, titles = safety.catalog_vocabulary(dataset)
     checks = writer.Checks(labels, titles, kit.check_terms())
-    jobs = [writer.Job(item, profiles[u], n, seed + 7919 * k, u) for k, u in enumerate(users)]
+    jobs = [writer.Job(item, profiles[u], n, seed + 7919 * k, u, hooks=hooks(dataset, u, item))
+            for k, u in enumerate(users)]
     written = writer.write_variants(llm.generate, models.embedder().encode, jobs, checks,
                                     score=reranker(dataset, item["item_id"]), candidates=candidates,
                                     progress=lambda f, m: progress(0.05 + 0.6 * f, m),
@@ -180,12 +181,13 @@ def edit_variant(variant_id: int, title: str, body: str, cta: str, renderer: str
             raise ValueError(f"The {key} is {len(fields[key])} characters long; the limit is {limit}")
     dataset, kit = original["dataset"], brand_kit()
     labels, titles = safety.catalog_vocabulary(dataset)
-    verdict = safety.check(fields, item, labels, titles, kit.check_terms()).to_dict()
+    evidence = [original["hook"]["title"]] if original["hook"] else []  # an edit may keep naming the card's hook
+    verdict = safety.check(fields, item, labels, titles, kit.check_terms(), evidence).to_dict()
     person = (cached_profile(dataset, original["user_id"]) or profile(dataset, original["user_id"], use_llm=False)) \
         if original["user_id"] else {}
     art = _edit_art(original, person, item) if verdict["status"] == "passed" else None
-    variant = {**fields, "angle": original["angle"], "prompt": original["prompt"], "seed": original["seed"],
-               "safety": verdict, "candidates": None, "edited_from": int(variant_id)}
+    variant = {**fields, "angle": original["angle"], "hook": original["hook"], "prompt": original["prompt"],
+               "seed": original["seed"], "safety": verdict, "candidates": None, "edited_from": int(variant_id)}
     batch = uuid.uuid4().hex[:12]
     work = [partial(_finish_variant, dataset, batch, original["user_id"], original["segment"], item, variant,
                     person | {"version": original["profile_version"]}, kit,
@@ -212,7 +214,7 @@ def rewrite_variant(variant_id: int, seed: int, renderer: str | None = None,
     person, kit, llm = cached_profile(dataset, user) or profile(dataset, user), brand_kit(), models.text_model()
     labels, titles = safety.catalog_vocabulary(dataset)
     job = writer.Job(item, person, 1, seed, user, angles=[original["angle"]],
-                     locked={k: original[k] for k in keep})
+                     hooks=[original["hook"]] if original["hook"] else [], locked={k: original[k] for k in keep})
     [written] = writer.write_variants(llm.generate, models.embedder().encode, [job],
                                       writer.Checks(labels, titles, kit.check_terms()),
                                       score=reranker(dataset, item["item_id"]), candidates=candidates,
@@ -310,7 +312,8 @@ def _finish_variant(dataset: str, batch: str, user_id: str, segment_label: str |
         banner_features = made["300x250"].features()
     return {"batch": batch, "dataset": dataset, "user_id": user_id, "segment": segment_label,
             "item_id": item["item_id"], "title": variant["title"], "body": variant["body"], "cta": variant["cta"],
-            "angle": variant["angle"], "model": writer_model[0], "adapter": writer_model[1],
+            "angle": variant["angle"], "hook": variant.get("hook"), "model": writer_model[0],
+            "adapter": writer_model[1],
             "prompt": variant["prompt"], "edited_from": variant.get("edited_from"),
             "seed": variant["seed"], "profile_version": profile_.get("version", intent.ALGORITHM_VERSION),
             "safety": variant["safety"], "score": None, "candidates": variant.get("candidates"), "brief": brief,
@@ -322,8 +325,8 @@ def _finish_variant(dataset: str, batch: str, user_id: str, segment_label: str |
 def _score(dataset: str, item_id: str, rows: list[dict]) -> None:
     """Expected CTR of each accepted variant (now with its banner) for its own user, from the train audience."""
     accepted = [r for r in rows if r["safety"]["status"] == "passed"]
-    creatives = [{"title": r["title"], "body": r["body"], "cta": r["cta"], "banner": r.pop("banner_features")}
-                 for r in accepted]
+    creatives = [{"title": r["title"], "body": r["body"], "cta": r["cta"], "hook": r["hook"],
+                  "banner": r.pop("banner_features")} for r in accepted]
     for r in rows:
         r.pop("banner_features", None)
     if accepted:

@@ -113,6 +113,7 @@ class Variant(Base):
     body: Mapped[str] = mapped_column(String(600))
     cta: Mapped[str] = mapped_column(String(60))
     angle: Mapped[str] = mapped_column(String(200))
+    hook: Mapped[dict | None] = mapped_column(JSON)  # the user's liked item its headline names (`taste.hooks`)
     model: Mapped[str] = mapped_column(String(300))
     adapter: Mapped[str | None] = mapped_column(String(300))
     prompt: Mapped[str] = mapped_column(Text)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from evaluation.intent_ranking import hit_and_ndcg, leave_last_out
-from rewards.collaborative import CollaborativeModel
+from generation.collaborative import CollaborativeModel
 from store import movielens
 
 
