@@ -46,7 +46,8 @@ def checks() -> writer.Checks:
 def user_jobs(pairs: list[tuple[str, str]], n: int, seed: int) -> list[writer.Job]:
     catalog = services.common.catalog(DATASET)
     return [writer.Job(catalog.loc[item].to_dict() | {"item_id": item},
-                       services.audience.profile(DATASET, user, use_llm=False), n, seed + k, user)
+                       services.audience.profile(DATASET, user, use_llm=False), n, seed + k, user,
+                       hooks=services.audience.hooks(DATASET, user, item))  # as the Studio: hook slots too
             for k, (user, item) in enumerate(pairs)]
 
 

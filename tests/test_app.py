@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import services
-from generation import compose
+from generation import compose, copy
 from store import repository
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,6 +52,17 @@ def test_audience_page_computes_profile_with_evidence(app: AppTest, demo_store: 
     app.run()
     assert any(h.value == "Current intent" for h in app.subheader)
     assert app.button(key="compute").label == "Recompute profile"
+    # the Taste tab: neighbours and likely next items with their evidence, hooks for the item picked
+    assert {"Taste neighbours", "Likely to love next", "Hooks for an item to promote"} <= {h.value for h in
+                                                                                         app.subheader}
+    assert sum(e.label.startswith("User ") and "similarity" in e.label for e in app.expander) == 5
+    assert sum(" · liked by " in e.label and e.label.endswith(" neighbours") for e in app.expander) == 5
+    app.selectbox(key="hook_item").set_value("50").run()
+    history = repository.history(demo_store, "5")
+    hooks = next(df.value for df in app.dataframe if "hook" in df.value.columns)
+    liked = history[history["rating"] >= history["rating"].mean()]
+    assert len(hooks) and set(hooks["hook"]) <= {copy.display_name(t) for t in liked["title"]}
+    assert (hooks["their rating"] >= hooks["their mean"]).all()
 
 
 def test_user_search_filters_and_reports_no_match(app: AppTest) -> None:

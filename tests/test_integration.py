@@ -119,7 +119,8 @@ def test_cli_eval_intent(demo_store: str):
     report = json.loads(done.stdout)
     assert report["users"] == 60 and report["k"] == 10 and report["negatives"] == 100
     assert report["chance_hr"] == pytest.approx(10 / 101, abs=1e-4)
-    assert set(report["results"]) == {"popularity", "matrix_factorization", "profile", "profile+popularity"}
+    assert set(report["results"]) == {"popularity", "matrix_factorization", "profile", "profile+popularity",
+                                      "profile+taste"}
     for method, metrics in report["results"].items():
         assert 0.0 <= metrics["ndcg@10"] <= metrics["hr@10"] <= 1.0, method
     assert report["results"]["matrix_factorization"]["hr@10"] > 2 * report["chance_hr"]
