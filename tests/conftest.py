@@ -39,12 +39,44 @@ def demo_store(isolated_home: Path) -> str:
     return services.common.DEFAULT_DATASET
 
 
-@pytest.fixture
-def empty_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A brand-new SQLite database for this test only; returns its URL."""
-    url = f"sqlite:///{tmp_path / 'test.db'}"
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL cluster for the session, started on first use. It FAILS, never skips, when the server
+    cannot start: `make test` installs it, so a missing server is a broken machine, not an optional feature."""
+    import postgres_server as pg
+
+    try:
+        server = pg.start()
+    except pg.PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    from store import db
+
+    db.dispose_all()
+    server.stop()
+
+
+# The databases every store-level test runs against; the PostgreSQL cases carry the `postgres` marker.
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A brand-new database for this test only, SQLite and PostgreSQL in turn; returns its URL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.db'}"
+        monkeypatch.setenv("DATABASE_URL", url)
+        yield url
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = server.create_database()
+    url = server.url(name)
     monkeypatch.setenv("DATABASE_URL", url)
-    return url
+    yield url
+    from store import db
+
+    db.dispose_all()
+    server.drop_database(name)
 
 
 @pytest.fixture(scope="session")
