@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from store.db import engine, transaction
 from store.schema import (
@@ -80,10 +81,11 @@ def require_dataset(dataset: str) -> None:
 def write_dataset(name: str, source: str, users: pd.DataFrame, items: pd.DataFrame,
                   interactions: pd.DataFrame, replace: bool = False) -> None:
     """Write a whole dataset in one transaction: either all of it lands or nothing changes."""
-    with transaction() as s:
-        existing = s.get(Dataset, name)
+    taken = DatasetExists(f"Dataset '{name}' already exists; choose another name or replace it")
+    with transaction(lock=True) as s:  # a replace holds the old row until it commits; a second replace waits
+        existing = s.get(Dataset, name, with_for_update=True)
         if existing is not None and not replace:
-            raise DatasetExists(f"Dataset '{name}' already exists; choose another name or replace it")
+            raise taken
         if existing is not None:
             for model in (ServedImpression, SimulatedImpression, Variant, Profile, ItemEmbedding, Interaction, Item,
                           User):
@@ -91,7 +93,10 @@ def write_dataset(name: str, source: str, users: pd.DataFrame, items: pd.DataFra
             s.delete(existing)
             s.flush()
         s.add(Dataset(name=name, source=source))
-        s.flush()
+        try:
+            s.flush()
+        except IntegrityError as exc:  # another import of this name committed after our read (PostgreSQL)
+            raise taken from exc
         for model, frame in ((User, users), (Item, items), (Interaction, interactions)):
             records = frame.assign(dataset=name).astype(object)
             records = records.where(records.notna(), None)
