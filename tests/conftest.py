@@ -80,6 +80,29 @@ def empty_store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pyt
 
 
 @pytest.fixture(scope="session")
+def postgres_demo_url(postgres_server, isolated_home: Path) -> str:
+    """A PostgreSQL database of the session's server with MovieLens-100k loaded the way the SQLite store is."""
+    import services
+
+    url = postgres_server.url(postgres_server.create_database())
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DATABASE_URL", url)
+        services.common.ensure_demo_data()
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def demo_database(request: pytest.FixtureRequest, demo_store: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The demo dataset on SQLite, then on PostgreSQL: a test that takes it in place of `demo_store` runs on both.
+    Returns the dataset's name, as `demo_store` does."""
+    if request.param == "sqlite":
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+    else:
+        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_demo_url"))
+    return demo_store
+
+
+@pytest.fixture(scope="session")
 def embedded_model_dir() -> Path:
     """The embedded SmolLM2 converted to safetensors (once; later sessions reuse the cache)."""
     from generation.models import embedded_text_model_folder
