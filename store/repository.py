@@ -230,10 +230,22 @@ def batch_stored(batch: str) -> bool:
         return s.scalar(select(Variant.id).where(Variant.batch == batch).limit(1)) is not None
 
 
-def variants(dataset: str, batch: str | None = None, kept: bool | None = None) -> pd.DataFrame:
+def stored_batches(prefix: str) -> set[str]:
+    """The generation batches whose key starts with `prefix` that have variants in the store: a segment job's
+    finished batches (each is written in one transaction), in one query."""
+    with transaction() as s:
+        return set(s.scalars(select(Variant.batch).where(Variant.batch.startswith(prefix, autoescape=True))
+                             .distinct()))
+
+
+def variants(dataset: str, batch: str | None = None, kept: bool | None = None,
+             batch_prefix: str | None = None) -> pd.DataFrame:
+    """Stored variants of a dataset in id order; of one batch, or of the batches a key prefix names (a job's)."""
     stmt = select(Variant).where(Variant.dataset == dataset)
     if batch is not None:
         stmt = stmt.where(Variant.batch == batch)
+    if batch_prefix is not None:
+        stmt = stmt.where(Variant.batch.startswith(batch_prefix, autoescape=True))
     if kept is not None:
         stmt = stmt.where(Variant.kept == kept)
     with transaction() as s:
