@@ -183,7 +183,8 @@ def _run_on_ray(job: SegmentJob, plan_: Plan, todo: list[int], workers: int | No
     per_actor = {"num_gpus": 1} if gpus else {"num_cpus": 1}
     actors = min(workers or gpus or max(1, int(resources.get("CPU", 1))), len(todo))
     dataset = ray.data.from_items([{"index": i} for i in todo], override_num_blocks=len(todo))
-    written = dataset.map_batches(BatchWriter, batch_size=1, concurrency=actors, **per_actor,
+    written = dataset.map_batches(BatchWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
+                                  **per_actor,
                                   runtime_env={"env_vars": _shared_environment()},
                                   fn_constructor_kwargs={"job": asdict(job), "plan_": asdict(plan_),
                                                          "threads": None if gpus else 1})
