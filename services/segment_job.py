@@ -134,14 +134,16 @@ def stored_rows(job: SegmentJob) -> list[dict]:
     return studio.ranked([row | {"targets": [row["angle"]]} for row in frame.to_dict("records")])
 
 
-def generate(dataset: str, item_id: str, segment: tuple[str, str | None], n: int, seed: int, renderer: str | None,
-             max_users: int, candidates: int, engine: str = "local", progress: Progress = quiet) -> list[dict]:
-    """The Studio's segment form: the local engine is the Studio's one request; "ray" runs it as a segment job
-    (resumable, in batches on Ray actors) and returns its variants the same way."""
-    if engine == "local":
-        return studio.generate(dataset, item_id, None, segment, n, seed, renderer, max_users, candidates,
+def generate(dataset: str, item_id: str, user_id: str | None, segment: tuple[str, str | None] | None, n: int,
+             seed: int, renderer: str | None, max_users: int, candidates: int, engine: str = "local",
+             progress: Progress = quiet) -> list[dict]:
+    """The Studio's form: one user, or a segment on the local engine, is the Studio's one request; a segment on
+    "ray" runs as a segment job (resumable, in batches on Ray actors) and returns its variants the same way."""
+    if user_id is not None or engine == "local":
+        return studio.generate(dataset, item_id, user_id, segment, n, seed, renderer, max_users, candidates,
                                progress=progress)
-    job = SegmentJob(dataset, item_id, segment, max_users, n, seed, candidates, renderer,
+    limits.SEGMENT_USERS.check(max_users)  # the form's own bound; a bigger job is the CLI's or the bench's
+    job = SegmentJob(dataset, item_id, segment or ("all", None), max_users, n, seed, candidates, renderer,
                      min(max_users, DEFAULT_BATCH_USERS))
     run(job, engine, progress=progress)
     return stored_rows(job)
