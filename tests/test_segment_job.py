@@ -106,3 +106,29 @@ def test_a_killed_ray_job_restarts_skipping_its_stored_batches(demo_database: st
     variants = stored(job)
     assert variants["user_id"].value_counts().eq(1).all() and len(variants) == 6  # every user once, none twice
     assert set(variants["batch"]) == {job.batch_key(i) for i in range(6)}
+
+
+DASHBOARD_WITHOUT_RAY = """
+import sys
+from streamlit.testing.v1 import AppTest
+
+app = AppTest.from_file("streamlit_app.py", default_timeout=120)
+app.run()
+app.switch_page("pages/studio.py").run()
+app.radio(key="studio_mode").set_value("A segment").run()
+assert not app.exception, app.exception
+assert list(app.radio(key="studio_engine").options) == ["local", "ray"], app.radio(key="studio_engine").options
+assert app.radio(key="studio_engine").value == "local"
+loaded = sorted(m for m in sys.modules if m == "ray" or m.startswith("ray."))
+assert not loaded, loaded
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("demo_database", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_the_dashboard_offers_ray_for_a_segment_without_importing_it(demo_database: str) -> None:
+    """In a fresh process (this one has Ray loaded), on a PostgreSQL store (DATABASE_URL, as a deployment sets
+    it): the Studio's segment form offers local (the default) and ray, and the dashboard imports no Ray module."""
+    done = subprocess.run([sys.executable, "-c", DASHBOARD_WITHOUT_RAY], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
