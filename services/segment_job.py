@@ -114,17 +114,18 @@ def run(job: SegmentJob, engine: str = "local", workers: int | None = None, prog
             done(count)
     else:
         _run_on_ray(job, plan_, todo, workers, done)
-    return summary(job, len(plan_.batches), len(plan_.batches) - len(todo), time.perf_counter() - started, engine)
+    return summary(job, len(plan_.batches), finished, time.perf_counter() - started, engine)
 
 
-def summary(job: SegmentJob, batches: int, skipped: int, seconds: float, engine: str) -> dict:
-    """What the job has in the store now: users, variants, accepted share, and this start's wall time."""
+def summary(job: SegmentJob, batches: int, skipped: set[str], seconds: float, engine: str) -> dict:
+    """What the job has in the store now (users, variants, accepted share) and what this start wrote, how fast
+    (`skipped`: the batches that were stored before it)."""
     stored = repository.variants(job.dataset, batch_prefix=job.job_id + "-")
-    accepted = int(stored["safety"].map(lambda s: (s or {}).get("status") == "passed").sum()) if len(stored) else 0
-    return {"job": job.job_id, "engine": engine, "batches": batches, "skipped": skipped,
-            "users": int(stored["user_id"].nunique()), "variants": len(stored),
-            "accepted_share": round(accepted / len(stored), 4) if len(stored) else 0.0,
-            "seconds": round(seconds, 2), "variants_per_second": round(len(stored) / seconds, 3) if seconds else 0.0}
+    written = int((~stored["batch"].isin(skipped)).sum())
+    return {"job": job.job_id, "engine": engine, "batches": batches, "skipped": len(skipped),
+            "users": int(stored["user_id"].nunique()), "variants": len(stored), "written": written,
+            "accepted_share": round(len(repository.passed(stored)) / len(stored), 4) if len(stored) else 0.0,
+            "seconds": round(seconds, 2), "variants_per_second": round(written / seconds, 3) if seconds else 0.0}
 
 
 def stored_rows(job: SegmentJob) -> list[dict]:
