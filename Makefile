@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_PACKAGES := chromium chromium-driver fonts-dejavu-core fonts-liberation2
+# postgresql: the server tools (initdb, pg_ctl) the suite starts a throwaway PostgreSQL server with (tests/postgres_server.py)
+SYSTEM_PACKAGES := chromium chromium-driver fonts-dejavu-core fonts-liberation2 postgresql
 BUILD_PACKAGES := build-essential cmake
 # llama.cpp (the CPU engine, generation/engine.py) builds from source. Built natively on this project's CPU its
 # AVX-512 and AMX kernels crash on any prompt longer than one token, so the build sticks to AVX2. It is built
@@ -68,7 +69,8 @@ build-deps:
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(BUILD_PACKAGES); \
 	fi
 
-# Debian's Chromium (browser tests) and open-licence fonts (banners); skipped when already present.
+# Debian's Chromium (browser tests), open-licence fonts (banners) and PostgreSQL (the store's tests run on it as well as
+# on SQLite); skipped when already present.
 system-deps:
 	@if ! command -v chromium >/dev/null || ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(SYSTEM_PACKAGES); \

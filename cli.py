@@ -127,22 +127,43 @@ def cmd_generate(args: argparse.Namespace) -> None:
     services.common.ensure_demo_data()
     segment = (args.segment, args.group) if args.user is None else None
     out = _output_folder(args.out)
+    progress = _stderr_progress(not args.json)
+    if args.engine == "ray" or args.batch_users is not None:
+        if args.user is not None:
+            raise ValueError("--engine ray and --batch-users run a segment job: leave out --user")
+        _generate_segment_job(args, segment, out, progress)
+        return
     variants = services.studio.generate(args.dataset, args.item, args.user, segment, args.n, args.seed, args.renderer,
-                                 args.users, args.candidates, progress=_stderr_progress(not args.json))
-    report = []
-    for v in variants:
-        banners = {}
-        for size, path in (v["banners"] or {}).items():
-            target = out / Path(path).name
-            shutil.copyfile(path, target)
-            banners[size] = str(target)
-        report.append({k: v[k] for k in ("id", "user_id", "item_id", "title", "body", "cta", "score", "model",
-                                         "adapter", "seed", "safety", "angle", "targets", "profile_version",
-                                         "candidates")}
-                      | {"banners": banners})
+                                 args.users, args.candidates, progress=progress)
+    report = [_variant_report(v, out) for v in variants]
     lines = [f"{'ok ' if v['safety']['status'] == 'passed' else 'REJ'} {v['score'] or 0:6.2%}  {v['title']} | "
              f"{v['body']} | {v['cta']}" for v in report]
     _print(report, args.json, "\n".join(lines) + f"\nbanners in {out}")
+
+
+def _variant_report(variant: dict, out: Path) -> dict:
+    """A variant as the CLI reports it, its banners copied into `out`."""
+    banners = {}
+    for size, path in (variant["banners"] or {}).items():
+        target = out / Path(path).name
+        shutil.copyfile(path, target)
+        banners[size] = str(target)
+    return {k: variant[k] for k in ("id", "user_id", "item_id", "title", "body", "cta", "score", "model", "adapter",
+                                    "seed", "safety", "angle", "targets", "profile_version", "candidates")} \
+        | {"banners": banners}
+
+
+def _generate_segment_job(args: argparse.Namespace, segment: tuple[str, str | None], out: Path, progress) -> None:
+    """A whole segment (--users up to the audience) in batches, local or on Ray; rerun the same command to resume."""
+    jobs = services.segment_job
+    job = jobs.SegmentJob(args.dataset, args.item, segment, args.users, args.n, args.seed, args.candidates,
+                          args.renderer, args.batch_users or jobs.DEFAULT_BATCH_USERS)
+    result = jobs.run(job, args.engine, args.workers, progress=progress)
+    result["variants_list"] = [_variant_report(v, out) for v in jobs.stored_rows(job)]
+    _print(result, args.json, f"{result['job']} ({result['engine']}): {result['variants']} variants for "
+                              f"{result['users']} users, {result['accepted_share']:.0%} accepted, "
+                              f"{result['skipped']} of {result['batches']} batches already stored; "
+                              f"{result['seconds']} s; banners in {out}")
 
 
 def _output_folder(text: str) -> Path:
@@ -296,7 +317,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=services.common.DEFAULT_DATASET)
     p.add_argument("--segment", default="all", help="all, gender, age_band, occupation or taste")
     p.add_argument("--group", default=None)
-    p.add_argument("--users", type=limits.SEGMENT_USERS.argument, default=8, help="users drawn from the segment")
+    p.add_argument("--users", type=limits.JOB_USERS.argument, default=8,
+                   help=f"users drawn from the segment (at most {int(limits.SEGMENT_USERS.high)} in one request; "
+                        "a segment job with --engine ray or --batch-users takes the whole audience)")
+    p.add_argument("--engine", choices=list(services.segment_job.ENGINES), default="local",
+                   help="ray: a resumable segment job on Ray Data actors (RAY_ADDRESS names a cluster)")
+    p.add_argument("--batch-users", type=limits.BATCH_USERS.argument, default=None,
+                   help="users per stored batch of a segment job (default "
+                        f"{services.segment_job.DEFAULT_BATCH_USERS}); a restarted job skips the stored ones")
+    p.add_argument("--workers", type=limits.WORKERS.argument, default=None,
+                   help="Ray actors (default: one per CPU core, or per GPU when the cluster has them)")
     p.add_argument("--renderer", default=None, help="procedural or a diffusers model id/folder")
     p.add_argument("--candidates", type=limits.CANDIDATES.argument, default=writer.DEFAULT_CANDIDATES,
                    help="samples drawn per variant; the one the train audience rates best is kept")

@@ -64,6 +64,10 @@ CANDIDATES = Limit("candidates per variant", 1, 8)
 SEGMENT_USERS = Limit("users drawn from a segment", 1, 64)
 VARIANTS_PER_REQUEST = 64
 SAMPLES_PER_REQUEST = 256  # candidates drawn in one request, all slots together (a round)
+# Segment jobs (services/segment_job.py): a whole audience in batches, each batch within the request caps above
+JOB_USERS = Limit("users of a segment job", 1, 1_000_000)
+BATCH_USERS = Limit("users per batch", 1, 64)
+WORKERS = Limit("Ray workers", 1, 4096)
 
 # Campaign Lab and the simulated audience
 IMPRESSIONS = Limit("impressions", 100, 200_000)

@@ -113,9 +113,16 @@ def _library():
     return llama_cpp
 
 
+THREADS_VARIABLE = "ADLOOP_THREADS"
+
+
 def threads() -> int:
-    """The cores this process may use."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    """The cores this process may use: its CPU affinity, or fewer where ADLOOP_THREADS says so. A Ray actor given
+    one core of a machine that runs one actor per core sets it: each engine spinning a thread per core of the
+    machine would oversubscribe it, and ggml's polling threads then wait on each other."""
+    cores = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    wanted = os.environ.get(THREADS_VARIABLE, "")
+    return min(cores, int(wanted)) if wanted.isdigit() and int(wanted) > 0 else cores
 
 
 @dataclass

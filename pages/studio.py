@@ -31,7 +31,7 @@ item_id = top[1].selectbox("Item to promote", list(items), format_func=items.get
 selection.keep("item", item_id)
 
 mode = st.radio("Write for", ["One user", "A segment"], horizontal=True, key="studio_mode")
-user_id, segment, max_users = None, None, 1
+user_id, segment, max_users, engine = None, None, 1, "local"
 if mode == "One user":
     labels = selection.user_labels(services.audience.users(dataset))
     selection.preselect("studio_user", "user", list(labels))
@@ -45,6 +45,9 @@ else:
                               disabled=kind == "all")
     max_users = cols[2].number_input("Users from the segment", *SEGMENT_USERS.bounds(), 8, key="studio_max_users")
     segment = (kind, None if kind == "all" else value)
+    engine = st.radio("Run on", services.segment_job.ENGINES, horizontal=True, key="studio_engine",
+                      help="local: one request in this server. ray: a segment job in batches on Ray actors (a "
+                           "cluster when RAY_ADDRESS is set); stored batch by batch, and a rerun resumes.")
 
 cols = st.columns(4)
 n = cols[0].slider("Variants per user", *VARIANTS_PER_USER.bounds(), 4, key="studio_n")
@@ -60,9 +63,9 @@ seed = cols[2].number_input("Seed", *SEED.bounds(), 0, key="studio_seed")
 if st.button("Generate variants", type="primary", key="generate"):
     bar = st.progress(0.0, text="Starting")
     try:
-        st.session_state["studio_variants"] = services.studio.generate(
+        st.session_state["studio_variants"] = services.segment_job.generate(
             dataset, item_id, user_id, segment, int(n), int(seed), renderer.strip() or None, int(max_users),
-            int(candidates), progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+            int(candidates), engine, progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
     except (LookupError, ModelUnavailable, ValueError) as exc:
         st.error(str(exc))
 

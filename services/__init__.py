@@ -5,6 +5,6 @@ functions and nothing below them, so each action has one implementation; `tuning
 them. Functions take an optional `progress(fraction, message)` callback for slow work.
 """
 
-from services import audience, campaigns, common, serving, settings, studio, tuning
+from services import audience, campaigns, common, segment_job, serving, settings, studio, tuning
 
-__all__ = ["audience", "campaigns", "common", "serving", "settings", "studio", "tuning"]
+__all__ = ["audience", "campaigns", "common", "segment_job", "serving", "settings", "studio", "tuning"]

@@ -89,8 +89,10 @@ def _targets(variant: dict, profile: dict) -> list[str]:
     return list(dict.fromkeys([variant["angle"], *named]))
 
 
-def _studio_users(dataset: str, user_id: str | None, segment: tuple[str, str | None] | None, max_users: int,
-                  seed: int) -> tuple[list[str], str | None]:
+def studio_users(dataset: str, user_id: str | None, segment: tuple[str, str | None] | None, max_users: int,
+                 seed: int) -> tuple[list[str], str | None]:
+    """The users a generation writes for (one user, or up to `max_users` of a segment drawn with `seed`) and
+    the segment's label (None for one user)."""
     if user_id is not None:
         repository.get_user(dataset, user_id)
         return [str(user_id).strip()], None
@@ -99,6 +101,17 @@ def _studio_users(dataset: str, user_id: str | None, segment: tuple[str, str | N
     if len(members) > max_users:
         members = sorted(np.random.default_rng(seed).choice(members, size=max_users, replace=False).tolist(), key=str)
     return members, f"{segments.KINDS[kind]}: {value or 'everyone'}"
+
+
+def check_request(n: int, users: int, candidates: int) -> None:
+    """Refuse a request (or one batch of a segment job) that would write or sample more than one request may."""
+    asked = n * users
+    if asked > limits.VARIANTS_PER_REQUEST:
+        raise ValueError(f"A request makes at most {limits.VARIANTS_PER_REQUEST} variants; {n} per user for "
+                         f"{users} users is {asked}: ask for fewer variants or users")
+    if asked * candidates > limits.SAMPLES_PER_REQUEST:
+        raise ValueError(f"A request draws at most {limits.SAMPLES_PER_REQUEST} candidates; {asked} variants x "
+                         f"{candidates} candidates is {asked * candidates}: ask for fewer variants or candidates")
 
 
 def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tuple[str, str | None] | None = None,
@@ -114,39 +127,48 @@ def generate(dataset: str, item_id: str, user_id: str | None = None, segment: tu
     limits.check_all({"n": n, "max_users": max_users, "seed": seed, "candidates": candidates},
                      {"n": limits.VARIANTS_PER_USER, "max_users": limits.SEGMENT_USERS, "seed": limits.SEED,
                       "candidates": limits.CANDIDATES})
-    asked = n * (1 if user_id is not None else max_users)
-    if asked > limits.VARIANTS_PER_REQUEST:
-        raise ValueError(f"A request makes at most {limits.VARIANTS_PER_REQUEST} variants; {n} per user for "
-                         f"{max_users} users is {asked}: ask for fewer variants or users")
-    if asked * candidates > limits.SAMPLES_PER_REQUEST:
-        raise ValueError(f"A request draws at most {limits.SAMPLES_PER_REQUEST} candidates; {asked} variants x "
-                         f"{candidates} candidates is {asked * candidates}: ask for fewer variants or candidates")
+    check_request(n, 1 if user_id is not None else max_users, candidates)
     item = catalog(dataset).loc[known_item(dataset, item_id)].to_dict()
-    users, segment_label = _studio_users(dataset, user_id, segment, max_users, seed)
+    users, segment_label = studio_users(dataset, user_id, segment, max_users, seed)
     sweep_studio()
+    rows = generate_for(dataset, item, users, segment_label, n, seed, renderer, candidates, uuid.uuid4().hex[:12],
+                        full_profile=user_id is not None, progress=progress)
+    progress(1.0, "Done")
+    return ranked(rows)
+
+
+def ranked(rows: list[dict]) -> list[dict]:
+    """Accepted variants by predicted CTR, best first, then the rejected ones."""
+    return sorted(rows, key=lambda r: (r["safety"]["status"] != "passed", -(r["score"] or 0)))
+
+
+def generate_for(dataset: str, item: dict, users: list[str], segment_label: str | None, n: int, seed: int,
+                 renderer: str | None, candidates: int, batch: str, full_profile: bool = False, first: int = 0,
+                 progress: Progress = quiet) -> list[dict]:
+    """The work of one generation for `users`: profile, write, check, rerank, illustrate, score, then store every
+    variant in one transaction under `batch` and publish the banners after the commit. A segment job calls it per
+    batch of users; `first` is the batch's position in the segment, so each user's seed (and so its variants) is
+    the same whether the segment runs at once or in batches. Returns the stored rows with their ids."""
     kit, cfg = brand_kit(), settings.load()
     painter = render.renderer_for(renderer or cfg.image_model)
     progress(0.02, f"Profiling {len(users)} user(s)")
-    profiles = {u: profile(dataset, u) if user_id is not None else
+    profiles = {u: profile(dataset, u) if full_profile else
                 (cached_profile(dataset, u) or profile(dataset, u, use_llm=False)) for u in users}
     llm = models.text_model()
     labels, titles = safety.catalog_vocabulary(dataset)
     checks = writer.Checks(labels, titles, kit.check_terms())
-    jobs = [writer.Job(item, profiles[u], n, seed + 7919 * k, u, hooks=hooks(dataset, u, item))
+    jobs = [writer.Job(item, profiles[u], n, seed + 7919 * (first + k), u, hooks=hooks(dataset, u, item))
             for k, u in enumerate(users)]
     written = writer.write_variants(llm.generate, models.embedder().encode, jobs, checks,
                                     score=reranker(dataset, item["item_id"]), candidates=candidates,
                                     progress=lambda f, m: progress(0.05 + 0.6 * f, m),
                                     examples=copy.uses_examples(llm.adapter))
-    batch = uuid.uuid4().hex[:12]
     progress(0.65, "Writing the art direction")
     arts = _art_direction(item, users, profiles, written, seed)
     work = [partial(_finish_variant, dataset, batch, u, segment_label, item, variant, profiles[u], kit, painter,
                     seed + k, f"{u}-v{k + 1}", (llm.model_id, llm.adapter), arts.get((u, k)))
             for u, variants in zip(users, written, strict=True) for k, variant in enumerate(variants)]
-    rows = _draw_and_store(dataset, item["item_id"], batch, work, progress)
-    progress(1.0, "Done")
-    return sorted(rows, key=lambda r: (r["safety"]["status"] != "passed", -(r["score"] or 0)))
+    return _draw_and_store(dataset, item["item_id"], batch, work, progress)
 
 
 def _draw_and_store(dataset: str, item_id: str, batch: str, work: list[Callable[[], dict]],

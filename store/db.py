@@ -79,9 +79,17 @@ def _add_new_columns(eng: Engine) -> None:
 
 
 @contextmanager
-def transaction(url: str | None = None) -> Iterator[Session]:
-    """A session whose writes commit together at the end, or not at all if anything fails."""
+def transaction(url: str | None = None, lock: bool = False) -> Iterator[Session]:
+    """A session whose writes commit together at the end, or not at all if anything fails.
+
+    `lock`: the transaction writes what depends on what it read (a compare-and-set, a counter). PostgreSQL locks
+    the rows it reads `with_for_update`; SQLite ignores FOR UPDATE and its driver starts a transaction only at the
+    first write, so two sessions could both read the old value and both write. There the transaction takes the
+    database's write lock before it reads (BEGIN IMMEDIATE; other writers wait up to the busy timeout).
+    """
     session = sessionmaker(engine(url), expire_on_commit=False)()
+    if lock and session.get_bind().dialect.name == "sqlite":
+        session.connection().exec_driver_sql("BEGIN IMMEDIATE")
     try:
         yield session
         session.commit()

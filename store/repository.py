@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from store.db import engine, transaction
 from store.schema import (
@@ -80,10 +81,11 @@ def require_dataset(dataset: str) -> None:
 def write_dataset(name: str, source: str, users: pd.DataFrame, items: pd.DataFrame,
                   interactions: pd.DataFrame, replace: bool = False) -> None:
     """Write a whole dataset in one transaction: either all of it lands or nothing changes."""
-    with transaction() as s:
-        existing = s.get(Dataset, name)
+    taken = DatasetExists(f"Dataset '{name}' already exists; choose another name or replace it")
+    with transaction(lock=True) as s:  # a replace holds the old row until it commits; a second replace waits
+        existing = s.get(Dataset, name, with_for_update=True)
         if existing is not None and not replace:
-            raise DatasetExists(f"Dataset '{name}' already exists; choose another name or replace it")
+            raise taken
         if existing is not None:
             for model in (ServedImpression, SimulatedImpression, Variant, Profile, ItemEmbedding, Interaction, Item,
                           User):
@@ -91,7 +93,10 @@ def write_dataset(name: str, source: str, users: pd.DataFrame, items: pd.DataFra
             s.delete(existing)
             s.flush()
         s.add(Dataset(name=name, source=source))
-        s.flush()
+        try:
+            s.flush()
+        except IntegrityError as exc:  # another import of this name committed after our read (PostgreSQL)
+            raise taken from exc
         for model, frame in ((User, users), (Item, items), (Interaction, interactions)):
             records = frame.assign(dataset=name).astype(object)
             records = records.where(records.notna(), None)
@@ -225,10 +230,22 @@ def batch_stored(batch: str) -> bool:
         return s.scalar(select(Variant.id).where(Variant.batch == batch).limit(1)) is not None
 
 
-def variants(dataset: str, batch: str | None = None, kept: bool | None = None) -> pd.DataFrame:
+def stored_batches(prefix: str) -> set[str]:
+    """The generation batches whose key starts with `prefix` that have variants in the store: a segment job's
+    finished batches (each is written in one transaction), in one query."""
+    with transaction() as s:
+        return set(s.scalars(select(Variant.batch).where(Variant.batch.startswith(prefix, autoescape=True))
+                             .distinct()))
+
+
+def variants(dataset: str, batch: str | None = None, kept: bool | None = None,
+             batch_prefix: str | None = None) -> pd.DataFrame:
+    """Stored variants of a dataset in id order; of one batch, or of the batches a key prefix names (a job's)."""
     stmt = select(Variant).where(Variant.dataset == dataset)
     if batch is not None:
         stmt = stmt.where(Variant.batch == batch)
+    if batch_prefix is not None:
+        stmt = stmt.where(Variant.batch.startswith(batch_prefix, autoescape=True))
     if kept is not None:
         stmt = stmt.where(Variant.kept == kept)
     with transaction() as s:

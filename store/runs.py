@@ -33,8 +33,9 @@ def _as_dict(run: Run) -> dict:
     return {name: getattr(run, name) for name in _FIELDS}
 
 
-def _get(session, run_id: str) -> Run:
-    run = session.get(Run, run_id)
+def _get(session, run_id: str, lock: bool = False) -> Run:
+    """The run's row; `lock` holds it until the transaction ends (open that with `transaction(lock=True)`)."""
+    run = session.get(Run, run_id, with_for_update=lock)
     if run is None:
         raise UnknownRun(f"Unknown run '{run_id}'")
     return run
@@ -69,10 +70,8 @@ def transition(run_id: str, status: str, expect: tuple[str, ...], **fields) -> b
     """
     if status not in STATES:
         raise ValueError(f"Unknown run status '{status}'")
-    with transaction() as s:
-        run = s.get(Run, run_id, with_for_update=True)
-        if run is None:
-            raise UnknownRun(f"Unknown run '{run_id}'")
+    with transaction(lock=True) as s:
+        run = _get(s, run_id, lock=True)
         if run.status not in expect:
             return False
         run.status = status
@@ -97,8 +96,8 @@ def update_run(run_id: str, **fields) -> None:
 
 def request_cancel(run_id: str) -> bool:
     """Raise the cancel flag of an active run; False when the run has already ended."""
-    with transaction() as s:
-        run = _get(s, run_id)
+    with transaction(lock=True) as s:
+        run = _get(s, run_id, lock=True)
         if run.status not in ACTIVE:
             return False
         run.cancel_requested = True
@@ -113,8 +112,8 @@ def cancel_requested(run_id: str) -> bool:
 def add_metrics(run_id: str, step: int, values: dict, attempt: int = 1) -> None:
     """Append one logged step and advance the run's `global_step`, together."""
     clean = {k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    with transaction() as s:
-        run = _get(s, run_id)
+    with transaction(lock=True) as s:  # global_step is read, then raised: two loggers must not both read the old one
+        run = _get(s, run_id, lock=True)
         s.add(RunMetric(run_id=run_id, step=int(step), attempt=attempt, values=clean))
         run.global_step = max(int(run.global_step or 0), int(step))
 

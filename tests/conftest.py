@@ -39,12 +39,67 @@ def demo_store(isolated_home: Path) -> str:
     return services.common.DEFAULT_DATASET
 
 
-@pytest.fixture
-def empty_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A brand-new SQLite database for this test only; returns its URL."""
-    url = f"sqlite:///{tmp_path / 'test.db'}"
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL cluster for the session, started on first use. It FAILS, never skips, when the server
+    cannot start: `make test` installs it, so a missing server is a broken machine, not an optional feature."""
+    import postgres_server as pg
+
+    try:
+        server = pg.start()
+    except pg.PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    from store import db
+
+    db.dispose_all()
+    server.stop()
+
+
+# The databases every store-level test runs against; the PostgreSQL cases carry the `postgres` marker.
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A brand-new database for this test only, SQLite and PostgreSQL in turn; returns its URL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.db'}"
+        monkeypatch.setenv("DATABASE_URL", url)
+        yield url
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = server.create_database()
+    url = server.url(name)
     monkeypatch.setenv("DATABASE_URL", url)
+    yield url
+    from store import db
+
+    db.dispose_all()
+    server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_demo_url(postgres_server, isolated_home: Path) -> str:
+    """A PostgreSQL database of the session's server with MovieLens-100k loaded the way the SQLite store is."""
+    import services
+
+    url = postgres_server.url(postgres_server.create_database())
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DATABASE_URL", url)
+        services.common.ensure_demo_data()
     return url
+
+
+@pytest.fixture(params=BACKENDS)
+def demo_database(request: pytest.FixtureRequest, demo_store: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The demo dataset on SQLite, then on PostgreSQL: a test that takes it in place of `demo_store` runs on both.
+    Returns the dataset's name, as `demo_store` does."""
+    if request.param == "sqlite":
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+    else:
+        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_demo_url"))
+    return demo_store
 
 
 @pytest.fixture(scope="session")

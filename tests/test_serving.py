@@ -119,6 +119,26 @@ def test_bad_requests_get_a_json_error_and_change_nothing(open_api: TestClient, 
     assert repository.table_counts() == before
 
 
+def test_decisions_events_and_refusals_through_the_api_on_both_databases(demo_database: str) -> None:
+    """The API's whole write path (decide, click, repeat, convert, report) and a refused request that writes
+    nothing, on SQLite and on PostgreSQL."""
+    item = "181"  # Return of the Jedi
+    ids = set(_seed_live(demo_database, item, ["Jedi, for the fans", "Jedi, tonight"]))
+    with _client() as client:
+        decision = client.post("/v1/decide", json={"user_id": 7, "item_id": item}).json()
+        assert decision["variant"]["variant_id"] in ids
+        click = {"impression_id": decision["impression_id"], "event": "click"}
+        assert [client.post("/v1/events", json=click).json()["status"] for _ in range(2)] == ["recorded", "duplicate"]
+        assert client.post("/v1/events", json={**click, "event": "conversion"}).json()["status"] == "recorded"
+        before = repository.table_counts()
+        refused = client.post("/v1/decide", json={"user_id": "no-such-user", "item_id": item})
+        assert refused.status_code == 404 and "Unknown user" in refused.json()["error"]
+        assert repository.table_counts() == before
+        report = client.get("/v1/report", params={"item_id": item}).json()
+    shown = next(r for r in report["variants"] if r["variant_id"] == decision["variant"]["variant_id"])
+    assert (shown["impressions"], shown["clicks"], shown["conversions"]) >= (1, 1, 1)
+
+
 def test_a_body_that_is_too_large_or_not_json_is_refused(demo_store: str) -> None:
     before = repository.table_counts()
     with _client() as client:
@@ -133,10 +153,10 @@ def test_a_body_that_is_too_large_or_not_json_is_refused(demo_store: str) -> Non
     assert repository.table_counts() == before
 
 
-def test_thompson_sampling_follows_each_segments_clicks(demo_store: str) -> None:
+def test_thompson_sampling_follows_each_segments_clicks(demo_database: str) -> None:
     """Variant A gets clicks from Sci-Fi fans, B from Comedy fans: after a few hundred decisions each segment is
     mostly shown its own winner, though the variants' pooled rates are alike."""
-    dataset, item = demo_store, "172"  # The Empire Strikes Back
+    dataset, item = demo_database, "172"  # The Empire Strikes Back
     a, b = _seed_live(dataset, item, ["Empire, for the fans", "Empire, for tonight"])
     table = services.audience.segment_table(dataset)
     fans = table.loc[table["taste"] == "Sci-Fi fans", "user_id"].tolist()
@@ -158,7 +178,7 @@ def test_thompson_sampling_follows_each_segments_clicks(demo_store: str) -> None
     assert report["impressions"].sum() == 1200
 
 
-def test_an_item_without_live_variants_is_a_conflict_not_a_crash(demo_store: str) -> None:
+def test_an_item_without_live_variants_is_a_conflict_not_a_crash(demo_database: str) -> None:
     with _client() as client:
         reply = client.post("/v1/decide", json={"user_id": 1, "item_id": "1682"})
     assert reply.status_code == 409 and "no live variants" in reply.json()["error"]

@@ -334,7 +334,8 @@ def _reap_until_dead(run_id: str, pid: int) -> None:
         time.sleep(0.2)
 
 
-def test_runs_whose_worker_never_started_or_whose_pid_was_reused_are_failed(base_config: dict) -> None:
+def test_runs_whose_worker_never_started_or_whose_pid_was_reused_are_failed(base_config: dict,
+                                                                             demo_database: str) -> None:
     from datetime import UTC, datetime, timedelta
 
     from store.db import transaction
