@@ -138,15 +138,18 @@ def whole_request(repeats: int = 3) -> tuple[float, list[dict]]:
 
 
 def audit(variants: list[dict]) -> dict:
-    """Repeated titles within a request and accepted variants that state something unsupported."""
+    """Repeated titles within a request and accepted variants that state something unsupported (the grounding
+    check read again, a hook's name being its variant's evidence as in the Studio)."""
     repeated, unsupported = 0, 0
     item = services.common.catalog(DATASET).loc[ITEM].to_dict()
     facts = grounding.facts_for(item, services.studio.brand_kit().check_terms())
+    labels, titles = safety.catalog_vocabulary(DATASET)
     batches: dict[str, list[str]] = {}
     for v in variants:
         if v["safety"]["status"] == "passed":
             batches.setdefault(v["batch"], []).append(copy.title_key(v["title"]))
-            unsupported += bool(grounding.problems(v, facts))
+            evidence = [v["hook"]["title"]] if v.get("hook") else []
+            unsupported += bool(safety.fact_check(v, item, labels, titles, facts, evidence).unsupported)
     for titles in batches.values():
         repeated += len(titles) - len(set(titles))
     print(f"repeated titles: {repeated}; accepted variants naming something the catalog lacks: {unsupported}")

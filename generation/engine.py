@@ -125,6 +125,15 @@ def threads() -> int:
     return min(cores, int(wanted)) if wanted.isdigit() and int(wanted) > 0 else cores
 
 
+def per_prompt(stop_lines: int | list[int], prompts: int) -> list[int]:
+    """`stop_lines` for each of `prompts` prompts: the same for all, or one each (a call may mix answers that
+    write their title line with answers whose title code wrote)."""
+    stops = list(stop_lines) if isinstance(stop_lines, list) else [stop_lines] * prompts
+    if len(stops) != prompts:
+        raise ValueError(f"{len(stops)} stop_lines for {prompts} prompts")
+    return stops
+
+
 @dataclass
 class _Sequence:
     """One answer being decoded: its cache sequence id, sampler, position, tokens and line breaks so far."""
@@ -135,6 +144,7 @@ class _Sequence:
     logits_at: int
     tokens: list[int] = field(default_factory=list)
     lines: int = 0
+    stop_lines: int = 0  # where `Ends.done` ends it (0: no limit)
 
 
 class LlamaCpp:
@@ -168,19 +178,20 @@ class LlamaCpp:
         self.lock = threading.Lock()
 
     def complete(self, prompts: list[list[int]], copies: int = 1, max_new_tokens: int = 48, temperature: float = 0.0,
-                 top_p: float = 0.9, seed: int = 0, stop_lines: int = 0, top_k: int = 0,
+                 top_p: float = 0.9, seed: int = 0, stop_lines: int | list[int] = 0, top_k: int = 0,
                  avoid: list[frozenset[int]] | None = None, no_repeat: int = 0) -> list[list[int]]:
         """`copies` answers (token ids) to each prompt, in order: prompt 0's copies, then prompt 1's...; `top_k`
         (0: all) bounds the tokens the nucleus is taken from; `avoid` (one set per prompt) holds tokens its
         answers never take; no answer repeats a run of `no_repeat` of its own tokens (0: no limit); an answer
-        ends where `Ends.done` says, for `stop_lines`, and not before."""
+        ends where `Ends.done` says, for `stop_lines` (one for all prompts, or one per prompt), and not before."""
         out: list[list[int]] = []
         avoid = avoid or [frozenset()] * len(prompts)
+        stops = per_prompt(stop_lines, len(prompts))
         with self.lock:
             done = 0
             for chunk in self._chunks(prompts, copies, max_new_tokens):
                 out += self._complete(chunk, copies, max_new_tokens, (temperature, top_p, top_k), seed + len(out),
-                                      (stop_lines, no_repeat), avoid[done:done + len(chunk)])
+                                      (stops[done:done + len(chunk)], no_repeat), avoid[done:done + len(chunk)])
                 done += len(chunk)
         return out
 
@@ -275,18 +286,20 @@ class LlamaCpp:
         return sequences
 
     def _complete(self, prompts: list[list[int]], copies: int, max_new_tokens: int,
-                  sampling: tuple[float, float, int], seed: int, limits: tuple[int, int],
+                  sampling: tuple[float, float, int], seed: int, limits: tuple[list[int], int],
                   avoid: list[frozenset[int]]) -> list[list[int]]:
-        stop_lines, no_repeat = limits
+        stops, no_repeat = limits
         sequences: list[_Sequence] = []
         try:
             common = self._share_prefix(prompts)
             sequences = self._start(prompts, copies, common, sampling, seed, avoid)
+            for k, s in enumerate(sequences):  # prompt k // copies's copies, in order
+                s.stop_lines = stops[k // copies]
             active = list(sequences)
             for _ in range(max_new_tokens):
                 running = []
                 for s in active:
-                    banned = repeating_tokens(s.tokens, no_repeat) + (self.end_ids if s.lines < stop_lines else [])
+                    banned = repeating_tokens(s.tokens, no_repeat) + (self.end_ids if s.lines < s.stop_lines else [])
                     if banned:
                         logits = self.lib.llama_get_logits_ith(self.context, s.logits_at)
                         for t in banned:  # the sampler reads these logits next
@@ -296,7 +309,7 @@ class LlamaCpp:
                         continue
                     s.tokens.append(token)
                     s.lines += token in self.ends.newlines
-                    if not self.ends.done(token, s.lines, stop_lines) and len(s.tokens) < max_new_tokens:
+                    if not self.ends.done(token, s.lines, s.stop_lines) and len(s.tokens) < max_new_tokens:
                         running.append(s)
                 active = running
                 if not active:

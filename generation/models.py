@@ -24,7 +24,7 @@ import torch
 from filelock import FileLock
 
 import settings
-from generation.engine import Ends, repeating_tokens
+from generation.engine import Ends, per_prompt, repeating_tokens
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOP_K = 1000  # sampling draws from the nucleus of these most likely tokens: as good as all of them, and on the
@@ -94,19 +94,20 @@ def answer_ends(tokenizer) -> Ends:
 
 
 class AnswerStop:
-    """transformers stopping criterion with the engine's rule (`Ends.done`): a row is done at its `lines`-th line
-    break or at the first sentence end of its last line; its answer starts at column `start`."""
+    """transformers stopping criterion with the engine's rule (`Ends.done`): row i is done at its `lines[i]`-th
+    line break or at the first sentence end of its last line (never where `lines[i]` is 0); its answer starts at
+    column `start`."""
 
-    def __init__(self, ends: Ends, start: int, lines: int, device: str | torch.device = "cpu"):
+    def __init__(self, ends: Ends, start: int, lines: list[int], device: str | torch.device = "cpu"):
         self.newlines = torch.tensor(sorted(ends.newlines), device=device)
         self.sentences = torch.tensor(sorted(ends.sentences), device=device)
-        self.start, self.lines = start, lines
+        self.start, self.lines = start, torch.tensor(lines, device=device)
 
     def __call__(self, input_ids: torch.Tensor, scores, **_kwargs) -> torch.Tensor:
         answers = input_ids[:, self.start:]
         lines = torch.isin(answers, self.newlines).sum(-1)
         sentence = torch.isin(answers[:, -1], self.sentences) if answers.shape[1] else torch.zeros_like(lines).bool()
-        return (lines >= self.lines) | ((lines == self.lines - 1) & sentence)
+        return (self.lines > 0) & ((lines >= self.lines) | ((lines == self.lines - 1) & sentence))
 
 
 def avoided_tokens(tokenizer, words: list[str]) -> frozenset[int]:
@@ -137,19 +138,20 @@ def end_ids(model: torch.nn.Module, tokenizer) -> frozenset[int]:
 class Bans:
     """transformers logits processor, the same rules as the llama.cpp engine: row i never takes the tokens of
     `avoid[i]`, nor one that repeats a run of `no_repeat` tokens of its own answer (from column `start`), nor
-    an end token before `lines` line breaks (`AnswerStop` ends it there, or at its last line's first sentence)."""
+    an end token before `lines[i]` line breaks (`AnswerStop` ends it there, or at its last line's first
+    sentence)."""
 
     avoid: list[frozenset[int]] | None
     no_repeat: int
     start: int
-    lines: int = 0
+    lines: list[int] = field(default_factory=list)  # per row; none: no limit
     newlines: frozenset[int] = frozenset()
     end_ids: frozenset[int] = frozenset()
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         for i, answer in enumerate(input_ids[:, self.start:].tolist()):
             banned = set(self.avoid[i] if self.avoid else ()) | set(repeating_tokens(answer, self.no_repeat))
-            if sum(t in self.newlines for t in answer) < self.lines:
+            if self.lines and sum(t in self.newlines for t in answer) < self.lines[i]:
                 banned |= self.end_ids
             if banned:
                 scores[i, sorted(banned)] = float("-inf")
@@ -197,11 +199,13 @@ class TextModel:
 
     def generate(self, conversations: list[list[dict]], max_new_tokens: int = 48, temperature: float = 0.0,
                  top_p: float = 0.9, seed: int = 0, assistant_prefix: str | list[str] = "", copies: int = 1,
-                 stop_lines: int = 0, avoid: list[list[str]] | None = None, no_repeat: int = 0) -> list[str]:
+                 stop_lines: int | list[int] = 0, avoid: list[list[str]] | None = None,
+                 no_repeat: int = 0) -> list[str]:
         """Complete each chat `copies` times (chat 0's answers first). `assistant_prefix` starts every answer
-        (and is not returned); `stop_lines` ends an answer after that many lines, the last at its first sentence
-        (`engine.Ends`; 0: no limit); `avoid` (one list per chat) holds words its answers may not write
-        (`avoided_tokens`); no answer repeats a run of `no_repeat` of its own tokens (0: no limit)."""
+        (and is not returned); `stop_lines` (one for all chats, or one per chat) ends an answer after that many
+        lines, the last at its first sentence (`engine.Ends`; 0: no limit); `avoid` (one list per chat) holds words
+        its answers may not write (`avoided_tokens`); no answer repeats a run of `no_repeat` of its own tokens (0: no
+        limit)."""
         prompts = self.prompt_ids(conversations, assistant_prefix)
         banned = [self.avoided_tokens(words) for words in avoid] if avoid else None
         answers = self.complete(prompts, copies, max_new_tokens, temperature, top_p, seed, stop_lines, banned,
@@ -213,7 +217,7 @@ class TextModel:
         return avoided_tokens(self.tokenizer, words)
 
     def complete(self, prompts: list[list[int]], copies: int = 1, max_new_tokens: int = 48, temperature: float = 0.0,
-                 top_p: float = 0.9, seed: int = 0, stop_lines: int = 0,
+                 top_p: float = 0.9, seed: int = 0, stop_lines: int | list[int] = 0,
                  avoid: list[frozenset[int]] | None = None, no_repeat: int = 0) -> list[list[int]]:
         """Answer token ids for prompt token ids, on the fast engine when there is one; `avoid` holds, per
         prompt, tokens its answers never take."""
@@ -224,21 +228,22 @@ class TextModel:
                                            (avoid, no_repeat))
 
     def _complete_transformers(self, prompts: list[list[int]], copies: int, max_new_tokens: int, temperature: float,
-                               top_p: float, seed: int, stop_lines: int,
+                               top_p: float, seed: int, stop_lines: int | list[int],
                                bans: tuple[list[frozenset[int]] | None, int]) -> list[list[int]]:
         from transformers import LogitsProcessorList
 
         pad = self.tokenizer.pad_token_id
         avoid, no_repeat = bans
         rows_avoid = [a for a in avoid for _ in range(copies)] if avoid and any(avoid) else None
+        rows_stop = [n for n in per_prompt(stop_lines, len(prompts)) for _ in range(copies)]
         prompts = [p for p in prompts for _ in range(copies)]  # as many rows as answers: greedy copies too
         width = max(len(p) for p in prompts)
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": TOP_K} if temperature > 0 \
             else {"do_sample": False}
-        stop = [AnswerStop(self.ends(), width, stop_lines, self.device)] if stop_lines else None
-        rules = Bans(rows_avoid, no_repeat, width, stop_lines, self.ends().newlines,
+        stop = [AnswerStop(self.ends(), width, rows_stop, self.device)] if any(rows_stop) else None
+        rules = Bans(rows_avoid, no_repeat, width, rows_stop, self.ends().newlines,
                      end_ids(self.model, self.tokenizer))
         with self.lock, torch.inference_mode():
             torch.manual_seed(seed)

@@ -122,8 +122,6 @@ def write_variants(generate: Callable, encode: Callable[[list[str]], np.ndarray]
             pending.append((job, slot, angle))
             if hook:
                 job.slot_hooks[slot] = hook
-    pending.sort(key=lambda p: _written_title(p[0], p[1]) is not None)  # a call's answers all write the title
-    # line, or none do
     total = len(pending)
     per_call = max(1, batch_size // max(candidates, 1))
     for round_ in range(rounds):
@@ -142,16 +140,9 @@ def write_variants(generate: Callable, encode: Callable[[list[str]], np.ndarray]
 
 
 def _chunks(pending: list[tuple[Job, int, str]], size: int) -> list[list[tuple[Job, int, str]]]:
-    """Calls of at most `size` slots, never mixing slots whose title code writes with slots whose title the model
-    writes (their answers end after a different number of lines)."""
-    chunks: list[list[tuple[Job, int, str]]] = []
-    for entry in pending:
-        if chunks and len(chunks[-1]) < size and (_written_title(*chunks[-1][0][:2]) is None) == (
-                _written_title(*entry[:2]) is None):
-            chunks[-1].append(entry)
-        else:
-            chunks.append([entry])
-    return chunks
+    """Calls of at most `size` slots (answers that write their title line and answers whose title code wrote
+    share a call: each stops after its own number of lines)."""
+    return [pending[start:start + size] for start in range(0, len(pending), size)]
 
 
 def _written_title(job: Job, slot: int) -> str | None:
@@ -193,7 +184,8 @@ def _write_chunk(generate: Callable, encode: Callable, chunk: list[tuple[Job, in
     chats = [copy.prompt_for(job.item, job.profile, job.slot_hooks[slot]["name"] if slot in job.slot_hooks
                              else angle, examples) for job, slot, angle in chunk]
     starts = [copy.answer_start(job.item, _written_title(job, slot)) for job, slot, _ in chunk]
-    lines = copy.ANSWER_LINES - (_written_title(*chunk[0][:2]) is not None)  # a written title's line is done
+    lines = [copy.ANSWER_LINES - (_written_title(job, slot) is not None) for job, slot, _ in chunk]  # a title
+    # written by code is a line done
     answers = generate(chats, max_new_tokens=MAX_NEW_TOKENS, temperature=0.7, seed=seed, assistant_prefix=starts,
                        copies=candidates, stop_lines=lines, no_repeat=NO_REPEAT,
                        avoid=[checks.avoid(job.item) for job, _, _ in chunk])

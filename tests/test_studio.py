@@ -132,7 +132,8 @@ def test_writer_retries_failures_and_reports_what_stays_rejected(demo_store: str
     checks = writer.Checks(LABELS, TITLES, {"banned_words": []})
     [result] = writer.write_variants(script, services_encode(), [job], checks, rounds=3)
     assert script.calls == [4, 3, 2]
-    assert script.options[0]["assistant_prefix"] == ["Title: Star Wars,"] * 4 and script.options[0]["stop_lines"] == 2
+    assert script.options[0]["assistant_prefix"] == ["Title: Star Wars,"] * 4
+    assert script.options[0]["stop_lines"] == [2] * 4
     assert script.options[0]["avoid"] == [safety.words_to_avoid(STAR_WARS, LABELS, {"banned_words": []})] * 4
     assert script.options[0]["no_repeat"] == writer.NO_REPEAT
     assert [v["safety"]["status"] for v in result] == ["passed", "passed", "rejected", "rejected"]
@@ -150,14 +151,14 @@ def test_locked_fields_are_kept_word_for_word_and_a_kept_title_is_continued(demo
     job = writer.Job(STAR_WARS, {"interests": [{"label": "Sci-Fi"}]}, 1, 0, locked={"title": kept_title})
     [result] = writer.write_variants(script, services_encode(), [job], checks, candidates=2)
     assert script.options[0]["assistant_prefix"] == [f"Title: {kept_title}\nBody:"]
-    assert script.options[0]["stop_lines"] == 1  # the title's line is written already
+    assert script.options[0]["stop_lines"] == [1]  # the title's line is written already
     assert [(v["title"], v["body"]) for v in result] in ([(kept_title, "Rebels take on an empire in 1977.")],
                                                           [(kept_title, "A farm boy leaves home.")])
     kept = {"body": "Rebels take on an empire.", "cta": "Stream it"}
     script = ScriptedModel([[" the original\nBody: Something else entirely.", " the saga\nBody: The 1980 sequel."]])
     job = writer.Job(STAR_WARS, {"interests": [{"label": "Sci-Fi"}]}, 1, 0, locked=kept)
     [result] = writer.write_variants(script, services_encode(), [job], checks, candidates=2)
-    assert script.options[0]["assistant_prefix"] == ["Title: Star Wars,"] and script.options[0]["stop_lines"] == 2
+    assert script.options[0]["assistant_prefix"] == ["Title: Star Wars,"] and script.options[0]["stop_lines"] == [2]
     assert [v["safety"]["status"] for v in result] == ["passed"]
     assert result[0]["title"] == "Star Wars, the original" and {k: result[0][k] for k in kept} == kept
     with pytest.raises(ValueError, match="Cannot keep price"):

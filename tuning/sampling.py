@@ -81,10 +81,10 @@ def sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature:
         enc = {k: v.to(model.device) for k, v in enc.items()}
         cache = _prefilled(model, enc, copies)
         enc = {k: v.repeat_interleave(copies, dim=0) for k, v in enc.items()}
-        width = enc["input_ids"].shape[1]
+        width, lines = enc["input_ids"].shape[1], [rules.lines] * enc["input_ids"].shape[0]
         bans = models.Bans(avoided[start * copies:(start + per_batch) * copies] if avoided else None,
-                           rules.no_repeat, width, rules.lines, ends.newlines if ends else frozenset(), end_ids)
-        stop = [models.AnswerStop(ends, width, rules.lines, model.device)] if ends else None
+                           rules.no_repeat, width, lines, ends.newlines if ends else frozenset(), end_ids)
+        stop = [models.AnswerStop(ends, width, lines, model.device)] if ends else None
         torch.manual_seed(seed + start)
         with torch.inference_mode():
             out = model.generate(**enc, past_key_values=cache, max_new_tokens=max_new_tokens, do_sample=True,
