@@ -342,7 +342,8 @@ CLI_CASES = [
          ("argument --n: 'four' is not a whole number from 1 to 16",)),
     Case("segment-users-100000", "cli", lambda c: refused_cli("generate", "--item", "50", "--users", "100000",
                                                               "--out", "x"),
-         ("argument --users: users drawn from a segment must be a whole number from 1 to 64",)),
+         ("users drawn from a segment must be a whole number from 1 to 64 (got 100000)",)),  # up to 1,000,000
+    # as a segment job (--engine ray or --batch-users), 64 in one request
     Case("variants-per-request", "cli", lambda c: refused_cli("generate", "--item", "50", "--n", "16", "--users",
                                                               "64", "--out", str(c.tmp / "out")),
          (f"error: A request makes at most {limits.VARIANTS_PER_REQUEST} variants", "is 1024")),
