@@ -16,10 +16,11 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import limits
+import settings
 from generation import writer
 from services import studio
 from services.common import Progress, catalog, known_item, quiet
@@ -30,6 +31,12 @@ DEFAULT_BATCH_USERS = 8
 REPO = Path(__file__).resolve().parent.parent
 # Settings the actors must share with the process that starts the job (they read them from their environment).
 SHARED_VARIABLES = ("DATABASE_URL", "ADLOOP_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def writing_models() -> str:
+    """The models and adapters that write and draw a job's variants, as configured now."""
+    cfg = settings.load()
+    return "|".join((cfg.text_model, cfg.text_adapter, cfg.brief_adapter, cfg.image_model, cfg.image_adapter))
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,8 @@ class SegmentJob:
     candidates: int = writer.DEFAULT_CANDIDATES
     renderer: str | None = None
     batch_users: int = DEFAULT_BATCH_USERS
+    models: str = field(default_factory=writing_models)  # part of the id: after an adapter is promoted
+    # the same command is a new job, not a resumed one
 
     @property
     def job_id(self) -> str:

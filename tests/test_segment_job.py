@@ -81,14 +81,14 @@ def _wait_for_batches(job: segment_job.SegmentJob, process: subprocess.Popen, ti
 
 
 @pytest.mark.parametrize("demo_database", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
-def test_a_killed_ray_job_restarts_skipping_its_stored_batches(demo_database: str, tiny_model_dir: Path,
+def test_a_killed_ray_job_restarts_skipping_its_stored_batches(demo_database: str, tiny_llm: str,
                                                                tmp_path: Path) -> None:
     job = segment_job.SegmentJob(demo_database, ITEM, ("gender", "M"), users=6, n=1, seed=5, candidates=1,
                                  batch_users=1)
     command = [sys.executable, "cli.py", "generate", "--item", ITEM, "--segment", "gender", "--group", "M",
                "--users", "6", "--n", "1", "--seed", "5", "--candidates", "1", "--batch-users", "1",
                "--engine", "ray", "--out", str(tmp_path / "out"), "--json"]
-    env = os.environ | {"ADLOOP_TEXT_MODEL": str(tiny_model_dir)}
+    env = dict(os.environ)  # with the tiny model (`tiny_llm`): the same job, so the same id, in both processes
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                start_new_session=True)  # its own group: the kill takes its Ray processes too
     try:
@@ -132,3 +132,12 @@ def test_the_dashboard_offers_ray_for_a_segment_without_importing_it(demo_databa
     done = subprocess.run([sys.executable, "-c", DASHBOARD_WITHOUT_RAY], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_a_job_is_new_when_the_models_that_write_it_change(demo_store: str, monkeypatch) -> None:
+    """The job id covers the writing models: after an adapter is promoted, the same command writes anew instead
+    of skipping the batches the old adapter wrote."""
+    before = segment_job.SegmentJob(demo_store, ITEM)
+    assert segment_job.SegmentJob(demo_store, ITEM).job_id == before.job_id
+    monkeypatch.setenv("ADLOOP_TEXT_ADAPTER", "/runs/some-run/adapter")
+    assert segment_job.SegmentJob(demo_store, ITEM).job_id != before.job_id
