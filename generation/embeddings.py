@@ -13,6 +13,7 @@ import numpy as np
 from generation import models
 from generation.intent import categories_of
 from store import repository
+from store.derived import per_dataset
 from untrusted import clean
 
 
@@ -47,3 +48,9 @@ def item_vectors(dataset: str, item_ids: list[str] | None = None,
     return {i: cached[i][1] for i in texts}
 
 
+
+
+def catalog_vectors(dataset: str) -> dict[str, np.ndarray]:
+    """Every item's embedding, read once per loaded state of the dataset and embedding model: a profile and a
+    hook lookup each need the whole catalog, and re-reading it from the store cost 0.3 s a user in segment jobs."""
+    return per_dataset(f"item vectors {models.embedder().model_id}", dataset, lambda: item_vectors(dataset))

@@ -73,7 +73,7 @@ def profile(dataset: str, user_id: str, recompute: bool = False, use_llm: bool =
     frame, model_name, fingerprint = _fingerprint(dataset, user_id, use_llm)
     started = time.perf_counter()
     progress(0.15, "Embedding the catalog")
-    vectors = embeddings.item_vectors(dataset)
+    vectors = embeddings.catalog_vectors(dataset)
     matrix = np.stack([vectors[i] for i in frame["item_id"]]) if len(frame) else np.zeros((0, 1))
     progress(0.25, "Finding taste neighbours")
     tastes = taste_model(dataset)
@@ -105,5 +105,5 @@ def hooks(dataset: str, user_id: str, item: dict) -> list[dict]:
     """For an item to promote, the user's own liked history items most related to it (`taste.hooks`), each with
     its evidence: the user's rating against their mean, relatedness and the people who chose both."""
     frame = repository.history(dataset, str(user_id).strip())
-    vectors = embeddings.item_vectors(dataset, [*frame["item_id"], str(item["item_id"])])
+    vectors = embeddings.catalog_vectors(dataset)
     return [asdict(h) for h in taste.hooks(taste_model(dataset), frame, item, vectors)]
