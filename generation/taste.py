@@ -96,9 +96,8 @@ class Taste:
         a, b = self._columns(items), self._columns([other])[0]
         if b < 0:
             return np.zeros(len(items), dtype=int)
-        column = self.model.matrix[:, b].toarray().ravel()
-        counts = np.array([column @ self.model.matrix[:, i].toarray().ravel() if i >= 0 else 0 for i in a])
-        return counts.astype(int)
+        counts = (self.model.matrix[:, a.clip(0)].T @ self.model.matrix[:, b]).toarray().ravel()  # one product
+        return np.where(a >= 0, counts, 0).astype(int)
 
     def scores(self, user_id: str, history_items: list[str], candidates: list[str],
                content: np.ndarray) -> np.ndarray:
