@@ -86,6 +86,7 @@ DRAWS = Limit("draws per prompt", 1, 16)
 TUNING = {
     "max_steps": Limit("training steps", 1, 100_000),
     "sft_steps": Limit("supervised steps", 1, 100_000),
+    "sft_per_prompt": Limit("accepted samples per prompt that SFT learns", 1, 16),
     "learning_rate": Limit("the learning rate", 1e-6, 0.1, whole=False),
     "lora_r": Limit("the LoRA rank", 1, 256),
     "lora_alpha": Limit("the LoRA alpha", 1, 1024),

@@ -59,8 +59,10 @@ CLAIMS = re.compile(
 # writing them at all unless the facts say so (`claim_words_to_avoid`); the check above still reads every claim.
 CLAIM_WORDS = ("best", "greatest", "finest", "biggest", "famous", "legendary", "iconic", "beloved", "acclaimed",
                "masterpiece", "ultimate", "blockbuster", "award", "awards", "oscar", "oscars", "winner", "winners",
-               "nominated", "funniest", "scariest", "darkest", "coolest", "latest", "newest", "hundreds",
-               "thousands", "millions")
+               "nominated", "funniest", "scariest", "darkest", "coolest", "latest", "newest", "hundred", "hundreds",
+               "thousand", "thousands", "million", "millions", "billion", "billions", "largest", "oldest",
+               "youngest", "fastest", "strongest", "richest", "deadliest", "earliest", "brightest", "smallest",
+               "longest", "hottest")
 TOKEN = re.compile(r"[^\W\d_][\w'’-]*|[#$€£']?\d(?:[\d%]|[.,:/](?=\d))*[^\W\d_]*|[.!?:;—–\u2022,]|\s[-–]\s")
 QUOTED = re.compile(r"[\"“”]([^\"“”]{2,80})[\"“”]|(?<!\w)['‘]((?:[^'‘’\n]|['’](?=\w)){2,80})['’](?!\w)")
 CONTRACTION = re.compile(r"'(?:s|re|ll|ve|d|m)$|n't$")

@@ -24,7 +24,7 @@ import torch
 from filelock import FileLock
 
 import settings
-from generation.engine import Ends, per_prompt, repeating_tokens
+from generation.engine import Ends, Numbers, per_prompt, repeating_tokens
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOP_K = 1000  # sampling draws from the nucleus of these most likely tokens: as good as all of them, and on the
@@ -93,6 +93,23 @@ def answer_ends(tokenizer) -> Ends:
                 frozenset(i for i, piece in enumerate(pieces) if SENTENCE_END.fullmatch(piece.strip())))
 
 
+@functools.lru_cache(maxsize=16)
+def digit_tokens(tokenizer) -> dict[int, str]:
+    """The tokens that spell digits only (after an optional leading space), with their text: what
+    `engine.Numbers` counts a number in. Other tokens with a digit in them ("1st", "²") are not numbers the
+    checks read (or the tokenizer has none)."""
+    pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return {i: piece for i, piece in enumerate(pieces) if re.fullmatch(r"\s?[0-9]+", piece)}
+
+
+def number_rules(tokenizer, allowed: list[frozenset[str]] | None) -> list[Numbers] | None:
+    """`engine.Numbers` for each prompt's allowed numbers (None: no bound on numbers)."""
+    if allowed is None:
+        return None
+    digits = digit_tokens(tokenizer)
+    return [Numbers(digits, frozenset(a)) for a in allowed]
+
+
 class AnswerStop:
     """transformers stopping criterion with the engine's rule (`Ends.done`): row i is done at its `lines[i]`-th
     line break or at the first sentence end of its last line (never where `lines[i]` is 0); its answer starts at
@@ -147,14 +164,23 @@ class Bans:
     lines: list[int] = field(default_factory=list)  # per row; none: no limit
     newlines: frozenset[int] = frozenset()
     end_ids: frozenset[int] = frozenset()
+    numbers: list[Numbers | None] | None = None  # per row: the numbers it may write (None: any)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         for i, answer in enumerate(input_ids[:, self.start:].tolist()):
             banned = set(self.avoid[i] if self.avoid else ()) | set(repeating_tokens(answer, self.no_repeat))
             if self.lines and sum(t in self.newlines for t in answer) < self.lines[i]:
                 banned |= self.end_ids
+            only: list[int] = []
+            if self.numbers and self.numbers[i] is not None:
+                digits, only = self.numbers[i].next(answer)
+                banned |= set(digits)
             if banned:
                 scores[i, sorted(banned)] = float("-inf")
+            if only:  # inside an unfinished number: only the digits that go on to an allowed one
+                kept = scores[i, only].clone()
+                scores[i] = float("-inf")
+                scores[i, only] = kept
         return scores
 
 
@@ -200,16 +226,16 @@ class TextModel:
     def generate(self, conversations: list[list[dict]], max_new_tokens: int = 48, temperature: float = 0.0,
                  top_p: float = 0.9, seed: int = 0, assistant_prefix: str | list[str] = "", copies: int = 1,
                  stop_lines: int | list[int] = 0, avoid: list[list[str]] | None = None,
-                 no_repeat: int = 0) -> list[str]:
+                 no_repeat: int = 0, numbers: list[frozenset[str]] | None = None) -> list[str]:
         """Complete each chat `copies` times (chat 0's answers first). `assistant_prefix` starts every answer
         (and is not returned); `stop_lines` (one for all chats, or one per chat) ends an answer after that many
         lines, the last at its first sentence (`engine.Ends`; 0: no limit); `avoid` (one list per chat) holds words
         its answers may not write (`avoided_tokens`); no answer repeats a run of `no_repeat` of its own tokens (0: no
-        limit)."""
+        limit); `numbers` (one set per chat) holds the only numbers its answers may write (None: any)."""
         prompts = self.prompt_ids(conversations, assistant_prefix)
         banned = [self.avoided_tokens(words) for words in avoid] if avoid else None
         answers = self.complete(prompts, copies, max_new_tokens, temperature, top_p, seed, stop_lines, banned,
-                                no_repeat)
+                                no_repeat, number_rules(self.tokenizer, numbers))
         return [t.strip() for t in self.tokenizer.batch_decode(answers, skip_special_tokens=True)]
 
     def avoided_tokens(self, words: list[str]) -> frozenset[int]:
@@ -218,23 +244,26 @@ class TextModel:
 
     def complete(self, prompts: list[list[int]], copies: int = 1, max_new_tokens: int = 48, temperature: float = 0.0,
                  top_p: float = 0.9, seed: int = 0, stop_lines: int | list[int] = 0,
-                 avoid: list[frozenset[int]] | None = None, no_repeat: int = 0) -> list[list[int]]:
+                 avoid: list[frozenset[int]] | None = None, no_repeat: int = 0,
+                 numbers: list[Numbers | None] | None = None) -> list[list[int]]:
         """Answer token ids for prompt token ids, on the fast engine when there is one; `avoid` holds, per
-        prompt, tokens its answers never take."""
+        prompt, tokens its answers never take, and `numbers` the numbers they may write."""
         if self.fast is not None:
             return self.fast.complete(prompts, copies, max_new_tokens, temperature, top_p, seed, stop_lines, TOP_K,
-                                      avoid, no_repeat)
+                                      avoid, no_repeat, numbers)
         return self._complete_transformers(prompts, copies, max_new_tokens, temperature, top_p, seed, stop_lines,
-                                           (avoid, no_repeat))
+                                           (avoid, no_repeat, numbers))
 
     def _complete_transformers(self, prompts: list[list[int]], copies: int, max_new_tokens: int, temperature: float,
                                top_p: float, seed: int, stop_lines: int | list[int],
-                               bans: tuple[list[frozenset[int]] | None, int]) -> list[list[int]]:
+                               bans: tuple[list[frozenset[int]] | None, int, list[Numbers | None] | None]
+                               ) -> list[list[int]]:
         from transformers import LogitsProcessorList
 
         pad = self.tokenizer.pad_token_id
-        avoid, no_repeat = bans
+        avoid, no_repeat, numbers = bans
         rows_avoid = [a for a in avoid for _ in range(copies)] if avoid and any(avoid) else None
+        rows_numbers = [n for n in numbers for _ in range(copies)] if numbers else None
         rows_stop = [n for n in per_prompt(stop_lines, len(prompts)) for _ in range(copies)]
         prompts = [p for p in prompts for _ in range(copies)]  # as many rows as answers: greedy copies too
         width = max(len(p) for p in prompts)
@@ -244,7 +273,7 @@ class TextModel:
             else {"do_sample": False}
         stop = [AnswerStop(self.ends(), width, rows_stop, self.device)] if any(rows_stop) else None
         rules = Bans(rows_avoid, no_repeat, width, rows_stop, self.ends().newlines,
-                     end_ids(self.model, self.tokenizer))
+                     end_ids(self.model, self.tokenizer), rows_numbers)
         with self.lock, torch.inference_mode():
             torch.manual_seed(seed)
             output = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,

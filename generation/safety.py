@@ -131,6 +131,14 @@ def words_to_avoid(item: dict, categories: list[str], brand_kit: dict) -> list[s
     return list(dict.fromkeys(claims + category_claims.words(categories_not_listed(item, categories)) + banned))
 
 
+def numbers_to_allow(item: dict, brand_kit: dict) -> frozenset[str]:
+    """The only numbers the writer lets the model write about this item (`engine.Numbers`): those the checks
+    accept (its year, the digits of its description and the brand kit) and the digits of its own names
+    ("Apollo 13"), which the checks blank with the name."""
+    names = grounding.names_of(str(item.get("title") or ""))
+    return grounding.facts_for(item, brand_kit).numbers | {n for name in names for n in re.findall(r"\d+", name)}
+
+
 def names_item(text: str, title: str) -> bool:
     """Whether the copy names the item by one of the names it goes by (`grounding.names_of`)."""
     return any(_mentions(text, name) for name in grounding.names_of(title))

@@ -65,6 +65,10 @@ class Checks:
         """Words the model is kept from writing about this item (`safety.words_to_avoid`)."""
         return safety.words_to_avoid(item, self.categories, self.brand_kit)
 
+    def numbers(self, item: dict) -> frozenset[str]:
+        """The only numbers the model may write about this item (`safety.numbers_to_allow`)."""
+        return safety.numbers_to_allow(item, self.brand_kit)
+
 
 @dataclass
 class Candidate:
@@ -188,7 +192,8 @@ def _write_chunk(generate: Callable, encode: Callable, chunk: list[tuple[Job, in
     # written by code is a line done
     answers = generate(chats, max_new_tokens=MAX_NEW_TOKENS, temperature=0.7, seed=seed, assistant_prefix=starts,
                        copies=candidates, stop_lines=lines, no_repeat=NO_REPEAT,
-                       avoid=[checks.avoid(job.item) for job, _, _ in chunk])
+                       avoid=[checks.avoid(job.item) for job, _, _ in chunk],
+                       numbers=[checks.numbers(job.item) for job, _, _ in chunk])
     if len(answers) != len(chunk) * candidates:
         raise RuntimeError(f"The model returned {len(answers)} answers for {len(chunk)} prompts x {candidates}")
     drawn: list[list[Candidate]] = []

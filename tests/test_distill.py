@@ -32,21 +32,21 @@ def recipe_run(demo_store: str, tmp_path_factory: pytest.TempPathFactory) -> tup
     return cfg, folder, trainers.train(cfg, folder, run_id="test-recipe")
 
 
-def test_sft_learns_only_the_best_accepted_sample_of_each_prompt(recipe_run, demo_store: str) -> None:
+def test_sft_learns_only_the_best_accepted_samples_of_each_prompt(recipe_run, demo_store: str) -> None:
     cfg, folder, _ = recipe_run
     data = json.loads((folder / distill.SAMPLES_FILE).read_text())
     shown = reward.catalog(demo_store)
     rows = trainers.targets.rows("copy", demo_store, "train", cfg.users)
-    assert data["best"] and len(data["groups"]) == cfg.users
-    for row in data["best"]:
-        n = next(k for k, g in enumerate(data["groups"]) if row["completion"] in g)
-        group, scores, item = data["groups"][n], data["scores"][n], rows[n]["item_id"]
-        accepted = [k for k, raw in enumerate(group) if shown.accepted(raw, item)]
-        assert shown.accepted(row["completion"], item)  # never a sample the Studio would reject
-        assert scores[group.index(row["completion"])] == max(scores[k] for k in accepted)
-    assert all(p["chosen"] != p["rejected"] for p in data["pairs"])
     tokenizer = trainers.load_tokenizer(trainers.resolve_model(cfg.model))
     short = trainers.targets.texts("copy", tokenizer, rows, examples=False)  # sampled with the examples, trained
+    assert data["best"] and len(data["groups"]) == cfg.users and cfg.sft_per_prompt == 2
+    for text, group, scores, row in zip(short, data["groups"], data["scores"], rows, strict=True):
+        kept = [r["completion"] for r in data["best"] if r["prompt"] == text]
+        assert all(shown.accepted(raw, row["item_id"]) for raw in kept)  # never a sample the Studio would reject
+        accepted = [scores[k] for k, raw in enumerate(group) if shown.accepted(raw, row["item_id"])]
+        assert sorted((scores[group.index(raw)] for raw in kept), reverse=True) == \
+            sorted(accepted, reverse=True)[:2]  # the two best of them, or all when fewer passed
+    assert all(p["chosen"] != p["rejected"] for p in data["pairs"])
     assert {r["prompt"] for r in data["best"] + data["pairs"]} <= set(short)  # without them
     assert not any(copy.EXAMPLES[0][2] in r["prompt"] for r in data["best"])
 

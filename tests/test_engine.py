@@ -100,6 +100,48 @@ def test_both_engines_keep_avoided_tokens_loops_and_early_ends_out(embedded_mode
     assert engine.repeating_tokens([5, 6, 7, 5, 6], 3) == [7] and engine.repeating_tokens([5, 6], 3) == []
 
 
+NUMBERED = [[{"role": "user", "content": "Count from 1 to 30, separated by commas."}],
+            [{"role": "user", "content": "List the years from 1950 to 1999, one per line."}]]
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize("choice", ["auto", "transformers"])
+def test_both_engines_write_only_the_numbers_a_prompt_allows(embedded_model_dir: Path, tmp_path: Path,
+                                                              choice: str) -> None:
+    """Asked to count, the embedded model writes many numbers; bounded, every number it writes on either engine
+    is one of its prompt's (a number cut by the token cap is the start of one), greedy and sampled."""
+    import re
+
+    llm = models.load_text_model(str(embedded_model_dir), "cpu", tmp_path, engine=choice)
+    ids = llm.prompt_ids(NUMBERED)
+    free = llm.tokenizer.batch_decode(llm.complete(ids, max_new_tokens=40, temperature=0.0))
+    allowed = [frozenset({"1", "7", "12"}), frozenset({"1977", "1980"})]
+    assert all(set(re.findall(r"\d+", text)) - a for text, a in zip(free, allowed, strict=True)), free
+    rules = models.number_rules(llm.tokenizer, allowed)
+    for temperature in (0.0, 0.9):
+        answers = llm.complete(ids, copies=3, max_new_tokens=40, temperature=temperature, seed=2, numbers=rules)
+        for k, answer in enumerate(answers):
+            numbers = re.findall(r"\d+", llm.tokenizer.decode(answer))
+            cut = numbers[-1:] if len(answer) == 40 and llm.tokenizer.decode(answer[-1:]).isdigit() else []
+            assert set(numbers) - set(cut) <= allowed[k // 3], (numbers, allowed[k // 3])
+            assert all(any(a.startswith(c) for a in allowed[k // 3]) for c in cut)
+
+
+def test_a_number_is_bounded_digit_by_digit() -> None:
+    """`engine.Numbers` on a tokenizer with bare and spaced digit tokens: a digit may only start or go on to an
+    allowed number, and an unfinished one must go on."""
+    digits = {10 + d: str(d) for d in range(10)} | {20 + d: f" {d}" for d in range(10)}
+    rule = engine.Numbers(digits, frozenset({"1977", "12"}))
+    banned, only = rule.next([5])  # after a word: "1" or " 1" may start a number, nothing else
+    assert set(digits) - set(banned) == {11, 21} and only == []
+    banned, only = rule.next([5, 11])  # "1": must go on to "12" or "19..."
+    assert set(digits) - set(banned) == {12, 19, 21} and only == [12, 19]
+    banned, only = rule.next([5, 11, 12])  # "12" is finished: nothing may go on, anything else may follow
+    assert set(digits) - set(banned) == {21} and only == []
+    assert rule.next([21, 19, 17])[1] == [17]  # " 197" goes on to " 1977"
+    assert set(digits) <= set(engine.Numbers(digits, frozenset()).next([])[0])  # no numbers: no digit at all
+
+
 def test_an_adapter_is_merged_and_exported_once_and_cached_by_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
     import torch
     from peft import LoraConfig, get_peft_model

@@ -460,3 +460,17 @@ def test_copy_a_banner_cannot_print_or_that_mixes_scripts_is_rejected(title: str
 
 def test_accented_letters_and_typographic_punctuation_pass_the_script_check() -> None:
     assert safety.script_problems("Les Misérables — “a musical” with café’s crème brûlée") == []
+
+
+def test_the_writer_keeps_out_only_what_the_checks_reject() -> None:
+    """The engine's bans are the checks' rules before the fact: every avoided claim word is a claim the check
+    rejects, and every number the writer allows is one the check accepts, names' digits included."""
+    for word in grounding.CLAIM_WORDS:
+        assert check(ad("Star Wars", f"A {word} adventure."), STAR_WARS).reasons, word
+    kit = {**BRAND_KIT, "required_disclaimer": "Cancel within 30 days."}
+    assert safety.numbers_to_allow(STAR_WARS, kit) == {"1977", "30"}
+    assert safety.numbers_to_allow(TERMINATOR_2, {}) >= {"2", str(TERMINATOR_2["year"])}
+    for number in safety.numbers_to_allow(TERMINATOR_2, kit):
+        body = "Terminator 2: Judgment Day is back." if number == "2" else f"A thriller, {number}."  # a name's digits
+        # are allowed to write the name: the check blanks them with it
+        assert not grounding.problems(ad("Terminator 2", body), grounding.facts_for(TERMINATOR_2, kit)), number

@@ -4,8 +4,9 @@ the same samples, as BoNBoN combines them).
 
 1. Sampling: `num_generations` answers per training prompt from the base model, on the Studio's engine with
    the Studio's nucleus and stop (`trainers.sample_groups`), scored once by the Studio-gated train reward.
-2. SFT (TRL's `SFTTrainer`, LoRA through PEFT): each prompt's best answer, kept only when it passes every
-   Studio check, as the completion of its prompt; the model learns to write at once what reranking keeps.
+2. SFT (TRL's `SFTTrainer`, LoRA through PEFT): each prompt's best `sft_per_prompt` answers among those that
+   pass every Studio check, as completions of its prompt; the model learns to write at once what reranking
+   keeps, and with more than one answer per prompt it keeps more than one way of saying it.
 3. DPO (TRL's `DPOTrainer`) continues the SFT adapter on best vs worst of the same samples. Given a model
    that already carries an adapter, TRL makes a frozen copy of it the reference, so DPO refines the distilled
    policy instead of pulling it back to the base model.
@@ -88,9 +89,8 @@ def samples(cfg: BestOfNSettings, path: str, tokenizer, output_dir: Path, until:
     shown = reward.catalog(cfg.dataset)
     best = []
     for text, group, block, item in zip(texts, groups, scores, items, strict=True):
-        accepted = [k for k, raw in enumerate(group) if shown.accepted(raw, item)]
-        if accepted:
-            best.append({"prompt": text, "completion": group[max(accepted, key=lambda k: block[k])]})
+        accepted = sorted((k for k, raw in enumerate(group) if shown.accepted(raw, item)), key=lambda k: -block[k])
+        best += [{"prompt": text, "completion": group[k]} for k in accepted[:cfg.sft_per_prompt]]
     data = {"groups": groups, "scores": [np.asarray(b).tolist() for b in scores], "best": best,
             "pairs": audience.pairs_from_scores(texts, groups, scores)}
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -102,8 +102,8 @@ def samples(cfg: BestOfNSettings, path: str, tokenizer, output_dir: Path, until:
 
 def supervised(cfg: BestOfNSettings, path: str, tokenizer, best: list[dict], folder: Path, run_id: str | None,
                attempt: int, stop: trainers.StopSignals) -> int:
-    """Stage 2, SFT on the best accepted samples (continuing its own checkpoint); the steps it took. `stop`
-    ends it on cancel or at its share of the time budget."""
+    """Stage 2, SFT on the best accepted samples of each prompt (continuing its own checkpoint); the steps it
+    took. `stop` ends it on cancel or at its share of the time budget."""
     adapter = folder / "adapter"
     if (adapter / STAGE_FILE).exists():
         return int(json.loads((adapter / STAGE_FILE).read_text(encoding="utf-8"))["global_step"])

@@ -34,16 +34,24 @@ TOP_P = 0.9  # the Studio's nucleus sampling (`generation.models.TextModel.gener
 @dataclass(frozen=True)
 class Rules:
     """How the Studio draws from its writer (`generation.writer`): per prompt text, the words its answers may
-    not write (`avoid`); no answer repeats a run of `no_repeat` of its own tokens; an answer ends after `lines`
-    lines, the last at its first sentence (`generation.engine.Ends`), and not before (0: no limit)."""
+    not write (`avoid`) and the only numbers they may (`numbers`; None: any); no answer repeats a run of
+    `no_repeat` of its own tokens; an answer ends after `lines` lines, the last at its first sentence
+    (`generation.engine.Ends`), and not before (0: no limit)."""
 
     avoid: list[list[str]] | None = None
     no_repeat: int = 0
     lines: int = 0
+    numbers: list[frozenset[str]] | None = None
 
     def part(self, start: int, stop: int) -> Rules:
         """The rules of the texts from `start` to `stop`."""
-        return Rules(self.avoid[start:stop] if self.avoid else None, self.no_repeat, self.lines)
+        return Rules(self.avoid[start:stop] if self.avoid else None, self.no_repeat, self.lines,
+                     self.numbers[start:stop] if self.numbers else None)
+
+    def number_rules(self, tokenizer, copies: int) -> list | None:
+        """The `engine.Numbers` of every answer (each text's `copies` answers in turn), or None."""
+        rules = models.number_rules(tokenizer, self.numbers)
+        return [r for r in rules for _ in range(copies)] if rules else None
 
     def tokens(self, tokenizer, copies: int) -> list[frozenset[int]] | None:
         """The avoided token ids of every answer (each text's `copies` answers in turn), or None."""
@@ -73,7 +81,7 @@ def sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature:
     out_texts, prompt_ids, completion_ids = [], [], []
     tokenizer.padding_side = "left"
     per_batch = max(batch // copies, 1)
-    avoided = rules.tokens(tokenizer, copies)
+    avoided, numbers = rules.tokens(tokenizer, copies), rules.number_rules(tokenizer, copies)
     ends = models.answer_ends(tokenizer) if rules.lines else None
     end_ids = models.end_ids(model, tokenizer)
     for start in range(0, len(texts), per_batch):
@@ -82,8 +90,9 @@ def sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature:
         cache = _prefilled(model, enc, copies)
         enc = {k: v.repeat_interleave(copies, dim=0) for k, v in enc.items()}
         width, lines = enc["input_ids"].shape[1], [rules.lines] * enc["input_ids"].shape[0]
-        bans = models.Bans(avoided[start * copies:(start + per_batch) * copies] if avoided else None,
-                           rules.no_repeat, width, lines, ends.newlines if ends else frozenset(), end_ids)
+        rows = slice(start * copies, (start + per_batch) * copies)
+        bans = models.Bans(avoided[rows] if avoided else None, rules.no_repeat, width, lines,
+                           ends.newlines if ends else frozenset(), end_ids, numbers[rows] if numbers else None)
         stop = [models.AnswerStop(ends, width, lines, model.device)] if ends else None
         torch.manual_seed(seed + start)
         with torch.inference_mode():
@@ -131,7 +140,7 @@ def sample_on(llm: models.TextModel, texts: list[str], max_new_tokens: int, temp
     prompts = [llm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     avoid = [llm.avoided_tokens(words) for words in rules.avoid] if rules.avoid else None
     answers = llm.complete(prompts, copies, max_new_tokens, temperature, TOP_P, seed, rules.lines, avoid,
-                           rules.no_repeat)
+                           rules.no_repeat, models.number_rules(llm.tokenizer, rules.numbers))
     prompt_ids = [torch.tensor(prompts[k // copies]) for k in range(len(answers))]
     completion_ids = [torch.tensor(a, dtype=torch.long) for a in answers]
     return llm.tokenizer.batch_decode(answers, skip_special_tokens=True), prompt_ids, completion_ids

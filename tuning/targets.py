@@ -55,8 +55,9 @@ def rules(target: str, dataset: str, chosen: list[dict]) -> Rules:
     from tuning.reward import catalog
 
     shown = catalog(dataset)
-    return Rules([safety.words_to_avoid(shown.items[str(r["item_id"])], shown.categories, shown.brand) for r in chosen],
-                 writer.NO_REPEAT, copy.ANSWER_LINES)
+    items = [shown.items[str(r["item_id"])] for r in chosen]
+    return Rules([safety.words_to_avoid(item, shown.categories, shown.brand) for item in items], writer.NO_REPEAT,
+                 copy.ANSWER_LINES, [safety.numbers_to_allow(item, shown.brand) for item in items])
 
 
 def texts(target: str, tokenizer, chosen: list[dict], examples: bool = True) -> list[str]:
