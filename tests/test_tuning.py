@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -466,6 +467,7 @@ def test_the_evaluation_and_the_samplers_draw_under_the_studios_rules(demo_store
     shop = reward.catalog(demo_store)
     assert rules.avoid == [safety.words_to_avoid(shop.items[r["item_id"]], shop.categories, shop.brand) for r in rows]
     assert (rules.no_repeat, rules.lines) == (writer.NO_REPEAT, copy.ANSWER_LINES)
+    assert rules.numbers == [safety.numbers_to_allow(shop.items[r["item_id"]], shop.brand) for r in rows]
     assert targets.rules("brief", demo_store, rows) == sampling.Rules()
     llm = models.load_text_model(str(embedded_model_dir), "cpu", tmp_path)
     assert llm.fast is not None, llm.engine_note
@@ -473,7 +475,7 @@ def test_the_evaluation_and_the_samplers_draw_under_the_studios_rules(demo_store
     free, _, _ = sampling.sample_on(llm, texts, 16, 0.9, seed=3, copies=2)
     words = [[w for w in (free[2 * k] + " " + free[2 * k + 1]).replace(",", " ").split() if w.isalpha()][:3]
              for k in range(len(rows))]
-    own = sampling.Rules(words, writer.NO_REPEAT, copy.ANSWER_LINES)
+    own = sampling.Rules(words, writer.NO_REPEAT, copy.ANSWER_LINES, [frozenset({"2000"})] * len(rows))
     drawn = {"llama.cpp": sampling.sample_on(llm, texts, 16, 0.9, seed=3, copies=2, rules=own)[2],
              "transformers": sampling.sample(llm.model, llm.tokenizer, texts, 16, 0.9, seed=3, copies=2,
                                              rules=own)[2]}
@@ -482,6 +484,8 @@ def test_the_evaluation_and_the_samplers_draw_under_the_studios_rules(demo_store
             avoided = models.avoided_tokens(llm.tokenizer, words[k // 2])
             assert avoided and not set(answer.tolist()) & avoided, (path, words[k // 2],
                                                                     llm.tokenizer.decode(answer))
+            numbers = re.findall(r"\d+", llm.tokenizer.decode(answer))  # only "2000" (or its start at the cap)
+            assert all("2000".startswith(n) for n in numbers) and numbers[:-1] == ["2000"] * (len(numbers) - 1)
 
 
 def test_a_worker_that_ends_is_reaped_without_anyone_asking_about_its_run(base_config: dict) -> None:
