@@ -174,7 +174,7 @@ def _run_problem(run: list[str], opens: bool, field: str, facts: Facts) -> str |
     content = [w for w in run if w.lower() not in CONNECTORS]
     if not content or all(facts.supports(w) for w in content):
         return None
-    part = " ".join(_words(" ".join(run)))
+    part = re.sub(r"'s?$", "", " ".join(_words(" ".join(run))))  # "Bobby Fischer's journey" names him too
     if any(re.search(rf"(?<![\w'-]){re.escape(part)}(?![\w'-])", name) for name in facts.names):
         return None  # a part of the item's own name, as written there: "the Bronx", "Willy Wonka"
     common = common_words()

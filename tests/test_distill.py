@@ -27,7 +27,7 @@ def recipe_run(demo_store: str, tmp_path_factory: pytest.TempPathFactory) -> tup
     cfg = configs.config_for({"method": configs.BEST_OF_N_SFT_DPO, "dataset": demo_store, "users": 6,
                               "num_generations": 4, "max_completion_length": 40, "sft_steps": 2, "max_steps": 2,
                               "prompts_per_step": 2, "lora_layers": 2, "learning_rate": 1e-3, "eval_steps": 0,
-                              "torch_threads": 1, "save_steps": 1})
+                              "torch_threads": 1, "save_steps": 1, "sft_per_prompt": 2})
     run_store.create_run("test-recipe", cfg.method, cfg.dataset, cfg.to_dict(), str(folder), "", cfg.total_steps)
     return cfg, folder, trainers.train(cfg, folder, run_id="test-recipe")
 

@@ -289,6 +289,8 @@ GROUNDED = [
              "A crime unfolds in the Bronx."),
     grounded("wonka-part-of-the-name", WONKA, "Willy Wonka and the Chocolate Factory",
              "Willy Wonka opens his Chocolate Factory in this 1971 musical."),
+    grounded("wonka-possessive-part-of-the-name", WONKA, "Willy Wonka and the Chocolate Factory",
+             "Willy Wonka's factory opens its doors."),
     grounded("sw-contractions-open-sentences", STAR_WARS, "Star Wars", "Rebels fight on. They're outnumbered. "
              "He's a farm boy."),
     grounded("fargo-plain-words-of-another-title", FARGO, "Fargo", "A crime drama at the edge of town."),

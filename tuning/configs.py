@@ -140,8 +140,8 @@ class BestOfNSettings(TextConfig):
     METHOD = BEST_OF_N_SFT_DPO
     method: str = BEST_OF_N_SFT_DPO
     sft_steps: int = 20  # supervised steps on the best-of-N samples, before DPO
-    sft_per_prompt: int = 2  # SFT learns each prompt's best this many accepted samples: two, not one, kept the
-    # tuned copy as varied as the base model's (distinct-2), where the single best narrowed it to 0.80-0.86x
+    sft_per_prompt: int = 1  # SFT learns each prompt's best this many accepted samples; two did not keep the copy
+    # more varied (bench/tune_uplift.py, seed 0: distinct-2 0.50 against 0.51 with one) and cost judge CTR
 
     def __post_init__(self) -> None:
         super().__post_init__()
