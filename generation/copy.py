@@ -40,7 +40,12 @@ EXAMPLES = [
      "Body: A snowy town, a desperate plan and a police chief who sees through it."),
 ]
 DANGLING = {"a", "an", "the", "of", "and", "or", "to", "in", "on", "for", "with", "that", "is", "its", "your", "at",
-            "by", "from", "as", "but"}  # words a cut headline must not end on
+            "by", "from", "as", "but", "into", "onto", "about", "than", "who", "whose", "which", "where", "when",
+            "while", "his", "her", "their", "our", "my", "this", "these", "those", "be", "are", "was", "were",
+            "will", "can", "has", "have", "not", "so", "very", "more", "between", "through", "after", "before",
+            "over", "under", "then"}  # words a cut headline must not end on
+CLAUSE_END = re.compile(r"\s*(?:[,;]|\s[-–—])\s")  # where a cut reads as a whole phrase: "a tale of deception, guilt"
+CLAUSE_SHARE = 0.6  # a cut at a clause end keeps at least this share of the limit ("Star Wars," alone says nothing)
 FIELD_LINE = re.compile(r"^\s*(title|body|cta)\s*:\s*(.*)$", re.IGNORECASE)
 ANSWER_LINES = 2  # the model writes the title's line and the body's: its answer is complete after two breaks, or
 # at the body's first sentence end (`engine.Ends`: one sentence, as the examples show)
@@ -165,11 +170,19 @@ def mark_short_prompt(adapter: str | Path) -> None:
     (Path(adapter) / PROMPT_FILE).write_text(json.dumps({"examples": False}), encoding="utf-8")
 
 
+def _squashed(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().strip('"“”').strip()
+
+
 def fit(text: str, limit: int) -> str:
-    """Cut text to `limit` characters at a word boundary, dropping dangling punctuation and words that leave
-    it unfinished ("a world of a", "A Close Shave, A, a" from a model copying the catalog's "Close Shave, A")."""
-    text = re.sub(r"\s+", " ", text).strip().strip('"“”').strip()
-    cut = text if len(text) <= limit else text[: limit + 1].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
+    """Cut text to `limit` characters: at the last clause end that keeps most of it ("Secrets & Lies, a tale of
+    deception, guilt and..." -> "Secrets & Lies, a tale of deception"), else at a word boundary, dropping
+    dangling punctuation and words that leave it unfinished ("a world of a", "A Close Shave, A, a" from a model
+    copying the catalog's "Close Shave, A")."""
+    text = _squashed(text)
+    clauses = [m.start() for m in CLAUSE_END.finditer(text[:limit + 1]) if m.start() >= CLAUSE_SHARE * limit]
+    cut = text if len(text) <= limit else text[:clauses[-1]] if clauses else \
+        text[: limit + 1].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
     words = cut.rstrip(" ,;:-–—").split(" ")
     while len(words) > 1 and words[-1].lower().strip(",;:-–—") in DANGLING:  # "a world of a" reads as cut off
         words.pop()
@@ -187,6 +200,22 @@ def parse(raw: str, cta: str = "Learn more", start: str = "Title:") -> dict[str,
     """Title and body from an answer that continued `start` (what code wrote before the model), with `cta`,
     the call to action code chose; None when title or body is missing. A call to action the model wrote
     anyway (an untuned model run without a stop) is ignored, as is everything after it."""
+    fields = _written(raw, start)
+    if fields is None:
+        return None
+    fields["cta"] = cta
+    return {k: fit(fields[k], limit) for k, limit in LIMITS.items()}
+
+
+def cut_short(raw: str, start: str = "Title:") -> bool:
+    """Whether `parse` has to cut this answer's headline to its limit: the Studio keeps a candidate whose
+    headline is whole over one cut short ("a tale of great power and great")."""
+    fields = _written(raw, start)
+    return fields is not None and len(_squashed(fields["title"])) > LIMITS["title"]
+
+
+def _written(raw: str, start: str) -> dict[str, str] | None:
+    """The title and body an answer wrote, as written (tidied, not yet cut), or None when one is missing."""
     fields: dict[str, str] = {}
     raw = raw.lstrip(" ")
     joiner = "\n" if FIELD_LINE.match(raw.splitlines()[0] if raw else "") or raw.startswith("\n") else " "
@@ -198,9 +227,8 @@ def parse(raw: str, cta: str = "Learn more", start: str = "Title:") -> dict[str,
             break
     if not fields.get("title") or not fields.get("body"):
         return None
-    fields["cta"] = cta
     fields["title"] = fields["title"].rstrip(" :,")
-    return {k: fit(fields[k], limit) for k, limit in LIMITS.items()}
+    return fields
 
 
 def call_to_action(brand_kit: dict, slot: int) -> str:

@@ -4,8 +4,9 @@ Work comes as jobs (an item, a profile, how many variants). Every round sends ea
 across all jobs, through the model in batches; each slot gets `candidates` samples of its prompt (they
 share the prompt's prefill in the engine). A candidate is kept only if it parses, passes every safety
 check, and repeats no title of its job (same words ignoring case and punctuation, or a headline tail whose
-embedding is a near-duplicate of one already kept) nor its text. Of the candidates left, the one the
-`score` callable (the train audience's predicted CTR for the job's user) rates highest fills the slot.
+embedding is a near-duplicate of one already kept) nor its text. Of the candidates left, one whose headline
+is whole (not cut to the limit: `copy.cut_short`) fills the slot before any that was cut, and among those the
+one the `score` callable (the train audience's predicted CTR for the job's user) rates highest.
 A slot with no usable candidate is written again with new seeds; after the last round its best failure
 is kept and marked rejected with its reasons, so nothing is silently dropped or shown as fine.
 """
@@ -79,6 +80,7 @@ class Candidate:
     text_vector: np.ndarray | None = None
     tail_vector: np.ndarray | None = None
     score: float = 0.0
+    cut_short: bool = False  # its headline had to be cut to the limit (`copy.cut_short`)
 
 
 def _repeat_reason(candidate: Candidate, job: Job) -> str | None:
@@ -98,7 +100,8 @@ def _repeat_reason(candidate: Candidate, job: Job) -> str | None:
 
 def _fill_slot(job: Job, slot: int, candidates: list[Candidate]) -> bool:
     """Keep the best passing, non-repeating candidate in the slot; else remember the best failure."""
-    passing = sorted((c for c in candidates if c.record["safety"]["status"] == "passed"), key=lambda c: -c.score)
+    passing = sorted((c for c in candidates if c.record["safety"]["status"] == "passed"),
+                     key=lambda c: (c.cut_short, -c.score))  # a whole headline first, then the audience's pick
     job.drawn[slot] = job.drawn.get(slot, 0) + len(candidates)
     for candidate in passing:
         if reason := _repeat_reason(candidate, job):
@@ -203,6 +206,8 @@ def _write_chunk(generate: Callable, encode: Callable, chunk: list[tuple[Job, in
         drawn.append([_judge(job, slot, {"angle": angle, "seed": seed, "raw": raw, "prompt": json.dumps(chat),
                                          "item": job.item}, copy.parse(raw, cta, start), checks)
                       for raw in slot_answers])
+        for candidate, raw in zip(drawn[-1], slot_answers, strict=True):
+            candidate.cut_short = copy.cut_short(raw, start)
     passed = [c for group in drawn for c in group if c.record["safety"]["status"] == "passed"]
     _embed(encode, passed)
     if score is not None and passed:

@@ -41,6 +41,31 @@ def test_parse_reads_fields_enforces_limits_and_takes_the_cta_code_chose() -> No
     assert copy.parse("just some rambling without fields") is None
 
 
+def test_a_headline_is_cut_at_a_clause_end_and_never_left_hanging() -> None:
+    start = copy.answer_start({"title": "Secrets & Lies (1996)"})
+    long = " a dramatic tale with a story of deception, guilt, and redemption.\nBody: A family secret."
+    assert copy.parse(long, "Watch now", start)["title"] == "Secrets & Lies, a dramatic tale with a story of deception"
+    assert copy.cut_short(long, start)
+    assert copy.fit("Citizen Kane, a story of a man who rose to power and then lost it", 60) == \
+        "Citizen Kane, a story of a man who rose to power"  # not "... and then"
+    assert copy.fit("Star Wars, a long, long story of rebels who fight an empire far away", 60) == \
+        "Star Wars, a long, long story of rebels who fight an empire"  # no clause end late enough: words
+    short = " where rebels take on an empire\nBody: A farm boy joins the fight."
+    assert not copy.cut_short(short, copy.answer_start(STAR_WARS))
+
+
+def test_the_writer_keeps_a_whole_headline_over_a_better_scored_cut_one() -> None:
+    job = writer.Job(STAR_WARS, {}, 1, 0, "1")
+    passed = {"status": "passed", "reasons": []}
+    cut = writer.Candidate({"title": "cut", "safety": passed}, {"title": "Star Wars, a tale of great power and great"},
+                           np.ones(2), np.ones(2), score=0.09, cut_short=True)
+    whole = writer.Candidate({"title": "whole", "safety": passed}, {"title": "Star Wars, where rebels rise"},
+                             np.ones(2), np.ones(2), score=0.02)
+    assert writer._fill_slot(job, 0, [cut, whole]) and job.accepted[0]["title"] == "whole"
+    only_cut = writer.Job(STAR_WARS, {}, 1, 0, "1")
+    assert writer._fill_slot(only_cut, 0, [cut]) and only_cut.accepted[0]["title"] == "cut"  # better than none
+
+
 def test_variants_take_the_brand_kits_calls_to_action_in_turn() -> None:
     kit = {"default_cta": "Watch now", "calls_to_action": ["Watch now", "Watch tonight", "Start watching"]}
     assert [copy.call_to_action(kit, slot) for slot in range(4)] == ["Watch now", "Watch tonight",
