@@ -129,6 +129,8 @@ print(json.dumps({"exceptions": [str(e.value) for e in app.exception],
 """
 
 
+@pytest.mark.parametrize("demo_database", ["sqlite"], indirect=True)  # what the page reads of a killed run is
+# the kill test's on both databases; the page itself is the same on either
 def test_a_restarted_dashboard_shows_the_killed_run_as_resumable(tiny_run_config: dict, tiny_llm: str) -> None:
     run_id = runs.launch(tiny_run_config | {"max_steps": 200})
     deadline = time.monotonic() + 240
