@@ -9,7 +9,8 @@
    prefix between requests, as in a Studio that has answered one already).
 2. Candidates per slot (K = 1, 2, 4): for `--users` held-out users x 4 variants each, one round: seconds,
    share of slots filled by a passing candidate (the first-draw accepted share), share of candidates that
-   pass, and the train audience's mean predicted CTR of the kept variants. The Studio's default K is the
+   pass, the train audience's mean predicted CTR of the kept variants, and the share of kept headlines that
+   had to be cut to the 60-character limit (the writer prefers whole ones). The Studio's default K is the
    smallest whose accepted share and CTR are within a point of the next.
 3. The whole Studio request (profile, copy with the default K, checks, briefs, banners in every size,
    scores, store) for 4 variants, p50 of 3.
@@ -98,7 +99,7 @@ def candidates_sweep(users: int, fast: models.TextModel) -> dict:
     for k in (1, 2, 4):
         per_item = {}
         seconds = 0.0
-        filled, kept_scores, slots = 0, [], 0
+        filled, kept_scores, slots, cut = 0, [], 0, 0
         for user, item in pairs:
             per_item.setdefault(item, []).append(user)
         for item, members in per_item.items():
@@ -111,14 +112,16 @@ def candidates_sweep(users: int, fast: models.TextModel) -> dict:
                 filled += len(good)
             kept = [(j.user_id, v) for j, variants in zip(jobs, out, strict=True) for v in variants
                     if v["safety"]["status"] == "passed"]
+            cut += sum(copy.cut_short(v["raw"], copy.answer_start(jobs[0].item)) for _, v in kept if not v["hook"])
             if kept:
                 kept_scores += list(score(DATASET, item)([u for u, _ in kept], [v for _, v in kept]))
         share = filled / max(slots, 1)
         ctr = statistics.mean(kept_scores) if kept_scores else 0.0
-        sweep[k] = {"seconds": round(seconds, 2), "accepted_share": round(share, 3),
-                    "train_ctr": round(ctr, 5), "variants": slots}
+        sweep[k] = {"seconds": round(seconds, 2), "accepted_share": round(share, 3), "train_ctr": round(ctr, 5),
+                    "variants": slots, "cut_headlines_share": round(cut / max(filled, 1), 3)}
         print(f"K={k}: {slots} slots for {len(pairs)} held-out users in {seconds:.1f} s "
-              f"({seconds / max(slots, 1):.2f} s/variant); accepted {share:.0%}; train CTR of kept {ctr:.2%}")
+              f"({seconds / max(slots, 1):.2f} s/variant); accepted {share:.0%}; train CTR of kept {ctr:.2%}; "
+              f"headlines cut to the limit {cut / max(filled, 1):.0%} of kept")
     return sweep
 
 

@@ -1,7 +1,7 @@
 """Does reward tuning pay on a laptop? Judge CTR of tuned@1 vs base@1 vs base best-of-4 on held-out users.
 
     .venv/bin/python bench/tune_uplift.py [--method best_of_n_sft_dpo] [--minutes 15] [--users 192]
-        [--eval-users 96] [--draws 2] [--seed 0] [--json] [--samples-out FILE] [--report FILE]
+        [--eval-users 96] [--draws 2] [--seed 0] [--sft-per-prompt 1] [--json] [--samples-out FILE] [--report FILE]
 
 1. Launches a tuning run on the configured (default: embedded) text model through the product's own run
    manager (its own worker process, recorded in the store, visible on the Reward Tuning page), with a
@@ -46,7 +46,7 @@ RECIPES = {  # the tuned defaults per method for a 15-minute CPU budget (see the
 def config(args: argparse.Namespace) -> dict:
     recipe = dict(RECIPES[args.method])
     for key in ("learning_rate", "beta", "lora_r", "lora_layers", "num_generations", "prompts_per_step",
-                "sft_steps"):
+                "sft_steps", "sft_per_prompt"):
         if getattr(args, key, None) is not None:
             recipe[key] = getattr(args, key)
     return {"method": args.method, "users": args.users, "time_budget_minutes": args.minutes,
@@ -98,7 +98,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run", help="evaluate this finished run instead of training a new one")
     for key, kind in (("learning_rate", float), ("beta", float), ("lora_r", int), ("lora_layers", int),
-                      ("num_generations", int), ("prompts_per_step", int), ("sft_steps", int)):
+                      ("num_generations", int), ("prompts_per_step", int), ("sft_steps", int),
+                      ("sft_per_prompt", int)):
         parser.add_argument("--" + key.replace("_", "-"), type=kind, default=None, help="override the recipe")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the headline figures")
     parser.add_argument("--samples-out", help="write every judged output to this JSON file")

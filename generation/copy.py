@@ -43,7 +43,7 @@ DANGLING = {"a", "an", "the", "of", "and", "or", "to", "in", "on", "for", "with"
             "by", "from", "as", "but", "into", "onto", "about", "than", "who", "whose", "which", "where", "when",
             "while", "his", "her", "their", "our", "my", "this", "these", "those", "be", "are", "was", "were",
             "will", "can", "has", "have", "not", "so", "very", "more", "between", "through", "after", "before",
-            "over", "under", "then"}  # words a cut headline must not end on
+            "over", "under", "then", "most", "least"}  # words a cut headline must not end on
 CLAUSE_END = re.compile(r"\s*(?:[,;]|\s[-–—])\s")  # where a cut reads as a whole phrase: "a tale of deception, guilt"
 CLAUSE_SHARE = 0.6  # a cut at a clause end keeps at least this share of the limit ("Star Wars," alone says nothing)
 FIELD_LINE = re.compile(r"^\s*(title|body|cta)\s*:\s*(.*)$", re.IGNORECASE)
@@ -174,17 +174,19 @@ def _squashed(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().strip('"“”').strip()
 
 
-def fit(text: str, limit: int) -> str:
-    """Cut text to `limit` characters: at the last clause end that keeps most of it ("Secrets & Lies, a tale of
-    deception, guilt and..." -> "Secrets & Lies, a tale of deception"), else at a word boundary, dropping
-    dangling punctuation and words that leave it unfinished ("a world of a", "A Close Shave, A, a" from a model
-    copying the catalog's "Close Shave, A")."""
+def fit(text: str, limit: int, clauses_from: int = 0) -> str:
+    """Cut text to `limit` characters: at the last clause end from `clauses_from` on that keeps most of it
+    ("Secrets & Lies, a tale of deception, guilt and..." -> "Secrets & Lies, a tale of deception"), else at a
+    word boundary, dropping dangling punctuation and words that leave it unfinished ("a world of a", "A Close
+    Shave, A, a" from a model copying the catalog's "Close Shave, A")."""
     text = _squashed(text)
-    clauses = [m.start() for m in CLAUSE_END.finditer(text[:limit + 1]) if m.start() >= CLAUSE_SHARE * limit]
+    clauses = [m.start() for m in CLAUSE_END.finditer(text[:limit + 1])
+               if m.start() >= max(CLAUSE_SHARE * limit, clauses_from)]
     cut = text if len(text) <= limit else text[:clauses[-1]] if clauses else \
         text[: limit + 1].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
     words = cut.rstrip(" ,;:-–—").split(" ")
-    while len(words) > 1 and words[-1].lower().strip(",;:-–—") in DANGLING:  # "a world of a" reads as cut off
+    while len(words) > 1 and (words[-1].lower().strip(",;:-–—") in DANGLING or
+                              re.search(r"['’]s$", words[-1])):  # "a world of a", "a tale of the world's"
         words.pop()
     return " ".join(words).rstrip(" ,;:-–—")
 
@@ -204,7 +206,8 @@ def parse(raw: str, cta: str = "Learn more", start: str = "Title:") -> dict[str,
     if fields is None:
         return None
     fields["cta"] = cta
-    return {k: fit(fields[k], limit) for k, limit in LIMITS.items()}
+    headline = _squashed(fields["title"])  # a headline is never cut back to the name before its first comma
+    return {k: fit(fields[k], limit, headline.find(",") + 1 if k == "title" else 0) for k, limit in LIMITS.items()}
 
 
 def cut_short(raw: str, start: str = "Title:") -> bool:

@@ -197,10 +197,11 @@ def test_an_unwritable_or_full_run_folder_is_refused_before_anything_is_stored(
     blocked = settings.home() / "blocked-home"
     blocked.mkdir(exist_ok=True)
     (blocked / "runs").write_text("a file where the runs folder should be")
-    monkeypatch.setattr(runs, "runs_folder", lambda: blocked / "runs")
-    with pytest.raises(ValueError, match="Cannot write the run folder .*blocked-home/runs"):
-        runs.launch(tiny_run_config)
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as blocked_runs:  # its own patch: undoing the test's would also undo the
+        # store that `demo_database` pointed DATABASE_URL at
+        blocked_runs.setattr(runs, "runs_folder", lambda: blocked / "runs")
+        with pytest.raises(ValueError, match="Cannot write the run folder .*blocked-home/runs"):
+            runs.launch(tiny_run_config)
     monkeypatch.setenv("ADLOOP_MIN_FREE_MB", str(10**12))  # more than any disk has: the disk is "full"
     with pytest.raises(ValueError, match=r"Only \d+ MB free where runs are saved"):
         runs.launch(tiny_run_config)

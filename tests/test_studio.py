@@ -48,8 +48,13 @@ def test_a_headline_is_cut_at_a_clause_end_and_never_left_hanging() -> None:
     assert copy.cut_short(long, start)
     assert copy.fit("Citizen Kane, a story of a man who rose to power and then lost it", 60) == \
         "Citizen Kane, a story of a man who rose to power"  # not "... and then"
+    assert copy.fit("The Hunt for Red October, a tale of the world's most dangerous submarine", 60) == \
+        "The Hunt for Red October, a tale"  # not "... of the world's most"
     assert copy.fit("Star Wars, a long, long story of rebels who fight an empire far away", 60) == \
         "Star Wars, a long, long story of rebels who fight an empire"  # no clause end late enough: words
+    wonka = copy.answer_start({"title": "Willy Wonka and the Chocolate Factory (1971)"})
+    assert copy.parse(" a love story about a boy, a factory and a golden ticket\nBody: Sweet.", "Go", wonka)[
+        "title"] == "Willy Wonka and the Chocolate Factory, a love story"  # not the name alone
     short = " where rebels take on an empire\nBody: A farm boy joins the fight."
     assert not copy.cut_short(short, copy.answer_start(STAR_WARS))
 
