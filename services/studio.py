@@ -79,7 +79,21 @@ def sweep_studio() -> dict[str, int]:
         except Timeout:
             continue  # its generation is alive
         Path(str(draft) + ".lock").unlink(missing_ok=True)
+    _remove_orphan_locks()
     return counts
+
+
+def _remove_orphan_locks() -> None:
+    """Delete the lock files of generations killed before their draft existed or after it was published (no
+    draft left to settle): a lock that can be taken has no live owner, and a batch id is never drawn again."""
+    for lock in sorted((settings.home() / "studio").glob("*.partial.lock")):
+        if Path(str(lock).removesuffix(".lock")).exists():
+            continue  # its draft is being drawn, or was left for the next sweep
+        try:
+            with FileLock(str(lock)).acquire(timeout=0):
+                lock.unlink(missing_ok=True)
+        except Timeout:
+            continue
 
 
 def _targets(variant: dict, profile: dict) -> list[str]:

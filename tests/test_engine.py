@@ -119,12 +119,12 @@ def test_both_engines_write_only_the_numbers_a_prompt_allows(embedded_model_dir:
     assert all(set(re.findall(r"\d+", text)) - a for text, a in zip(free, allowed, strict=True)), free
     rules = models.number_rules(llm.tokenizer, allowed)
     for temperature in (0.0, 0.9):
-        answers = llm.complete(ids, copies=3, max_new_tokens=40, temperature=temperature, seed=2, numbers=rules)
+        answers = llm.complete(ids, copies=2, max_new_tokens=40, temperature=temperature, seed=2, numbers=rules)
         for k, answer in enumerate(answers):
             numbers = re.findall(r"\d+", llm.tokenizer.decode(answer))
             cut = numbers[-1:] if len(answer) == 40 and llm.tokenizer.decode(answer[-1:]).isdigit() else []
-            assert set(numbers) - set(cut) <= allowed[k // 3], (numbers, allowed[k // 3])
-            assert all(any(a.startswith(c) for a in allowed[k // 3]) for c in cut)
+            assert set(numbers) - set(cut) <= allowed[k // 2], (numbers, allowed[k // 2])
+            assert all(any(a.startswith(c) for a in allowed[k // 2]) for c in cut)
 
 
 def test_a_number_is_bounded_digit_by_digit() -> None:

@@ -148,6 +148,8 @@ def test_a_restarted_dashboard_shows_the_killed_run_as_resumable(tiny_run_config
     assert_store_consistent()
 
 
+@pytest.mark.parametrize("demo_database", ["sqlite"], indirect=True)  # on PostgreSQL: test_segment_job's killed
+# Ray job (the same batches and transactions), within the suite's time budget
 def test_killing_a_segment_generation_leaves_whole_batches_only(demo_database: str, tiny_model_dir: Path) -> None:
     chance = random.Random(11)
     env = os.environ | {"ADLOOP_TEXT_MODEL": str(tiny_model_dir)}
@@ -185,7 +187,12 @@ def test_drafts_of_killed_generations_are_settled(demo_store: str, tiny_llm: str
     for leftover in services.studio.studio_folder(committed).iterdir():
         leftover.unlink()
     services.studio.studio_folder(committed).rmdir()
-    assert services.studio.sweep_studio() == {"published": 1, "deleted": 1}
+    orphan = studio / "killed-before-its-draft.partial.lock"  # a lock whose generation died with no draft
+    orphan.write_text("")
+    held = services.studio._draft_lock("still-starting")  # a live generation that has not made its draft yet
+    with held:
+        assert services.studio.sweep_studio() == {"published": 1, "deleted": 1}
+        assert not orphan.exists() and Path(held.lock_file).exists()
     assert (services.studio.studio_folder(committed) / "banner-300x250.png").exists()
     assert not (studio / "never-committed.partial").exists()
     assert not services.studio.studio_folder("never-committed").exists()
