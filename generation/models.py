@@ -85,10 +85,15 @@ SENTENCE_END = re.compile(r"[.!?]+[\"')\]”’]*")  # a token of punctuation al
 
 
 @functools.lru_cache(maxsize=16)
+def vocabulary_pieces(tokenizer) -> list[str]:
+    """Each token of the vocabulary decoded alone, once per tokenizer (what the answer rules read)."""
+    return tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+
+
+@functools.lru_cache(maxsize=16)
 def answer_ends(tokenizer) -> Ends:
-    """Where this tokenizer's answers end (`engine.Ends`: line breaks and sentence ends), for both engines;
-    found once per tokenizer (it decodes the whole vocabulary)."""
-    pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    """Where this tokenizer's answers end (`engine.Ends`: line breaks and sentence ends), for both engines."""
+    pieces = vocabulary_pieces(tokenizer)
     return Ends(frozenset(i for i, piece in enumerate(pieces) if "\n" in piece),
                 frozenset(i for i, piece in enumerate(pieces) if SENTENCE_END.fullmatch(piece.strip())))
 
@@ -98,8 +103,7 @@ def digit_tokens(tokenizer) -> dict[int, str]:
     """The tokens that spell digits only (after an optional leading space), with their text: what
     `engine.Numbers` counts a number in. Other tokens with a digit in them ("1st", "²") are not numbers the
     checks read (or the tokenizer has none)."""
-    pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    return {i: piece for i, piece in enumerate(pieces) if re.fullmatch(r"\s?[0-9]+", piece)}
+    return {i: piece for i, piece in enumerate(vocabulary_pieces(tokenizer)) if re.fullmatch(r"\s?[0-9]+", piece)}
 
 
 def number_rules(tokenizer, allowed: list[frozenset[str]] | None) -> list[Numbers] | None:
