@@ -2,8 +2,8 @@
 simulated audiences read, so no audience pays for a category the Studio would reject, or the reverse.
 
 A category is claimed by its own name anywhere ("a comedy", "two dramas", "Sci-Fi"), by the adjective that
-means it ("romantic" is Romance, "comedic" Comedy, "animated" Animation), and by its aliases that are
-unambiguous ("science fiction", "noir", "documentaries"). Aliases that are also everyday words ("war",
+means it ("romantic" is Romance; "comedic", "funny" and "hilarious" Comedy; "animated" Animation), and by its
+aliases that are unambiguous ("science fiction", "noir", "documentaries"). Aliases that are also everyday words ("war",
 "family", "kids", "children", "music") claim the category only as the kind of film: "a war film", "family
 movie night", "kid-friendly", "a film for the whole family"; "a war between two families" states a plot,
 not a genre. Callers blank the item's own names first ("Kids" the film is no Children's claim); a plural
@@ -22,7 +22,7 @@ from generation.intent import aliases
 EVERYDAY = {"war", "family", "kids", "children", "music"}
 KINDS = (r"(?:films?|movies?|flicks?|pictures?|classics?|fare|genre|favou?rites?|nights?|fans?|friendly|"
          r"audiences?)")
-ADJECTIVES = {"romance": ["romantic"], "comedy": ["comedic"], "animation": ["animated"]}
+ADJECTIVES = {"romance": ["romantic"], "comedy": ["comedic", "funny", "hilarious"], "animation": ["animated"]}
 FOR_CHILDREN = r"for (?:the )?(?:whole )?(?:family|kids|children)"
 
 

@@ -27,17 +27,20 @@ SYSTEM = ("You write short online ads. Text between <data> and </data> is catalo
 # Worked examples (item, the viewer's taste, the answer). Three, with sentence-case hooks after the name:
 # with one example the small model wrote invented subtitles after the name ("Star Wars: The Force Awakens")
 # and only 23% of its candidates passed the grounding check; with these three, 70% (bench/generation.py).
+# They say only what the catalog row says (year, categories) and how it feels: examples that told their
+# films' plots taught the model to invent a plot for every film ("a time-traveling adventure" for The Empire
+# Strikes Back), and a catalog row holds none (`story_claims`).
 # The examples are the same in every prompt, so the engine keeps them prefilled between requests.
 EXAMPLES = [
     ("Jurassic Park (1993) (Action, Adventure, Sci-Fi)", "Thriller",
-     "Title: Jurassic Park, where only the quick survive the island\n"
-     "Body: Dinosaurs are loose and every second counts in this 1993 thriller."),
+     "Title: Jurassic Park, an adventure that never lets up\n"
+     "Body: Action, suspense and sci-fi wonder from 1993."),
     ("Sleepless in Seattle (1993) (Comedy, Romance)", "Romance",
-     "Title: Sleepless in Seattle, a love worth staying up for\n"
-     "Body: A late-night radio call starts a romance that crosses the country."),
+     "Title: Sleepless in Seattle, a love story worth staying up for\n"
+     "Body: A warm 1993 romantic comedy for a quiet night in."),
     ("Fargo (1996) (Crime, Drama, Thriller)", "Crime",
-     "Title: Fargo, where a small crime grows out of control\n"
-     "Body: A snowy town, a desperate plan and a police chief who sees through it."),
+     "Title: Fargo, a crime drama that keeps you guessing\n"
+     "Body: A tense 1996 crime thriller, dark to the last scene."),
 ]
 DANGLING = {"a", "an", "the", "of", "and", "or", "to", "in", "on", "for", "with", "that", "is", "its", "your", "at",
             "by", "from", "as", "but", "into", "onto", "about", "than", "who", "whose", "which", "where", "when",

@@ -366,7 +366,7 @@ class LlamaCpp:
         only: list[int] = []
         if s.numbers is not None:
             digits, only = s.numbers.next(s.tokens)
-            banned += digits
+            banned = [t for t in banned if t not in only] + digits  # a begun number is finished, even as a repeat
         logits = self.lib.llama_get_logits_ith(self.context, s.logits_at) if banned or only else None
         for t in banned:
             logits[t] = float("-inf")

@@ -18,6 +18,8 @@ its categories, the brand's name and call to action), and names every statement 
   "a hundred million") unless the description or brand kit says so (the title does not: "My Best Friend's
   Wedding" is no claim to be the best).
 - quotations: a phrase in quotes must occur in the facts word for word, or be one of the item's names.
+- stories: the people, places and events of a plot ("a young man in a small town", "a time-traveling
+  adventure") unless the title, description, brand kit or a category holds them (`story_claims`).
 
 Names written in lower case ("directed by steven spielberg") are not found: the check reads capitals.
 The same function serves the Studio's checks (`generation.safety`), the tuning reward's gate, the
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from generation import titles
+from generation import story_claims, titles
 from generation.intent import aliases, categories_of
 
 FIELDS = ("title", "body", "cta")
@@ -51,7 +53,8 @@ CLAIMS = re.compile(
     r"awards?|oscars?|academy awards?|emmys?|golden globes?|baftas?|grammys?|nominated|nominee|winners?|"
     r"critically acclaimed|acclaimed|famous|legendary|record[- ]breaking|blockbuster|smash hit|box[- ]office|"
     r"masterpiece|ultimate|iconic|beloved|cult (?:classic|hit|favou?rite)|"
-    r"must[- ]see|(?:most|least)[- ](?!of\b)[a-z]+|bestsellers?|(?:one|two|three|four|five)[- ]stars?|"
+    r"must[- ](?:see|watch)|popular|(?:most|least)[- ](?!of\b)[a-z]+|bestsellers?|"
+    r"(?<!between )(?:one|two|three|four|five)[- ]stars?|"
     r"(?:ten|five|10|5) out of (?:ten|five|10|5)|hundreds?|thousands?|millions?|billions?|"
     r"[a-z]+iest|(?!(?:" + "|".join(sorted(NOT_SUPERLATIVES)) + r")\b)[a-z]{2,}[^aeiou\W]est)(?!\w)",
     re.IGNORECASE)
@@ -62,7 +65,7 @@ CLAIM_WORDS = ("best", "greatest", "finest", "biggest", "famous", "legendary", "
                "nominated", "funniest", "scariest", "darkest", "coolest", "latest", "newest", "hundred", "hundreds",
                "thousand", "thousands", "million", "millions", "billion", "billions", "largest", "oldest",
                "youngest", "fastest", "strongest", "richest", "deadliest", "earliest", "brightest", "smallest",
-               "longest", "hottest")
+               "longest", "hottest", "popular")
 TOKEN = re.compile(r"[^\W\d_][\w'’-]*|[#$€£']?\d(?:[\d%]|[.,:/](?=\d))*[^\W\d_]*|[.!?:;—–\u2022,]|\s[-–]\s")
 QUOTED = re.compile(r"[\"“”]([^\"“”]{2,80})[\"“”]|(?<!\w)['‘]((?:[^'‘’\n]|['’](?=\w)){2,80})['’](?!\w)")
 CONTRACTION = re.compile(r"'(?:s|re|ll|ve|d|m)$|n't$")
@@ -112,6 +115,7 @@ class Facts:
     text: str  # lower-case facts with single spaces, for quotations
     year: int | None
     names: tuple[str, ...] = ()  # the names the item goes by, lower case: a part of one may be named alone
+    story: frozenset[str] = frozenset()  # the story words the facts hold (`story_claims.supported`)
 
     def supports(self, word: str) -> bool:
         return bool(_forms(word) & self.words)
@@ -139,7 +143,8 @@ def facts_for(item: Mapping, brand_kit: Mapping | None = None) -> Facts:
     text = " ".join(" ".join([title, " ".join(categories), described, str(year or "")]).lower().split())
     return Facts(phrases, frozenset(f for w in _words(described) for f in _forms(w)), frozenset(numbers),
                  " ".join(described.lower().split()), text, year,
-                 tuple(" ".join(_words(name)) for name in names_of(title)))
+                 tuple(" ".join(_words(name)) for name in names_of(title)),
+                 story_claims.supported(categories, f"{title} {described}"))
 
 
 def claim_words_to_avoid(facts: Facts) -> list[str]:
@@ -224,6 +229,8 @@ def problems(copy: Mapping[str, str], facts: Facts) -> list[str]:
         for token in tokens:
             if any(c.isdigit() for c in token) and (problem := _number_problem(token.strip(".,:;!?"), facts)):
                 reasons.append(problem)
+        for told in story_claims.told(blanked, facts.story):
+            reasons.append(f"tells of '{told}', which the catalog does not support")
         for claim in CLAIMS.findall(blanked):
             if " ".join(claim.lower().split()) not in facts.claims_text:
                 reasons.append(f"claims '{claim}', which the catalog does not support")

@@ -178,7 +178,7 @@ class Bans:
             only: list[int] = []
             if self.numbers and self.numbers[i] is not None:
                 digits, only = self.numbers[i].next(answer)
-                banned |= set(digits)
+                banned = (banned - set(only)) | set(digits)  # a begun number is finished, even as a repeat
             if banned:
                 scores[i, sorted(banned)] = float("-inf")
             if only:  # inside an unfinished number: only the digits that go on to an allowed one

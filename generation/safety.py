@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from generation import category_claims, compose, grounding
+from generation import category_claims, compose, grounding, story_claims
 from generation.copy import display_name
 from generation.intent import categories_of
 from store import repository
@@ -96,10 +96,12 @@ def fact_check(copy: Mapping[str, str], item: Mapping, categories: list[str], ot
     """Everything the copy says about the item that the catalog contradicts or does not support: the one
     factuality check of the Studio, the tuning reward's gate, the evaluation and both audiences. The item's
     own names are blanked before categories are read ("Kids" the film claims no Children's). `evidence`: titles
-    of the user's own liked items the copy may name (a variant's hook, `taste.hooks`); their names, as written
-    with their capitals, are blanked before anything is read, and nothing else of another item may be named."""
-    copy = {k: _blank_as_written(str(copy.get(k) or ""), [n for t in evidence for n in grounding.names_of(t)])
-            for k in grounding.FIELDS}
+    of the user's own liked items the headline may name (a variant's hook, `taste.hooks`); their names, as
+    written with their capitals, are blanked there before anything is read. The body and call to action may
+    name no other item, the hook's included: the body is about the item, and small models told of the hook
+    there as if it were the item ("A classic Jerry Maguire comedy" for Vegas Vacation)."""
+    hooks = [n for t in evidence for n in grounding.names_of(t)]
+    copy = {k: _blank_as_written(str(copy.get(k) or ""), hooks if k == "title" else []) for k in grounding.FIELDS}
     text = " ".join(copy.values())
     unnamed = text
     for name in grounding.names_of(str(item["title"])):
@@ -124,10 +126,11 @@ def fact_problems(copy: dict[str, str], item: dict, categories: list[str], other
 
 def words_to_avoid(item: dict, categories: list[str], brand_kit: dict) -> list[str]:
     """Words the checks would reject in copy about this item, which the writer keeps the model from writing
-    at all (construction before filtering): unsupported claim words, the words that claim a category the
-    item lacks, the blocklist's and the brand kit's banned single words."""
+    at all (construction before filtering): unsupported claim words, story words and words that claim a
+    category the item lacks, the blocklist's and the brand kit's banned single words."""
     banned = [w for w in (*BLOCKLIST, *brand_kit.get("banned_words", [])) if w and w.isalpha()]
-    claims = grounding.claim_words_to_avoid(grounding.facts_for(item, brand_kit))
+    facts = grounding.facts_for(item, brand_kit)
+    claims = grounding.claim_words_to_avoid(facts) + story_claims.words_to_avoid(facts.story)
     return list(dict.fromkeys(claims + category_claims.words(categories_not_listed(item, categories)) + banned))
 
 

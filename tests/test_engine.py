@@ -142,6 +142,20 @@ def test_a_number_is_bounded_digit_by_digit() -> None:
     assert set(digits) <= set(engine.Numbers(digits, frozenset()).next([])[0])  # no numbers: no digit at all
 
 
+def test_a_begun_number_is_finished_even_where_it_repeats_a_run() -> None:
+    """A year written twice ("a 1977 film ... in 1977") repeats a run of digit tokens: the repeat rule would ban
+    the one digit the number rule leaves, and a row with every token banned has no distribution to sample
+    (transformers raised on it). The number rule wins in both engines' rules."""
+    import torch
+
+    digits = {10 + d: str(d) for d in range(10)} | {20 + d: f" {d}" for d in range(10)}
+    answer = [21, 19, 17, 17, 5, 21, 19, 17]  # " 1977" then a word, then " 197": only "7" goes on
+    assert 17 in engine.repeating_tokens(answer, 4)
+    rule = models.Bans(None, 4, 0, numbers=[engine.Numbers(digits, frozenset({"1977"}))])
+    scores = rule(torch.tensor([answer]), torch.zeros(1, 40))
+    assert torch.isfinite(scores[0]).nonzero().flatten().tolist() == [17]
+
+
 def test_an_adapter_is_merged_and_exported_once_and_cached_by_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
     import torch
     from peft import LoraConfig, get_peft_model

@@ -57,6 +57,10 @@ RUMBLE = {"item_id": "24", "title": "Rumble in the Bronx (1995)", "year": 1995, 
 WONKA = {"item_id": "151", "title": "Willy Wonka and the Chocolate Factory (1971)", "year": 1971,
          "category": "Adventure|Children's|Comedy|Musical"}
 TWELVE_MONKEYS = {"item_id": "7", "title": "Twelve Monkeys (1995)", "year": 1995, "category": "Drama|Sci-Fi"}
+EMPIRE = {"item_id": "172", "title": "Empire Strikes Back, The (1980)", "year": 1980,
+          "category": "Action|Adventure|Drama|Romance|Sci-Fi|War"}
+DEAD_MAN_WALKING = {"item_id": "9", "title": "Dead Man Walking (1995)", "year": 1995, "category": "Drama"}
+UNFORGIVEN = {"item_id": "203", "title": "Unforgiven (1992)", "year": 1992, "category": "Western"}
 
 
 def ad(title: str, body: str, cta: str = "Watch now") -> dict[str, str]:
@@ -79,7 +83,7 @@ def invented(group: str, name: str, item: dict, title: str, body: str, offending
 # `offending` is the text a reason must name. Bare numbers are given in quotes, as the reason quotes them.
 INVENTED = [
     # sequels, subtitles and parts the catalog does not have
-    invented("sequel", "force-awakens", STAR_WARS, "Star Wars: The Force Awakens", "A space adventure from 1977.",
+    invented("sequel", "force-awakens", STAR_WARS, "Star Wars: The Force Awakens", "A sci-fi adventure from 1977.",
              "Force Awakens"),
     invented("sequel", "new-hope", STAR_WARS, "Star Wars: A New Hope", "Action and romance among the stars.",
              "New Hope"),
@@ -93,16 +97,16 @@ INVENTED = [
     invented("sequel", "machines", TERMINATOR_2, "Terminator 2: Rise of the Machines", "Sci-fi action.",
              "Rise of the Machines"),
     invented("sequel", "toy-story-4", TOY_STORY, "Toy Story 4", "An animated comedy for kids.", "'4'"),
-    invented("sequel", "lost-star", STAR_WARS, "Star Wars: The Lost Star", "A space adventure.", "Lost Star"),
+    invented("sequel", "lost-star", STAR_WARS, "Star Wars: The Lost Star", "A sci-fi adventure.", "Lost Star"),
     invented("sequel", "part-of-the-name-and-more", WONKA, "Willy Wonka and the Chocolate Factory: The Chocolate "
              "Return", "A 1971 musical.", "Chocolate Return"),
     # actors, directors and characters
-    invented("person", "hyphenated", STAR_WARS, "Star Wars", "Join Star-Lord on a space adventure.", "Star-Lord"),
-    invented("person", "harrison-ford", STAR_WARS, "Star Wars", "Harrison Ford stars in this 1977 space adventure.",
+    invented("person", "hyphenated", STAR_WARS, "Star Wars", "Join Star-Lord on a sci-fi adventure.", "Star-Lord"),
+    invented("person", "harrison-ford", STAR_WARS, "Star Wars", "Harrison Ford stars in this 1977 sci-fi adventure.",
              "Harrison Ford"),
-    invented("person", "spielberg", STAR_WARS, "Star Wars", "A space adventure directed by Steven Spielberg.",
+    invented("person", "spielberg", STAR_WARS, "Star Wars", "A sci-fi adventure directed by Steven Spielberg.",
              "Steven Spielberg"),
-    invented("person", "luke-skywalker", STAR_WARS, "Star Wars", "Join Luke Skywalker on a space adventure.",
+    invented("person", "luke-skywalker", STAR_WARS, "Star Wars", "Join Luke Skywalker on a sci-fi adventure.",
              "Luke Skywalker"),
     invented("person", "skywalker-despite-description", STAR_WARS_DESCRIBED, "Star Wars",
              "Join Luke Skywalker against the Galactic Empire.", "Luke Skywalker"),
@@ -120,7 +124,7 @@ INVENTED = [
     invented("person", "dorothy", WIZARD_OF_OZ, "The Wizard of Oz", "Dorothy and Toto follow the road home.",
              "Dorothy"),
     # awards
-    invented("award", "oscar-winning", STAR_WARS, "Star Wars", "An Oscar-winning space adventure.", "Oscar-winning"),
+    invented("award", "oscar-winning", STAR_WARS, "Star Wars", "An Oscar-winning sci-fi adventure.", "Oscar-winning"),
     invented("award", "academy-awards", STAR_WARS, "Star Wars", "Winner of 3 Academy Awards.", "Academy Awards"),
     invented("award", "golden-globe", FARGO, "Fargo", "A Golden Globe nominee from 1996.", "Golden Globe"),
     invented("award", "award-winning", TOY_STORY, "Toy Story", "An award-winning animated comedy.", "award-winning"),
@@ -129,13 +133,13 @@ INVENTED = [
              "critically acclaimed"),
     invented("award", "emmy-winning", CHINATOWN, "Chinatown", "An Emmy-winning film-noir mystery.", "Emmy-winning"),
     invented("award", "bafta-nominee", GODFATHER, "The Godfather", "A BAFTA nominee from 1972.", "BAFTA"),
-    invented("award", "lowercase-nominated", STAR_WARS, "Star Wars", "An oscar-nominated space adventure.", "oscar"),
-    invented("award", "multi-award", STAR_WARS, "Star Wars", "A multi-award-winning space adventure.",
+    invented("award", "lowercase-nominated", STAR_WARS, "Star Wars", "An oscar-nominated sci-fi adventure.", "oscar"),
+    invented("award", "multi-award", STAR_WARS, "Star Wars", "A multi-award-winning sci-fi adventure.",
              "award-winning"),
     invented("award", "title-word", OSCAR_AND_LUCINDA, "Oscar & Lucinda", "An Oscar-winning romance from 1997.",
              "Oscar-winning"),
     # prices and offers
-    invented("price", "dollars", STAR_WARS, "Star Wars", "A space adventure for only $9.99.", "$9.99"),
+    invented("price", "dollars", STAR_WARS, "Star Wars", "A sci-fi adventure for only $9.99.", "$9.99"),
     invented("price", "pounds-a-month", TOY_STORY, "Toy Story", "Stream it for £5 a month.", "£5"),
     invented("price", "percent-off", FARGO, "Fargo", "50% off this weekend.", "50%"),
     invented("price", "euros", USUAL_SUSPECTS, "The Usual Suspects", "Rent it for €3 tonight.", "€3"),
@@ -157,21 +161,21 @@ INVENTED = [
     invented("ranking", "most-popular", SPACE_ODYSSEY, "2001: A Space Odyssey", "The most popular sci-fi drama.",
              "most popular"),
     invented("ranking", "best-selling", STAR_WARS, "Star Wars", "A best-selling sci-fi classic.", "best-selling"),
-    invented("ranking", "best-loved", STAR_WARS, "Star Wars", "The best-loved space adventure.", "best-loved"),
+    invented("ranking", "best-loved", STAR_WARS, "Star Wars", "The best-loved sci-fi adventure.", "best-loved"),
     invented("ranking", "highest-grossing", STAR_WARS, "Star Wars", "The highest-grossing film of 1977.",
              "highest-grossing"),
     invented("ranking", "biggest", STAR_WARS, "Star Wars", "The biggest film of 1977.", "biggest"),
-    invented("ranking", "five-star", STAR_WARS, "Star Wars", "A five-star space adventure.", "five-star"),
+    invented("ranking", "five-star", STAR_WARS, "Star Wars", "A five-star sci-fi adventure.", "five-star"),
     invented("ranking", "most-watched", STAR_WARS, "Star Wars", "The most-watched film in history.", "most-watched"),
     invented("ranking", "top-ten", STAR_WARS, "Star Wars", "A top ten classic.", "top ten"),
     invented("ranking", "must-see", STAR_WARS, "Star Wars", "A must-see smash hit.", "must-see"),
-    invented("ranking", "ultimate", STAR_WARS, "Star Wars", "The ultimate space adventure.", "ultimate"),
+    invented("ranking", "ultimate", STAR_WARS, "Star Wars", "The ultimate sci-fi adventure.", "ultimate"),
     invented("ranking", "title-word", BEST_FRIENDS_WEDDING, "My Best Friend's Wedding", "The best romance of 1997.",
              "best"),
     invented("ranking", "funniest", TOY_STORY, "Toy Story", "The funniest comedy for kids.", "funniest"),
     invented("ranking", "coolest", STAR_WARS, "Star Wars", "The coolest ride among the stars.", "coolest"),
     invented("ranking", "most-gripping", FARGO, "Fargo", "The most gripping crime drama.", "most gripping"),
-    invented("ranking", "latest", STAR_WARS, "Star Wars", "The latest space adventure.", "latest"),
+    invented("ranking", "latest", STAR_WARS, "Star Wars", "The latest sci-fi adventure.", "latest"),
     invented("award", "winner", FARGO, "Fargo", "A two-time winner of crime drama.", "winner"),
     # numbers the catalog does not give
     invented("number", "spelled-out", STAR_WARS, "Star Wars", "Over a hundred million fans.", "hundred"),
@@ -184,7 +188,7 @@ INVENTED = [
     invented("number", "suspects", USUAL_SUSPECTS, "The Usual Suspects", "5 suspects, 1 lineup.", "'5'"),
     invented("number", "apollo-11", APOLLO_13, "Apollo 13", "Before Apollo 11, a 1995 drama.", "'11'"),
     # wrong years
-    invented("year", "star-wars-1980", STAR_WARS, "Star Wars (1980)", "A space adventure.", "1980"),
+    invented("year", "star-wars-1980", STAR_WARS, "Star Wars (1980)", "A sci-fi adventure.", "1980"),
     invented("year", "toy-story-1996", TOY_STORY, "Toy Story", "The 1996 comedy for kids.", "1996"),
     invented("year", "fargo-1995", FARGO, "Fargo", "A 1995 crime drama.", "1995"),
     invented("year", "suspects-1994", USUAL_SUSPECTS, "The Usual Suspects", "A 1994 crime thriller.", "1994"),
@@ -205,6 +209,24 @@ INVENTED = [
     invented("quote", "forget-it", CHINATOWN, "Chinatown", '"forget it, jake"', "forget it, jake"),
     invented("quote", "description-of-another-row", STAR_WARS, "Star Wars",
              'The story of "a rebellion against the Galactic Empire".', "a rebellion against the galactic empire"),
+    # plots: the people, places and events of a story the catalog row does not hold (`story_claims`)
+    invented("story", "time-travel", EMPIRE, "The Empire Strikes Back", "A time-traveling adventure of love and war.",
+             "time-traveling"),
+    invented("story", "superhero", EMPIRE, "The Empire Strikes Back", "A film that may have been a superhero's.",
+             "superhero's"),
+    invented("story", "young-man-small-town", FARGO, "Fargo", "A young man in a small town makes a desperate plan.",
+             "man"),
+    invented("story", "small-town-hyphen", FARGO, "Fargo", "A small-town crime drama.", "town"),
+    invented("story", "police-chief", FARGO, "Fargo", "A police chief sees through a desperate plan.", "police"),
+    invented("story", "plural", FARGO, "Fargo", "A crime drama of two cities.", "cities"),
+    invented("story", "irregular-plural", USUAL_SUSPECTS, "The Usual Suspects", "Five men in a line-up.", "men"),
+    invented("story", "aliens", TWELVE_MONKEYS, "Twelve Monkeys", "A 1995 sci-fi drama of aliens.", "aliens"),
+    invented("story", "space-is-no-category", TWELVE_MONKEYS, "Twelve Monkeys", "A sci-fi drama set in space.",
+             "space"),
+    invented("story", "true-story", FARGO, "Fargo", "A crime drama based on a true story.", "based on a true"),
+    invented("story", "war-without-war-category", TOY_STORY, "Toy Story", "A comedy of toys at war.", "war"),
+    invented("story", "in-the-headline", GODFATHER, "The Godfather, a son at war with a city",
+             "A 1972 crime drama.", "son"),
 ]
 
 
@@ -213,7 +235,7 @@ def grounded(name: str, item: dict, title: str, body: str, cta: str = "Watch now
 
 
 GROUNDED = [
-    grounded("sw-space-adventure", STAR_WARS, "Star Wars: a space adventure for sci-fi fans",
+    grounded("sw-space-adventure", STAR_WARS, "Star Wars: a sci-fi adventure for fans",
              "Action, romance and war among the stars."),
     grounded("sw-tonight", STAR_WARS, "Watch Star Wars tonight", "Join the rebellion in this 1977 sci-fi adventure.",
              "Stream it tonight"),
@@ -221,11 +243,11 @@ GROUNDED = [
              "A sci-fi classic from 1977. Subscription required. Terms apply."),
     grounded("sw-title-with-year", STAR_WARS, "Star Wars (1977)", "Science fiction, action and romance.",
              "Book tickets"),
-    grounded("sw-hook-after-colon", STAR_WARS, "Star Wars: The adventure begins", "A galaxy at war. Heroes rise."),
-    grounded("sw-relive", STAR_WARS, "Relive Star Wars", "The 1977 space adventure, romance and all."),
+    grounded("sw-hook-after-colon", STAR_WARS, "Star Wars: The adventure begins", "A world at war. Heroes rise."),
+    grounded("sw-relive", STAR_WARS, "Relive Star Wars", "The 1977 sci-fi adventure, romance and all."),
     grounded("sw-capitalised-categories", STAR_WARS, "Star Wars", "A Sci-Fi classic with Romance and War.",
              "Watch Star Wars now"),
-    grounded("sw-start-watching", STAR_WARS, "Star Wars", "Romance and war in a galaxy far away.", "Start watching"),
+    grounded("sw-start-watching", STAR_WARS, "Star Wars", "Romance and war among the stars.", "Start watching"),
     grounded("sw-brand-cta", STAR_WARS, "Star Wars", "An epic sci-fi adventure. Watch it on AdLoop Cinema.",
              "Watch now on AdLoop Cinema"),
     grounded("sw-desc-rebellion", STAR_WARS_DESCRIBED, "Star Wars: join the rebellion",
@@ -266,7 +288,7 @@ GROUNDED = [
     grounded("fargo-stream", FARGO, "Fargo", "A dark crime drama.", "Stream Fargo now"),
     grounded("t2-digit-title", TERMINATOR_2, "Terminator 2: Judgment Day", "A 1991 sci-fi action thriller."),
     grounded("t2-short-name", TERMINATOR_2, "Terminator 2", "Sci-fi action from 1991."),
-    grounded("apollo-13", APOLLO_13, "Apollo 13", "A 1995 space drama.", "Rent it today"),
+    grounded("apollo-13", APOLLO_13, "Apollo 13", "A 1995 drama of nerve.", "Rent it today"),
     grounded("godfather-article-moved", GODFATHER, "The Godfather", "Crime, family and power, 1972."),
     grounded("wizard-of-oz", WIZARD_OF_OZ, "The Wizard of Oz", "A 1939 musical adventure for the whole family."),
     grounded("la-confidential-initials", LA_CONFIDENTIAL, "L.A. Confidential", "A 1997 film-noir crime mystery."),
@@ -274,16 +296,16 @@ GROUNDED = [
              "Watch now on AdLoop Cinema"),
     grounded("blade-runner", BLADE_RUNNER, "Blade Runner", "A 1982 sci-fi noir.", "Play"),
     grounded("holy-grail-connectors", HOLY_GRAIL, "Monty Python and the Holy Grail", "A 1974 comedy."),
-    grounded("sw-possessive", STAR_WARS, "Star Wars, a galaxy of heroes", "Star Wars' heroes return."),
+    grounded("sw-possessive", STAR_WARS, "Star Wars, a saga of heroes", "Star Wars' heroes return."),
     grounded("sw-decade", STAR_WARS, "Star Wars", "A 1970s sci-fi classic. A '70s adventure."),
     grounded("sw-desc-quote-full-stop", STAR_WARS_DESCRIBED, "Star Wars", 'It\'s "a rebellion against the Galactic '
              'Empire."'),
-    grounded("sw-more-ctas", STAR_WARS, "Star Wars", "A space adventure.", "Buy tickets"),
-    grounded("sw-subscribe", STAR_WARS, "Star Wars", "Witness the 1977 space adventure.", "Subscribe now"),
+    grounded("sw-more-ctas", STAR_WARS, "Star Wars", "A sci-fi adventure.", "Buy tickets"),
+    grounded("sw-subscribe", STAR_WARS, "Star Wars", "Witness the 1977 sci-fi adventure.", "Subscribe now"),
     grounded("sw-reserve", STAR_WARS, "Star Wars", "Settle in for a sci-fi night.", "Reserve your seat"),
     grounded("us-display-name-quoted", USUAL_SUSPECTS, '"The Usual Suspects"', "A 1995 crime thriller."),
     grounded("seven-alternate-title", SEVEN, "Se7en, a dark 1995 crime thriller", "Crime and suspense."),
-    grounded("sw-not-superlatives", STAR_WARS, "Star Wars", "A quest to save the galaxy, and an honest hero."),
+    grounded("sw-not-superlatives", STAR_WARS, "Star Wars", "A quest to save the world, and an honest hero."),
     grounded("sw-most-of", STAR_WARS, "Star Wars", "Make the most of tonight with this 1977 adventure."),
     grounded("rumble-part-of-the-name", RUMBLE, "Rumble in the Bronx, a fight for the Bronx",
              "A crime unfolds in the Bronx."),
@@ -292,9 +314,18 @@ GROUNDED = [
     grounded("wonka-possessive-part-of-the-name", WONKA, "Willy Wonka and the Chocolate Factory",
              "Willy Wonka's factory opens its doors."),
     grounded("sw-contractions-open-sentences", STAR_WARS, "Star Wars", "Rebels fight on. They're outnumbered. "
-             "He's a farm boy."),
-    grounded("fargo-plain-words-of-another-title", FARGO, "Fargo", "A crime drama at the edge of town."),
+             "He's a dreamer."),
+    grounded("fargo-plain-words-of-another-title", FARGO, "Fargo", "A crime drama on the edge of your seat."),
     grounded("twelve-monkeys", TWELVE_MONKEYS, "Twelve Monkeys", "A 1995 sci-fi drama.", "Add to your list"),
+    # story words the facts hold: the description, the title, a category that always has them
+    grounded("sw-desc-princess", STAR_WARS_DESCRIBED, "Star Wars", "A farmer's son sets out to rescue a princess."),
+    grounded("dead-man-title", DEAD_MAN_WALKING, "Dead Man Walking", "A 1995 drama about a man and his last days."),
+    grounded("war-category-soldiers", EMPIRE, "The Empire Strikes Back", "Soldiers, battles and a love story."),
+    grounded("western-category-cowboys", UNFORGIVEN, "Unforgiven", "A 1992 western of outlaws and cowboys."),
+    grounded("children-category-kids", TOY_STORY, "Toy Story", "A 1995 comedy for kids of every age."),
+    grounded("brand-kit-story-word", FARGO, "Fargo", "A crime drama to stream from home.", "Watch now"),
+    grounded("idioms-are-no-story", FARGO, "Fargo", "A couple of hours of crime drama for lovers of a thriller."),
+    grounded("words-inside-words", STAR_WARS, "Star Wars", "A sci-fi adventure of friendship and manhood."),
 ]
 
 
@@ -322,14 +353,14 @@ def test_grounded_copy_passes(item: dict, copy: dict[str, str]) -> None:
     ("Star Wars (1980)", "says 1980, but the item is from 1977"),
 ])
 def test_reason_text_names_the_words(title: str, reason: str) -> None:
-    copy = ad(title, "A space adventure.")
+    copy = ad(title, "A sci-fi adventure.")
     assert problems(copy, STAR_WARS) == [reason]
     assert check(copy, STAR_WARS).reasons == [reason]
 
 
 @pytest.mark.parametrize(("body", "reason"), [
-    ("A space adventure for only $9.99.", "states '$9.99', which the catalog does not support"),
-    ("A top-rated space adventure.", "claims 'top-rated', which the catalog does not support"),
+    ("A sci-fi adventure for only $9.99.", "states '$9.99', which the catalog does not support"),
+    ("A top-rated sci-fi adventure.", "claims 'top-rated', which the catalog does not support"),
     ("Harrison Ford stars.", "names 'Harrison Ford', which the catalog does not support"),
     ('Fans say "what a ride".', "quotes 'what a ride', which the catalog does not support"),
     ("Back from 1980.", "says 1980, but the item is from 1977"),
@@ -431,7 +462,7 @@ def test_safety_reports_grounding_with_its_other_checks() -> None:
     (GODFATHER, "A family-friendly night in.", "Children's"),
     (GODFATHER, "The war film of its decade.", "War"),
     (GODFATHER, "A romantic story of power.", "Romance"),
-    (STAR_WARS, "A space adventure for the whole family.", "Children's"),
+    (STAR_WARS, "A sci-fi adventure for the whole family.", "Children's"),
     (TOY_STORY, "Music film fun.", "Musical"),
 ])
 def test_a_category_said_as_the_kind_of_film_is_a_claim(item: dict, body: str, label: str) -> None:
@@ -465,10 +496,15 @@ def test_accented_letters_and_typographic_punctuation_pass_the_script_check() ->
 
 
 def test_the_writer_keeps_out_only_what_the_checks_reject() -> None:
-    """The engine's bans are the checks' rules before the fact: every avoided claim word is a claim the check
-    rejects, and every number the writer allows is one the check accepts, names' digits included."""
+    """The engine's bans are the checks' rules before the fact: every avoided claim or story word is one the
+    check rejects, and every number the writer allows is one the check accepts, names' digits included."""
     for word in grounding.CLAIM_WORDS:
         assert check(ad("Star Wars", f"A {word} adventure."), STAR_WARS).reasons, word
+    avoided = safety.words_to_avoid(STAR_WARS, CATEGORIES, BRAND_KIT)
+    assert {"man", "men", "town", "towns", "superhero", "space"} <= set(avoided)
+    assert not {"soldier", "soldiers", "battle", "war", "hero"} & set(avoided)  # a War and Action film has them
+    for word in avoided:
+        assert check(ad("Star Wars", f"A sci-fi adventure with a {word}."), STAR_WARS).reasons, word
     kit = {**BRAND_KIT, "required_disclaimer": "Cancel within 30 days."}
     assert safety.numbers_to_allow(STAR_WARS, kit) == {"1977", "30"}
     assert safety.numbers_to_allow(TERMINATOR_2, {}) >= {"2", str(TERMINATOR_2["year"])}

@@ -19,7 +19,7 @@ from store.csv_import import ImportFailed
 from tuning import configs, logged, trainers
 
 REPO = Path(__file__).resolve().parent.parent
-WINNER = "Star Wars, a saga for the ages | Rebels take on an empire in a galaxy far away. | Watch now"
+WINNER = "Star Wars, a saga for the ages | Rebels take on an empire, far away and long ago. | Watch now"
 LOSER = "Star Wars, on tonight | A film to watch. | Play"
 
 
@@ -103,7 +103,7 @@ def test_logged_clicks_train_a_dpo_run_toward_the_clicked_variant(demo_store: st
     rows, _ = logged.preference_rows(demo_store, tokenizer)
     star_wars = [r for r in rows if r["prompt"].endswith("Title: Star Wars,")]
     assert len(star_wars) == 1
-    assert star_wars[0]["chosen"] == " a saga for the ages\nBody: Rebels take on an empire in a galaxy far away."
+    assert star_wars[0]["chosen"] == " a saga for the ages\nBody: Rebels take on an empire, far away and long ago."
     assert star_wars[0]["rejected"] == " on tonight\nBody: A film to watch."
 
     config = configs.config_for({"dataset": demo_store, "model": str(tiny_model_dir), "method": "dpo",

@@ -117,7 +117,7 @@ def test_the_words_to_avoid_are_what_the_checks_would_reject() -> None:
     assert {"best", "greatest", "Comedy", "free", "miracle"} <= set(words)
     assert not {"Romance", "War", "Sci-Fi", "Action"} & set(words)  # its own categories stay free to use
     for word in words:
-        body = f"A space adventure with {word} inside."
+        body = f"A sci-fi adventure with {word} inside."
         assert not safety.check({"title": "Star Wars", "body": body, "cta": "Watch now"}, STAR_WARS, LABELS, TITLES,
                                 kit).passed, word
     described = STAR_WARS | {"description": "The best film of 1977, an award winner."}
@@ -128,7 +128,7 @@ def test_safety_passes_a_grounded_variant() -> None:
     fields = {"title": "Star Wars, the 1977 original", "body": "A Sci-Fi adventure that started it all.",
               "cta": "Watch now"}
     assert safety.check(fields, STAR_WARS, LABELS, TITLES, {"banned_words": ["free"]}).passed
-    echo = {"title": "Star Wars, a war in the stars", "body": "A war in the stars, and a farm boy who ends it.",
+    echo = {"title": "Star Wars, a war in the stars", "body": "A war in the stars, and the rebels who end it.",
             "cta": "Watch now"}  # the body may take up the headline's words: only a field that loops is stuck
     assert safety.check(echo, STAR_WARS, LABELS, TITLES, {"banned_words": ["free"]}).passed
 
@@ -152,7 +152,7 @@ class ScriptedModel:
 
 def test_writer_retries_failures_and_reports_what_stays_rejected(demo_store: str) -> None:
     good = " the original\nBody: The Sci-Fi adventure of 1977.\nCTA: Watch now"
-    other = " tonight and always\nBody: Rebels, droids and a farm boy.\nCTA: Stream it"
+    other = " tonight and always\nBody: Rebels, droids and a rebellion.\nCTA: Stream it"
     script = ScriptedModel([
         [good, good, "gibberish", " Heat\nBody: The 1995 heist.\nCTA: Watch"],  # dup, unparsable, ungrounded
         [other, "still gibberish", "still gibberish"],
@@ -176,14 +176,14 @@ def test_locked_fields_are_kept_word_for_word_and_a_kept_title_is_continued(demo
     """Locking a field: the model writes only the rest (after a kept title, just the body line), the kept fields
     are never rewritten, and the checks read the copy as it will run."""
     checks = writer.Checks(LABELS, TITLES, {"banned_words": [], "calls_to_action": ["Watch now", "Stream it"]})
-    kept_title = "Star Wars, a galaxy of heroes"
-    script = ScriptedModel([[" Rebels take on an empire in 1977.", " A farm boy leaves home."]])
+    kept_title = "Star Wars, a saga of heroes"
+    script = ScriptedModel([[" Rebels take on an empire in 1977.", " A rebellion begins."]])
     job = writer.Job(STAR_WARS, {"interests": [{"label": "Sci-Fi"}]}, 1, 0, locked={"title": kept_title})
     [result] = writer.write_variants(script, services_encode(), [job], checks, candidates=2)
     assert script.options[0]["assistant_prefix"] == [f"Title: {kept_title}\nBody:"]
     assert script.options[0]["stop_lines"] == [1]  # the title's line is written already
     assert [(v["title"], v["body"]) for v in result] in ([(kept_title, "Rebels take on an empire in 1977.")],
-                                                          [(kept_title, "A farm boy leaves home.")])
+                                                          [(kept_title, "A rebellion begins.")])
     kept = {"body": "Rebels take on an empire.", "cta": "Stream it"}
     script = ScriptedModel([[" the original\nBody: Something else entirely.", " the saga\nBody: The 1980 sequel."]])
     job = writer.Job(STAR_WARS, {"interests": [{"label": "Sci-Fi"}]}, 1, 0, locked=kept)
@@ -218,12 +218,12 @@ def test_a_model_tuned_on_the_short_prompt_is_prompted_without_the_worked_exampl
 
 
 def test_writer_keeps_the_best_scored_candidate_and_never_repeats_a_title(demo_store: str) -> None:
-    answers = [" a galaxy of heroes\nBody: Rebels take on an empire.\nCTA: Watch now",
-               " a galaxy of heroes\nBody: Pilots, a farm boy and a princess in trouble.\nCTA: Watch now",
-               " A GALAXY OF HEROES!\nBody: A space adventure of 1977.\nCTA: Watch now",
-               " a galaxy of heroes?\nBody: The longest body of them all: rebels, pilots and a princess.\nCTA: Go",
+    answers = [" a saga of heroes\nBody: Rebels take on an empire.\nCTA: Watch now",
+               " a saga of heroes\nBody: Rebels, rogues and a rebellion in trouble.\nCTA: Watch now",
+               " A SAGA OF HEROES!\nBody: A sci-fi adventure of 1977.\nCTA: Watch now",
+               " a saga of heroes?\nBody: The longest body of them all: rebels, rogues and romance.\nCTA: Go",
                " The Force Awakens\nBody: Rebels again.\nCTA: Watch now",
-               " the rebels need you\nBody: Pilots and one last chance.\nCTA: Stream it"]
+               " the rebels need you\nBody: Rebels and one last chance.\nCTA: Stream it"]
     script = ScriptedModel([answers])
     job = writer.Job(STAR_WARS, {"interests": [{"label": "Sci-Fi"}]}, 2, 0, user_id="1")
 
@@ -238,9 +238,9 @@ def test_writer_keeps_the_best_scored_candidate_and_never_repeats_a_title(demo_s
     assert [v["safety"]["status"] for v in result] == ["passed", "passed"]
     # slot 1: the best-scored of its 3 candidates; slot 2: its best candidate repeats slot 1's title (ignoring
     # case and punctuation), and the invented subtitle fails grounding, so its third candidate is kept
-    assert result[0]["body"] == "Pilots, a farm boy and a princess in trouble."
+    assert result[0]["body"] == "Rebels, rogues and a rebellion in trouble."
     assert result[1]["title"] == "Star Wars, the rebels need you"
-    assert [copy.title_key(v["title"]) for v in result] == ["star wars a galaxy of heroes",
+    assert [copy.title_key(v["title"]) for v in result] == ["star wars a saga of heroes",
                                                             "star wars the rebels need you"]
     assert all(v["candidates"] == 3 for v in result)
     assert [v["cta"] for v in result] == ["Watch now", "Stream it tonight"]  # the kit's, in turn, not the model's
@@ -248,8 +248,8 @@ def test_writer_keeps_the_best_scored_candidate_and_never_repeats_a_title(demo_s
 
 def test_writer_rewrites_a_title_whose_hook_is_a_near_duplicate(demo_store: str) -> None:
     script = ScriptedModel([[" join the rebellion\nBody: Rebels take on an empire.\nCTA: Watch now",
-                             " join the rebellion now\nBody: Droids and a farm boy in a Sci-Fi war.\nCTA: Watch now"],
-                            [" a love story among the stars\nBody: Romance in a galaxy at war.\nCTA: Watch now"]])
+                             " join the rebellion now\nBody: Droids and rebels in a Sci-Fi war.\nCTA: Watch now"],
+                            [" a love story among the stars\nBody: Romance in a world at war.\nCTA: Watch now"]])
     job = writer.Job(STAR_WARS, {"interests": [{"label": "Sci-Fi"}]}, 2, 0)
     checks = writer.Checks(LABELS, TITLES, {"banned_words": []})
     [result] = writer.write_variants(script, services_encode(), [job], checks, rounds=2)

@@ -74,8 +74,9 @@ def test_a_history_without_ratings_gives_no_hook(demo_store: str) -> None:
 
 
 def test_a_hook_is_named_only_as_the_variants_own_evidence(demo_store: str) -> None:
-    """The Studio's check and both audiences accept another item's name only as the variant's hook: the same copy
-    without it, or with another user's hook, names another item."""
+    """The Studio's check and both audiences accept another item's name only as the variant's hook, in its
+    headline: the same copy without it, or with another user's hook, names another item, and so does a body that
+    names the hook ("A classic Jerry Maguire comedy" was told of Vegas Vacation)."""
     item = repository.catalog(demo_store).loc[STAR_WARS].to_dict()
     labels, titles = safety.catalog_vocabulary(demo_store)
     hook = {"item_id": "181", "title": "Return of the Jedi (1983)", "name": "Return of the Jedi"}
@@ -85,11 +86,16 @@ def test_a_hook_is_named_only_as_the_variants_own_evidence(demo_store: str) -> N
     for evidence in ([], ["Empire Strikes Back, The (1980)"]):
         verdict = safety.check(written, item, labels, titles, {}, evidence)
         assert "names another item ('Return of the Jedi')" in verdict.reasons, verdict.reasons
+    in_body = written | {"body": "A classic Return of the Jedi adventure, in 1977."}
+    verdict = safety.check(in_body, item, labels, titles, {}, [hook["title"]])
+    assert "names another item ('Return of the Jedi')" in verdict.reasons, verdict.reasons
     for crowd in (audience("train", demo_store), audience("judge", demo_store)):
         catalog = crowd.world.catalog
         features = creative_features([written | {"hook": hook}, written], catalog)
         assert contradictions(features, catalog, 0, catalog.index[STAR_WARS])[1:] == (0.0,) * 4
         assert contradictions(features, catalog, 1, catalog.index[STAR_WARS])[1] == 1.0
+        named = creative_features([in_body | {"hook": hook}], catalog)
+        assert contradictions(named, catalog, 0, catalog.index[STAR_WARS])[1] == 1.0
         users = crowd.world.population.user_ids[:20]
         hooked = crowd.probabilities([Impression(u, STAR_WARS, written | {"hook": hook}) for u in users])
         bare = crowd.probabilities([Impression(u, STAR_WARS, written) for u in users])

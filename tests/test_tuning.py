@@ -106,7 +106,7 @@ def test_the_click_reward_reads_each_completion_once_as_the_studio_parses_it(dem
     """Parsed copy is scored on the fields the Studio reads (no second parser); a completion the Studio cannot
     parse keeps exactly MALFORMED_FACTOR of its raw text's score, and the gate adds no second penalty to it."""
     click = reward.click_reward(demo_store)
-    good = " a space adventure for the whole family\nBody: Rebels take on an empire in 1977."
+    good = " a sci-fi adventure for the whole family\nBody: Rebels take on an empire in 1977."
     bad = " ???"
     scores = click([good, [{"role": "assistant", "content": good}], bad], user_id=["1"] * 3, item_id=["50"] * 3)
     item = reward.catalog(demo_store).items["50"]
@@ -124,10 +124,10 @@ def test_the_click_reward_reads_each_completion_once_as_the_studio_parses_it(dem
 
 
 def test_studio_gate_discounts_exactly_the_copy_the_studio_would_reject(demo_store: str) -> None:
-    shown = " a space adventure for sci-fi fans\nBody: Rebels take on an empire in 1977.\nCTA: Watch tonight"
-    rejected = [" The Force Awaits\nBody: A space adventure for the whole family.\nCTA: Watch tonight",  # invented
+    shown = " a sci-fi adventure for sci-fi fans\nBody: Rebels take on an empire in 1977.\nCTA: Watch tonight"
+    rejected = [" The Force Awaits\nBody: A sci-fi adventure for the whole family.\nCTA: Watch tonight",  # invented
                 " a classic\nBody: Jurassic Park fans, this 1993 classic is for you.\nCTA: Watch tonight",  # facts
-                " a ride\nBody: Viewer: loves Thriller. A space adventure.\nCTA: Watch tonight"]  # prompt leak
+                " a ride\nBody: Viewer: loves Thriller. A sci-fi adventure.\nCTA: Watch tonight"]  # prompt leak
     texts = [shown, *rejected]
     users, items = ["1"] * len(texts), ["50"] * len(texts)
     plain = reward.click_reward(demo_store)(texts, user_id=users, item_id=items)
