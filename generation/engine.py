@@ -13,8 +13,9 @@ sequence, as llama.cpp's own batched and parallel examples do:
 - a sequence stops after `stop_lines` line breaks or at the first sentence end of its last line (`Ends`;
   before then it may not end), or at its end-of-sequence token when there is no such limit; finished
   sequences leave the batch;
-- an answer never takes an avoided token (a logit bias in its sampler chain) nor one that would repeat a
-  run of its own tokens (its logits set to minus infinity before sampling);
+- an answer never takes an avoided token (a logit bias in its sampler chain), the last piece of an avoided
+  word it has begun (`Avoided`), nor one that would repeat a run of its own tokens (their logits set to minus
+  infinity before sampling);
 - an answer writes only the numbers its prompt allows (`Numbers`): a digit that starts or continues any
   other number gets no chance, and a number begun is finished as one of the allowed ones.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import importlib.util
 import os
 import sys
@@ -47,6 +49,28 @@ def repeating_tokens(tokens: list[int], n: int) -> list[int]:
         return []
     tail = tokens[len(tokens) - n + 1:]
     return [tokens[k + n - 1] for k in range(len(tokens) - n + 1) if tokens[k:k + n - 1] == tail]
+
+
+@dataclass(frozen=True)
+class Avoided:
+    """The words one prompt's answers may not write, as tokens: those that spell a word whole are never taken
+    (`tokens`); a word the tokenizer splits (" thriller" is " thr" + "iller") is kept out by its last piece, which
+    may not follow the pieces before it (`endings`: those pieces -> the last pieces they may not take next)."""
+
+    tokens: frozenset[int] = frozenset()
+    endings: Mapping[tuple[int, ...], frozenset[int]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.tokens or self.endings)
+
+    @functools.cached_property
+    def _longest(self) -> int:
+        return max(map(len, self.endings), default=0)
+
+    def after(self, tokens: list[int]) -> list[int]:
+        """The last pieces of avoided words that the answer's last tokens have begun."""
+        return [t for n in range(1, min(self._longest, len(tokens)) + 1)
+                for t in self.endings.get(tuple(tokens[-n:]), ())]
 
 
 @dataclass(frozen=True)
@@ -180,6 +204,7 @@ class _Sequence:
     lines: int = 0
     stop_lines: int = 0  # where `Ends.done` ends it (0: no limit)
     numbers: Numbers | None = None  # the numbers it may write (None: any)
+    avoided: Avoided = field(default_factory=Avoided)  # the words it may not write
 
 
 class LlamaCpp:
@@ -214,15 +239,15 @@ class LlamaCpp:
 
     def complete(self, prompts: list[list[int]], copies: int = 1, max_new_tokens: int = 48, temperature: float = 0.0,
                  top_p: float = 0.9, seed: int = 0, stop_lines: int | list[int] = 0, top_k: int = 0,
-                 avoid: list[frozenset[int]] | None = None, no_repeat: int = 0,
+                 avoid: list[Avoided] | None = None, no_repeat: int = 0,
                  numbers: list[Numbers | None] | None = None) -> list[list[int]]:
         """`copies` answers (token ids) to each prompt, in order: prompt 0's copies, then prompt 1's...; `top_k`
-        (0: all) bounds the tokens the nucleus is taken from; `avoid` (one set per prompt) holds tokens its
-        answers never take; no answer repeats a run of `no_repeat` of its own tokens (0: no limit); `numbers`
+        (0: all) bounds the tokens the nucleus is taken from; `avoid` (one per prompt) holds the words its
+        answers never write; no answer repeats a run of `no_repeat` of its own tokens (0: no limit); `numbers`
         (one per prompt, None: any) bounds the numbers its answers write; an answer ends where `Ends.done`
         says, for `stop_lines` (one for all prompts, or one per prompt), and not before."""
         out: list[list[int]] = []
-        avoid = avoid or [frozenset()] * len(prompts)
+        avoid = avoid or [Avoided()] * len(prompts)
         numbers = numbers or [None] * len(prompts)
         stops = per_prompt(stop_lines, len(prompts))
         with self.lock:
@@ -302,7 +327,7 @@ class LlamaCpp:
         return chain
 
     def _start(self, prompts: list[list[int]], copies: int, common: int, sampling: tuple[float, float, int],
-               seed: int, avoid: list[frozenset[int]]) -> list[_Sequence]:
+               seed: int, avoid: list[Avoided]) -> list[_Sequence]:
         """Prefill each distinct prompt's own tokens once, in its first sequence; every copy of it, and every
         repeat of the same prompt, shares that cache."""
         entries, owner = [], {}  # prompt -> (its first sequence, batch index of its last token's logits)
@@ -320,13 +345,13 @@ class LlamaCpp:
                 seq = 1 + k * copies + c
                 if seq != first:
                     self.lib.llama_memory_seq_cp(self.memory, first, seq, -1, -1)
-                sequences.append(_Sequence(seq, self._sampler(seed + seq, avoid[k], *sampling), len(prompt),
-                                           logits_at))
+                sequences.append(_Sequence(seq, self._sampler(seed + seq, avoid[k].tokens, *sampling), len(prompt),
+                                           logits_at, avoided=avoid[k]))
         return sequences
 
     def _complete(self, prompts: list[list[int]], copies: int, max_new_tokens: int,
                   sampling: tuple[float, float, int], seed: int,
-                  limits: tuple[list[int], int, list[Numbers | None]], avoid: list[frozenset[int]]) -> list[list[int]]:
+                  limits: tuple[list[int], int, list[Numbers | None]], avoid: list[Avoided]) -> list[list[int]]:
         stops, no_repeat, numbers = limits
         sequences: list[_Sequence] = []
         try:
@@ -359,10 +384,11 @@ class LlamaCpp:
         return [s.tokens for s in sequences]
 
     def _next(self, s: _Sequence, no_repeat: int) -> int:
-        """Sample the next token of `s` under its rules: banned tokens' logits are set to minus infinity before
-        its sampler reads them; inside an unfinished number, the likeliest digit that goes on to an allowed one
-        replaces any other draw."""
-        banned = repeating_tokens(s.tokens, no_repeat) + (self.end_ids if s.lines < s.stop_lines else [])
+        """Sample the next token of `s` under its rules: banned tokens' logits (repeats, early ends, the last
+        pieces of avoided words) are set to minus infinity before its sampler reads them; inside an unfinished
+        number, the likeliest digit that goes on to an allowed one replaces any other draw."""
+        banned = repeating_tokens(s.tokens, no_repeat) + (self.end_ids if s.lines < s.stop_lines else []) + \
+            s.avoided.after(s.tokens)
         only: list[int] = []
         if s.numbers is not None:
             digits, only = s.numbers.next(s.tokens)

@@ -24,7 +24,7 @@ import torch
 from filelock import FileLock
 
 import settings
-from generation.engine import Ends, Numbers, per_prompt, repeating_tokens
+from generation.engine import Avoided, Ends, Numbers, per_prompt, repeating_tokens
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOP_K = 1000  # sampling draws from the nucleus of these most likely tokens: as good as all of them, and on the
@@ -131,22 +131,29 @@ class AnswerStop:
         return (self.lines > 0) & ((lines >= self.lines) | ((lines == self.lines - 1) & sentence))
 
 
-def avoided_tokens(tokenizer, words: list[str]) -> frozenset[int]:
+def avoided_tokens(tokenizer, words: list[str]) -> Avoided:
     """The tokens that spell one of `words` whole, as a word inside a sentence (" best", " Best") or opening a
-    line ("Best"): giving them no chance keeps the model from writing the word in those forms. A word the
-    tokenizer splits into pieces is left to the checks (its first piece starts other words). Tokenised once per
-    (tokenizer, word list): every slot of a request, and every prompt for one item, asks for the same list."""
+    line ("Best"): giving them no chance keeps the model from writing the word in those forms. A word given with
+    a capital is a name and is avoided with its capital only (" Jerry", not " jerry"; " Good" of Good Will
+    Hunting, not " good"). A word the tokenizer splits into pieces loses its last piece after the pieces before
+    it (`Avoided.endings`: its first piece starts other words). Tokenised once per (tokenizer, word list): every
+    slot of a request, and every prompt for one item, asks for the same list."""
     return _avoided_tokens(tokenizer, tuple(words))
 
 
 @functools.lru_cache(maxsize=1024)
-def _avoided_tokens(tokenizer, words: tuple[str, ...]) -> frozenset[int]:
-    found = set()
+def _avoided_tokens(tokenizer, words: tuple[str, ...]) -> Avoided:
+    whole: set[int] = set()
+    endings: dict[tuple[int, ...], set[int]] = {}
     for word in words:
-        for form in {f" {word.lower()}", f" {word.capitalize()}", word.capitalize()}:
+        forms = {f" {word}", word} if word[:1].isupper() else {f" {word}", f" {word.capitalize()}", word.capitalize()}
+        for form in forms:
             ids = tokenizer(form, add_special_tokens=False)["input_ids"]
-            found.update(ids if len(ids) == 1 else ())
-    return frozenset(found)
+            if len(ids) == 1:
+                whole.add(ids[0])
+            elif ids:
+                endings.setdefault(tuple(ids[:-1]), set()).add(ids[-1])
+    return Avoided(frozenset(whole), {k: frozenset(v) for k, v in endings.items()})
 
 
 def end_ids(model: torch.nn.Module, tokenizer) -> frozenset[int]:
@@ -157,12 +164,12 @@ def end_ids(model: torch.nn.Module, tokenizer) -> frozenset[int]:
 
 @dataclass
 class Bans:
-    """transformers logits processor, the same rules as the llama.cpp engine: row i never takes the tokens of
-    `avoid[i]`, nor one that repeats a run of `no_repeat` tokens of its own answer (from column `start`), nor
-    an end token before `lines[i]` line breaks (`AnswerStop` ends it there, or at its last line's first
-    sentence)."""
+    """transformers logits processor, the same rules as the llama.cpp engine: row i never writes the words of
+    `avoid[i]` (`Avoided`), nor takes a token that repeats a run of `no_repeat` tokens of its own answer (from
+    column `start`), nor an end token before `lines[i]` line breaks (`AnswerStop` ends it there, or at its last
+    line's first sentence)."""
 
-    avoid: list[frozenset[int]] | None
+    avoid: list[Avoided] | None
     no_repeat: int
     start: int
     lines: list[int] = field(default_factory=list)  # per row; none: no limit
@@ -172,7 +179,8 @@ class Bans:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         for i, answer in enumerate(input_ids[:, self.start:].tolist()):
-            banned = set(self.avoid[i] if self.avoid else ()) | set(repeating_tokens(answer, self.no_repeat))
+            avoided = self.avoid[i] if self.avoid else Avoided()
+            banned = set(avoided.tokens) | set(avoided.after(answer)) | set(repeating_tokens(answer, self.no_repeat))
             if self.lines and sum(t in self.newlines for t in answer) < self.lines[i]:
                 banned |= self.end_ids
             only: list[int] = []
@@ -242,16 +250,16 @@ class TextModel:
                                 no_repeat, number_rules(self.tokenizer, numbers))
         return [t.strip() for t in self.tokenizer.batch_decode(answers, skip_special_tokens=True)]
 
-    def avoided_tokens(self, words: list[str]) -> frozenset[int]:
+    def avoided_tokens(self, words: list[str]) -> Avoided:
         """`avoided_tokens` of these words with this model's tokenizer."""
         return avoided_tokens(self.tokenizer, words)
 
     def complete(self, prompts: list[list[int]], copies: int = 1, max_new_tokens: int = 48, temperature: float = 0.0,
                  top_p: float = 0.9, seed: int = 0, stop_lines: int | list[int] = 0,
-                 avoid: list[frozenset[int]] | None = None, no_repeat: int = 0,
+                 avoid: list[Avoided] | None = None, no_repeat: int = 0,
                  numbers: list[Numbers | None] | None = None) -> list[list[int]]:
         """Answer token ids for prompt token ids, on the fast engine when there is one; `avoid` holds, per
-        prompt, tokens its answers never take, and `numbers` the numbers they may write."""
+        prompt, the words its answers never write, and `numbers` the numbers they may write."""
         if self.fast is not None:
             return self.fast.complete(prompts, copies, max_new_tokens, temperature, top_p, seed, stop_lines, TOP_K,
                                       avoid, no_repeat, numbers)
@@ -260,7 +268,7 @@ class TextModel:
 
     def _complete_transformers(self, prompts: list[list[int]], copies: int, max_new_tokens: int, temperature: float,
                                top_p: float, seed: int, stop_lines: int | list[int],
-                               bans: tuple[list[frozenset[int]] | None, int, list[Numbers | None] | None]
+                               bans: tuple[list[Avoided] | None, int, list[Numbers | None] | None]
                                ) -> list[list[int]]:
         from transformers import LogitsProcessorList
 

@@ -131,7 +131,18 @@ def words_to_avoid(item: dict, categories: list[str], brand_kit: dict) -> list[s
     banned = [w for w in (*BLOCKLIST, *brand_kit.get("banned_words", [])) if w and w.isalpha()]
     facts = grounding.facts_for(item, brand_kit)
     claims = grounding.claim_words_to_avoid(facts) + story_claims.words_to_avoid(facts.story)
-    return list(dict.fromkeys(claims + category_claims.words(categories_not_listed(item, categories)) + banned))
+    words = claims + category_claims.words(categories_not_listed(item, categories)) + banned
+    return list(dict.fromkeys(w.lower() for w in words))  # lower case: in every case (a capital marks a name)
+
+
+def hook_words(item: dict, hook_title: str) -> list[str]:
+    """The words of a hook's names, with their capitals, that the item's own names lack: a hook slot's body may
+    not name the hook (`fact_check`), so the writer keeps the model from starting its name there ("Jerry" of
+    Jerry Maguire, but not "Star" of Star Trek: First Contact for Star Trek: Generations)."""
+    own = {w.lower() for name in grounding.names_of(str(item.get("title") or "")) for w in name.split()}
+    words = [w.strip(":,.!?'’") for name in grounding.names_of(hook_title) for w in name.split()]
+    return list(dict.fromkeys(w for w in words if w[:1].isupper() and w.isalpha() and w.lower() not in own
+                              and w.lower() not in grounding.CONNECTORS))
 
 
 def numbers_to_allow(item: dict, brand_kit: dict) -> frozenset[str]:

@@ -62,9 +62,11 @@ class Checks:
     other_titles: list[str]
     brand_kit: dict
 
-    def avoid(self, item: dict) -> list[str]:
-        """Words the model is kept from writing about this item (`safety.words_to_avoid`)."""
-        return safety.words_to_avoid(item, self.categories, self.brand_kit)
+    def avoid(self, item: dict, hook: dict | None = None) -> list[str]:
+        """Words the model is kept from writing about this item (`safety.words_to_avoid`), and in a hook slot's
+        body the words of the hook's name (`safety.hook_words`)."""
+        named = safety.hook_words(item, str(hook["title"])) if hook else []
+        return safety.words_to_avoid(item, self.categories, self.brand_kit) + named
 
     def numbers(self, item: dict) -> frozenset[str]:
         """The only numbers the model may write about this item (`safety.numbers_to_allow`)."""
@@ -182,20 +184,28 @@ def _embed(encode: Callable, found: list[Candidate]) -> None:
         c.text_vector, c.tail_vector = vectors[k], vectors[len(found) + k]
 
 
+def _prompt_angle(job: Job, slot: int, angle: str) -> str:
+    """What the model is told the viewer loves. A hook slot's headline, written by code, names the hook; its
+    body sells the item through the user's strongest interest the item has: told the hook's name, the model
+    wrote of the hook as if it were the item ("A classic Jerry Maguire comedy" for Vegas Vacation), and a body
+    may name no other item (`safety.fact_check`)."""
+    return copy.angles(job.profile, job.item, 1)[0] if slot in job.slot_hooks else angle
+
+
 def _write_chunk(generate: Callable, encode: Callable, chunk: list[tuple[Job, int, str]], round_: int,
                  checks: Checks, score: Scorer | None, candidates: int, examples: bool) -> list[tuple[Job, int, str]]:
     """One batched model call for a chunk of (job, slot, angle); returns the slots to write again."""
     # the engine seeds each answer with seed + 1 + its index in the call, so basing the call on the first slot
     # times K gives every (slot, candidate) of a job its own seed in a round
     seed = chunk[0][0].seed + 1000 * round_ + chunk[0][1] * candidates
-    chats = [copy.prompt_for(job.item, job.profile, job.slot_hooks[slot]["name"] if slot in job.slot_hooks
-                             else angle, examples) for job, slot, angle in chunk]
+    chats = [copy.prompt_for(job.item, job.profile, _prompt_angle(job, slot, angle), examples)
+             for job, slot, angle in chunk]
     starts = [copy.answer_start(job.item, _written_title(job, slot)) for job, slot, _ in chunk]
     lines = [copy.ANSWER_LINES - (_written_title(job, slot) is not None) for job, slot, _ in chunk]  # a title
     # written by code is a line done
     answers = generate(chats, max_new_tokens=MAX_NEW_TOKENS, temperature=0.7, seed=seed, assistant_prefix=starts,
                        copies=candidates, stop_lines=lines, no_repeat=NO_REPEAT,
-                       avoid=[checks.avoid(job.item) for job, _, _ in chunk],
+                       avoid=[checks.avoid(job.item, job.slot_hooks.get(slot)) for job, slot, _ in chunk],
                        numbers=[checks.numbers(job.item) for job, _, _ in chunk])
     if len(answers) != len(chunk) * candidates:
         raise RuntimeError(f"The model returned {len(answers)} answers for {len(chunk)} prompts x {candidates}")

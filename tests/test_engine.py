@@ -89,15 +89,44 @@ def test_both_engines_keep_avoided_tokens_loops_and_early_ends_out(embedded_mode
     ids = llm.prompt_ids(LOOPING)
     free = llm.complete(ids, max_new_tokens=24, temperature=0.0)
     assert any(_has_repeated_run(a, 3) for a in free), [llm.tokenizer.decode(a) for a in free]
-    avoid = [frozenset(a[:2]) for a in free]
+    avoid = [engine.Avoided(frozenset(a[:2])) for a in free]
     for temperature in (0.0, 0.9):
         banned = llm.complete(ids, copies=2, max_new_tokens=24, temperature=temperature, seed=4, stop_lines=3,
                               avoid=avoid, no_repeat=3)
         for k, answer in enumerate(banned):
-            assert not set(answer) & avoid[k // 2], (answer, avoid[k // 2])
+            assert not set(answer) & avoid[k // 2].tokens, (answer, avoid[k // 2])
             assert not _has_repeated_run(answer, 3), answer
             _assert_ended_by_the_line_rule(answer, llm.ends(), 3, 24)
     assert engine.repeating_tokens([5, 6, 7, 5, 6], 3) == [7] and engine.repeating_tokens([5, 6], 3) == []
+
+
+SPLIT_WORDS = [[{"role": "user", "content": "Write the word thriller five times, separated by commas."}],
+               [{"role": "user", "content": "Name three kinds of movies: thrillers, comedies and dramas."}]]
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize("choice", ["auto", "transformers"])
+def test_both_engines_keep_a_word_the_tokenizer_splits_out(embedded_model_dir: Path, tmp_path: Path,
+                                                           choice: str) -> None:
+    """" thriller" is two tokens (" thr" + "iller"): banning whole-word tokens cannot keep it out, so its last
+    piece may not follow its first. Unbanned, the model writes it; banned, neither engine does, in any case."""
+    llm = models.load_text_model(str(embedded_model_dir), "cpu", tmp_path, engine=choice)
+    avoided = llm.avoided_tokens(["thriller"])
+    assert not avoided.tokens and avoided.endings  # split in every form
+    ids = llm.prompt_ids(SPLIT_WORDS)
+    free = [llm.tokenizer.decode(a) for a in llm.complete(ids, max_new_tokens=24, temperature=0.0)]
+    assert any("thriller" in a.lower() for a in free), free
+    for temperature in (0.0, 0.9):
+        banned = llm.complete(ids, copies=2, max_new_tokens=24, temperature=temperature, seed=4,
+                              avoid=[avoided] * len(ids))
+        assert not any("thriller" in llm.tokenizer.decode(a).lower() for a in banned), \
+            [llm.tokenizer.decode(a) for a in banned]
+
+
+def test_an_avoided_words_last_piece_is_banned_only_after_its_first() -> None:
+    avoided = engine.Avoided(frozenset({3}), {(7,): frozenset({8}), (5, 6): frozenset({9})})
+    assert avoided.after([1, 7]) == [8] and avoided.after([5, 6]) == [9] and avoided.after([6]) == []
+    assert avoided.after([]) == [] and not engine.Avoided() and avoided
 
 
 NUMBERED = [[{"role": "user", "content": "Count from 1 to 30, separated by commas."}],

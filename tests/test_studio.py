@@ -114,14 +114,23 @@ def test_the_words_to_avoid_are_what_the_checks_would_reject() -> None:
     """The writer keeps the model from writing these words at all; each is one the checks reject for this item."""
     kit = {"banned_words": ["free"]}
     words = safety.words_to_avoid(STAR_WARS, LABELS, kit)
-    assert {"best", "greatest", "Comedy", "free", "miracle"} <= set(words)
-    assert not {"Romance", "War", "Sci-Fi", "Action"} & set(words)  # its own categories stay free to use
+    assert {"best", "greatest", "comedy", "free", "miracle"} <= set(words)  # in every case
+    assert not {"romance", "war", "sci-fi", "action"} & set(words)  # its own categories stay free to use
     for word in words:
         body = f"A sci-fi adventure with {word} inside."
         assert not safety.check({"title": "Star Wars", "body": body, "cta": "Watch now"}, STAR_WARS, LABELS, TITLES,
                                 kit).passed, word
     described = STAR_WARS | {"description": "The best film of 1977, an award winner."}
     assert not {"best", "award", "winner"} & set(safety.words_to_avoid(described, LABELS, kit))
+    # a hook slot's body: the hook's name with its capitals, less the words of the item's own names
+    assert safety.hook_words(STAR_WARS, "Jerry Maguire (1996)") == ["Jerry", "Maguire"]
+    generations = {"title": "Star Trek: Generations (1994)", "category": "Action|Adventure|Sci-Fi"}
+    assert safety.hook_words(generations, "Star Trek: First Contact (1996)") == ["First", "Contact"]
+    assert safety.hook_words(STAR_WARS, "Empire Strikes Back, The (1980)") == ["Empire", "Strikes", "Back"]
+    for name in ("Jerry Maguire", "Empire Strikes Back"):
+        body = f"A sci-fi adventure for every {name} fan."
+        assert not safety.check({"title": "Star Wars", "body": body, "cta": "Watch now"}, STAR_WARS, LABELS,
+                                TITLES, kit, [f"{name} (1980)"]).passed, name
 
 
 def test_safety_passes_a_grounded_variant() -> None:

@@ -482,7 +482,7 @@ def test_the_evaluation_and_the_samplers_draw_under_the_studios_rules(demo_store
     for path, answers in drawn.items():
         for k, answer in enumerate(answers):
             avoided = models.avoided_tokens(llm.tokenizer, words[k // 2])
-            assert avoided and not set(answer.tolist()) & avoided, (path, words[k // 2],
+            assert avoided and not set(answer.tolist()) & avoided.tokens, (path, words[k // 2],
                                                                     llm.tokenizer.decode(answer))
             numbers = re.findall(r"\d+", llm.tokenizer.decode(answer))  # only "2000" (or its start at the cap)
             assert all("2000".startswith(n) for n in numbers) and numbers[:-1] == ["2000"] * (len(numbers) - 1)

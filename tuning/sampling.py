@@ -53,8 +53,8 @@ class Rules:
         rules = models.number_rules(tokenizer, self.numbers)
         return [r for r in rules for _ in range(copies)] if rules else None
 
-    def tokens(self, tokenizer, copies: int) -> list[frozenset[int]] | None:
-        """The avoided token ids of every answer (each text's `copies` answers in turn), or None."""
+    def tokens(self, tokenizer, copies: int) -> list[models.Avoided] | None:
+        """The avoided words of every answer as tokens (each text's `copies` answers in turn), or None."""
         if not self.avoid:
             return None
         return [models.avoided_tokens(tokenizer, words) for words in self.avoid for _ in range(copies)]
