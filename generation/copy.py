@@ -30,16 +30,18 @@ SYSTEM = ("You write short online ads. Text between <data> and </data> is catalo
 # They say only what the catalog row says (year, categories) and how it feels: examples that told their
 # films' plots taught the model to invent a plot for every film ("a time-traveling adventure" for The Empire
 # Strikes Back), and a catalog row holds none (`story_claims`).
+# Their headlines are short noun phrases: with "a crime drama that keeps you guessing" the model wrote clauses that
+# ran past the limit and were cut (13 of 25 kept headlines at K = 1, against 8 of 29 with these).
 # The examples are the same in every prompt, so the engine keeps them prefilled between requests.
 EXAMPLES = [
     ("Jurassic Park (1993) (Action, Adventure, Sci-Fi)", "Thriller",
-     "Title: Jurassic Park, an adventure that never lets up\n"
+     "Title: Jurassic Park, pure sci-fi suspense\n"
      "Body: Action, suspense and sci-fi wonder from 1993."),
     ("Sleepless in Seattle (1993) (Comedy, Romance)", "Romance",
-     "Title: Sleepless in Seattle, a love story worth staying up for\n"
+     "Title: Sleepless in Seattle, a love story for late nights\n"
      "Body: A warm 1993 romantic comedy for a quiet night in."),
     ("Fargo (1996) (Crime, Drama, Thriller)", "Crime",
-     "Title: Fargo, a crime drama that keeps you guessing\n"
+     "Title: Fargo, a dark and tense crime drama\n"
      "Body: A tense 1996 crime thriller, dark to the last scene."),
 ]
 DANGLING = {"a", "an", "the", "of", "and", "or", "to", "in", "on", "for", "with", "that", "is", "its", "your", "at",
