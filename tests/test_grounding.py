@@ -512,3 +512,15 @@ def test_the_writer_keeps_out_only_what_the_checks_reject() -> None:
         body = "Terminator 2: Judgment Day is back." if number == "2" else f"A thriller, {number}."  # a name's digits
         # are allowed to write the name: the check blanks them with it
         assert not grounding.problems(ad("Terminator 2", body), grounding.facts_for(TERMINATOR_2, kit)), number
+
+
+def test_noise_that_names_nothing_is_rejected_as_unreadable() -> None:
+    """A random model's body (drawn by the tiny test model through the Studio, under every ban) names, claims and
+    tells nothing, so no other check rejected it; copy with a coinage or two still reads as words."""
+    noise = ad("Star Wars, for fans of The Empire Strikes Back", "amphib modifyingplays underlyingjingffect dividends "
+               "keys accord scaly repeatedly pref renovationcancel automotivegex ascertain outfile")
+    verdict = safety.check(noise, STAR_WARS, CATEGORIES, OTHER_TITLES, BRAND_KIT, ["Empire Strikes Back, The (1980)"])
+    assert verdict.reasons == ["body does not read as words ('amphib', 'modifyingplays', 'underlyingjingffect'...)"]
+    for body in ("A lighthearted 1977 adventure, a fun and lighthearted romp.", "The rebels and their droids at war.",
+                 "A swoon-worthy 1977 romance among the stars."):
+        assert check(ad("Star Wars", body), STAR_WARS).passed, body
