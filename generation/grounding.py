@@ -14,9 +14,9 @@ its categories, the brand's name and call to action), and names every statement 
   a subtitle.
 - numbers: a token with a digit (years, "#1", "$9.99", "10/10", "4 stars") must be the item's year (or its
   decade, "1970s"), or occur in the description or the brand kit; digits inside the name are blanked.
-- claims: superlatives, rankings, awards and hype ("best", "number one", "Oscar-nominated", "five-star",
-  "a hundred million") unless the description or brand kit says so (the title does not: "My Best Friend's
-  Wedding" is no claim to be the best).
+- claims: superlatives, rankings, awards, hype and series ("best", "number one", "Oscar-nominated", "five-star",
+  "a hundred million", "the epic trilogy", "a sequel") unless the description or brand kit says so (the
+  title does not: "My Best Friend's Wedding" is no claim to be the best).
 - quotations: a phrase in quotes must occur in the facts word for word, or be one of the item's names.
 - stories: the people, places and events of a plot ("a young man in a small town", "a time-traveling
   adventure") unless the title, description, brand kit or a category holds them (`story_claims`).
@@ -53,7 +53,8 @@ CLAIMS = re.compile(
     r"awards?|oscars?|academy awards?|emmys?|golden globes?|baftas?|grammys?|nominated|nominee|winners?|"
     r"critically acclaimed|acclaimed|famous|legendary|record[- ]breaking|blockbuster|smash hit|box[- ]office|"
     r"masterpiece|ultimate|iconic|beloved|cult (?:classic|hit|favou?rite)|"
-    r"must[- ](?:see|watch)|popular|(?:most|least)[- ](?!of\b)[a-z]+|bestsellers?|"
+    r"must[- ](?:see|watch)|popular|trilog(?:y|ies)|sequels?|prequels?|franchises?|remakes?|"
+    r"(?:most|least)[- ](?!of\b)[a-z]+|bestsellers?|"
     r"(?<!between )(?:one|two|three|four|five)[- ]stars?|"
     r"(?:ten|five|10|5) out of (?:ten|five|10|5)|hundreds?|thousands?|millions?|billions?|"
     r"[a-z]+iest|(?!(?:" + "|".join(sorted(NOT_SUPERLATIVES)) + r")\b)[a-z]{2,}[^aeiou\W]est)(?!\w)",
@@ -65,7 +66,7 @@ CLAIM_WORDS = ("best", "greatest", "finest", "biggest", "famous", "legendary", "
                "nominated", "funniest", "scariest", "darkest", "coolest", "latest", "newest", "hundred", "hundreds",
                "thousand", "thousands", "million", "millions", "billion", "billions", "largest", "oldest",
                "youngest", "fastest", "strongest", "richest", "deadliest", "earliest", "brightest", "smallest",
-               "longest", "hottest", "popular")
+               "longest", "hottest", "popular", "trilogy", "sequel", "prequel", "franchise", "remake")
 TOKEN = re.compile(r"[^\W\d_][\w'’-]*|[#$€£']?\d(?:[\d%]|[.,:/](?=\d))*[^\W\d_]*|[.!?:;—–\u2022,]|\s[-–]\s")
 QUOTED = re.compile(r"[\"“”]([^\"“”]{2,80})[\"“”]|(?<!\w)['‘]((?:[^'‘’\n]|['’](?=\w)){2,80})['’](?!\w)")
 CONTRACTION = re.compile(r"'(?:s|re|ll|ve|d|m)$|n't$")
