@@ -527,3 +527,5 @@ def test_noise_that_names_nothing_is_rejected_as_unreadable() -> None:
     for body in ("A lighthearted 1977 adventure, a fun and lighthearted romp.", "The rebels and their droids at war.",
                  "A swoon-worthy 1977 romance among the stars."):
         assert check(ad("Star Wars", body), STAR_WARS).passed, body
+    assert safety.gibberish_problems(ad("Star Wars", "pubertyinside amalgamessim keys."))  # two in three
+    assert not safety.gibberish_problems(ad("Star Wars", "A lighthearted romp for the fans."))  # two odd in five
