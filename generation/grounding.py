@@ -53,7 +53,7 @@ CLAIMS = re.compile(
     r"awards?|oscars?|academy awards?|emmys?|golden globes?|baftas?|grammys?|nominated|nominee|winners?|"
     r"critically acclaimed|acclaimed|famous|legendary|record[- ]breaking|blockbuster|smash hit|box[- ]office|"
     r"masterpiece|ultimate|iconic|beloved|cult (?:classic|hit|favou?rite)|"
-    r"must[- ](?:see|watch)|popular|trilog(?:y|ies)|sequels?|prequels?|franchises?|remakes?|"
+    r"must[- ](?:see|watch)|popular|trilog(?:y|ies)|sequels?|prequels?|franchises?|remakes?|original series|"
     r"(?:most|least)[- ](?!of\b)[a-z]+|bestsellers?|"
     r"(?<!between )(?:one|two|three|four|five)[- ]stars?|"
     r"(?:ten|five|10|5) out of (?:ten|five|10|5)|hundreds?|thousands?|millions?|billions?|"

@@ -151,6 +151,8 @@ INVENTED = [
     invented("ranking", "greatest", TOY_STORY, "Toy Story", "The greatest comedy of all time.", "greatest"),
     invented("series", "trilogy", STAR_WARS, "Star Wars", "A romantic 1977 epic, the epic trilogy.", "trilogy"),
     invented("series", "sequel", EMPIRE, "The Empire Strikes Back", "The 1980 sequel, a war drama.", "sequel"),
+    invented("series", "original-series", EMPIRE, "The Empire Strikes Back", "A 1980s romance for fans of the "
+             "original series.", "original series"),
     invented("series", "franchise", TOY_STORY, "Toy Story", "The comedy that started a franchise.", "franchise"),
     invented("ranking", "iconic", STAR_WARS, "Star Wars, the iconic epic", "Rebels take on an empire.", "iconic"),
     invented("ranking", "cult-hit", TOY_STORY, "Toy Story, a cult hit", "A 1995 animated comedy.", "cult hit"),
