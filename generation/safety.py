@@ -33,6 +33,9 @@ BLOCKLIST = [
 # ("a moment of solitude, and a moment of sanity") are writing (the engines keep token runs from looping)
 REPEAT_WORDS = 4
 GIBBERISH_WORDS = 2  # words that are no English word before a field reads as noise (`gibberish_problems`)
+SENTENCE_WORDS = 6  # a body this long says "a", "the", "of"... somewhere, or it is no sentence (`gibberish_problems`)
+FUNCTION_WORDS = frozenset({"a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "with", "from", "at", "by",
+                            "is", "it", "this", "that", "your", "you", "its", "it's", "be", "as", "are", "was", "all"})
 LEAKS = re.compile(r"<\|[^|]*\|>|</?data>|system prompt|ignore (all |any |the )?(previous|above)|instructions?\b|"
                    r"\bviewer:|\bangle:|\bitem:|https?://|www\.", re.IGNORECASE)
 
@@ -212,13 +215,18 @@ def gibberish_problems(copy: dict[str, str]) -> list[str]:
     half of them, are no English word ("amphib modifyingplays underlyingjingffect dividends..."). A broken or
     random model writes such noise, which names, claims and stories nothing and so passes every other check.
     Capitalised words are left to the names check; copy's own coinages ("lighthearted", "romp") stay below it
-    (none of 6,912 tuning-bench samples is flagged)."""
+    (none of 6,912 tuning-bench samples is flagged). Noise of real words ("mosaics reproductive brokers
+    breastfeeding pressing attacker") is caught by its grammar: a body of `SENTENCE_WORDS` or more words without
+    one function word is no sentence (none of 10,368 bench bodies lacks one; titles may be bare noun phrases)."""
     known, problems = known_words(), []
     for name in ("title", "body"):
         words = [w for w in re.findall(r"(?<![\w'’-])[a-z]+(?![\w'’])", copy.get(name, "")) if len(w) >= 3]
         odd = [w for w in words if w not in known and w.removesuffix("s") not in known]
         if len(odd) >= GIBBERISH_WORDS and len(odd) * 2 > len(words):
             problems.append(f"{name} does not read as words ({', '.join(map(repr, odd[:3]))}...)")
+    words = re.findall(r"[A-Za-z][A-Za-z'’-]*", copy.get("body", ""))
+    if len(words) >= SENTENCE_WORDS and not FUNCTION_WORDS.intersection(w.lower() for w in words):
+        problems.append(f"body does not read as a sentence (none of its {len(words)} words is 'a', 'the', 'of'...)")
     return problems
 
 

@@ -32,8 +32,7 @@ ENERGETIC = {"thrilling", "explosive", "epic", "heart-pounding", "action-packed"
              "breathless", "gripping", "bold", "pulse-pounding", "blast"}
 CALM = {"gentle", "quiet", "moving", "tender", "thoughtful", "touching", "heartfelt", "timeless", "classic",
         "subtle", "poignant", "reflective", "graceful", "elegant", "charming", "delicate", "warm", "lyrical"}
-STOPWORDS = {"a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "with", "from", "at", "by", "is", "it",
-             "this", "that", "your", "you", "its", "it's", "be", "as", "are", "was", "now", "one", "all", "more"}
+STOPWORDS = safety.FUNCTION_WORDS | {"now", "one", "more"}
 GENERIC = {"movie", "movies", "film", "films", "best", "top", "great"}  # words that stuffing pads with
 WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+")
 

@@ -154,7 +154,9 @@ def test_studio_generates_two_variants_and_shows_their_banners(server: str, page
         expect(edited.first).to_be_visible()  # the edited card, beside the original
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "studio.png"), full_page=True)
-        page.get_by_role("button", name=re.compile(r"Send (all accepted|kept) variants to Campaign Lab")).click()
+        send = page.get_by_role("button", name=re.compile(r"Send (all accepted|kept) variants to Campaign Lab"))
+        expect(send).to_have_count(1, timeout=60_000)  # the edit's rerun may still show the stale button beside it
+        send.click()
         expect(page.get_by_role("heading", name="Campaign Lab")).to_be_visible(timeout=60_000)
         # the Studio's variants fill the Lab's table (a canvas grid: its cells are in the page for screen readers)
         cell = page.locator('[role="gridcell"]').filter(has_text=variant["title"])

@@ -525,7 +525,12 @@ def test_noise_that_names_nothing_is_rejected_as_unreadable() -> None:
     noise = ad("Star Wars, for fans of The Empire Strikes Back", "amphib modifyingplays underlyingjingffect dividends "
                "keys accord scaly repeatedly pref renovationcancel automotivegex ascertain outfile")
     verdict = safety.check(noise, STAR_WARS, CATEGORIES, OTHER_TITLES, BRAND_KIT, ["Empire Strikes Back, The (1980)"])
-    assert verdict.reasons == ["body does not read as words ('amphib', 'modifyingplays', 'underlyingjingffect'...)"]
+    assert verdict.reasons == ["body does not read as words ('amphib', 'modifyingplays', 'underlyingjingffect'...)",
+                               "body does not read as a sentence (none of its 13 words is 'a', 'the', 'of'...)"]
+    real_words = ad("Star Wars", "mosaics reproductive brokers breastfeeding pressing attacker")  # all in English
+    assert safety.gibberish_problems(real_words) == [
+        "body does not read as a sentence (none of its 6 words is 'a', 'the', 'of'...)"]
+    assert not safety.gibberish_problems(ad("Star Wars", "Pure sci-fi suspense, tonight only."))  # short: no rule
     for body in ("A lighthearted 1977 adventure, a fun and lighthearted romp.", "The rebels and their droids at war.",
                  "A swoon-worthy 1977 romance among the stars."):
         assert check(ad("Star Wars", body), STAR_WARS).passed, body
