@@ -51,6 +51,7 @@ DANGLING = {"a", "an", "the", "of", "and", "or", "to", "in", "on", "for", "with"
             "over", "under", "then", "most", "least"}  # words a cut headline must not end on
 CLAUSE_END = re.compile(r"\s*(?:[,;]|\s[-–—])\s")  # where a cut reads as a whole phrase: "a tale of deception, guilt"
 CLAUSE_SHARE = 0.6  # a cut at a clause end keeps at least this share of the limit ("Star Wars," alone says nothing)
+BODY_LABEL = "Body:"  # what the body line opens with; the engines write it for the model (`engine.Ends.forced`)
 FIELD_LINE = re.compile(r"^\s*(title|body|cta)\s*:\s*(.*)$", re.IGNORECASE)
 ANSWER_LINES = 2  # the model writes the title's line and the body's: its answer is complete after two breaks, or
 # at the body's first sentence end (`engine.Ends`: one sentence, as the examples show)
@@ -136,7 +137,7 @@ def headline_name(item: dict) -> str:
 def answer_start(item: dict, title: str | None = None) -> str:
     """The start of every answer, written by code: the headline opens with the item's real name; with a `title`
     kept from an earlier variant, the whole title line, so the model writes the body that follows it."""
-    return f"Title: {title}\nBody:" if title else f"Title: {headline_name(item)},"
+    return f"Title: {title}\n{BODY_LABEL}" if title else f"Title: {headline_name(item)},"
 
 
 def _viewer(item_line_: str, angle: str) -> str:

@@ -24,6 +24,7 @@ import torch
 from filelock import FileLock
 
 import settings
+from generation.copy import BODY_LABEL
 from generation.engine import Avoided, Ends, Numbers, per_prompt, repeating_tokens
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -95,7 +96,8 @@ def answer_ends(tokenizer) -> Ends:
     """Where this tokenizer's answers end (`engine.Ends`: line breaks and sentence ends), for both engines."""
     pieces = vocabulary_pieces(tokenizer)
     return Ends(frozenset(i for i, piece in enumerate(pieces) if "\n" in piece),
-                frozenset(i for i, piece in enumerate(pieces) if SENTENCE_END.fullmatch(piece.strip())))
+                frozenset(i for i, piece in enumerate(pieces) if SENTENCE_END.fullmatch(piece.strip())),
+                tuple(tokenizer.encode(BODY_LABEL, add_special_tokens=False)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -167,21 +169,25 @@ class Bans:
     """transformers logits processor, the same rules as the llama.cpp engine: row i never writes the words of
     `avoid[i]` (`Avoided`), nor takes a token that repeats a run of `no_repeat` tokens of its own answer (from
     column `start`), nor an end token before `lines[i]` line breaks (`AnswerStop` ends it there, or at its last
-    line's first sentence)."""
+    line's first sentence); a label's token (`Ends.forced`) is the only one it may take."""
 
     avoid: list[Avoided] | None
     no_repeat: int
     start: int
     lines: list[int] = field(default_factory=list)  # per row; none: no limit
-    newlines: frozenset[int] = frozenset()
+    ends: Ends = Ends(frozenset())
     end_ids: frozenset[int] = frozenset()
     numbers: list[Numbers | None] | None = None  # per row: the numbers it may write (None: any)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         for i, answer in enumerate(input_ids[:, self.start:].tolist()):
+            if self.lines and (forced := self.ends.forced(answer, self.lines[i])) is not None:
+                scores[i] = float("-inf")
+                scores[i, forced] = 0.0
+                continue
             avoided = self.avoid[i] if self.avoid else Avoided()
             banned = set(avoided.tokens) | set(avoided.after(answer)) | set(repeating_tokens(answer, self.no_repeat))
-            if self.lines and sum(t in self.newlines for t in answer) < self.lines[i]:
+            if self.lines and sum(t in self.ends.newlines for t in answer) < self.lines[i]:
                 banned |= self.end_ids
             only: list[int] = []
             if self.numbers and self.numbers[i] is not None:
@@ -284,7 +290,7 @@ class TextModel:
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": TOP_K} if temperature > 0 \
             else {"do_sample": False}
         stop = [AnswerStop(self.ends(), width, rows_stop, self.device)] if any(rows_stop) else None
-        rules = Bans(rows_avoid, no_repeat, width, rows_stop, self.ends().newlines,
+        rules = Bans(rows_avoid, no_repeat, width, rows_stop, self.ends(),
                      end_ids(self.model, self.tokenizer), rows_numbers)
         with self.lock, torch.inference_mode():
             torch.manual_seed(seed)

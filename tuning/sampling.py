@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import settings
-from generation import models
+from generation import engine, models
 
 TEMPERATURE = 0.7  # the Studio's writer (`generation.writer`)
 TOP_P = 0.9  # the Studio's nucleus sampling (`generation.models.TextModel.generate`), so tuned@1 is what users get
@@ -92,7 +92,7 @@ def sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature:
         width, lines = enc["input_ids"].shape[1], [rules.lines] * enc["input_ids"].shape[0]
         rows = slice(start * copies, (start + per_batch) * copies)
         bans = models.Bans(avoided[rows] if avoided else None, rules.no_repeat, width, lines,
-                           ends.newlines if ends else frozenset(), end_ids, numbers[rows] if numbers else None)
+                           ends or engine.Ends(frozenset()), end_ids, numbers[rows] if numbers else None)
         stop = [models.AnswerStop(ends, width, lines, model.device)] if ends else None
         torch.manual_seed(seed + start)
         with torch.inference_mode():
