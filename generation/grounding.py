@@ -53,7 +53,8 @@ CLAIMS = re.compile(
     r"awards?|oscars?|academy awards?|emmys?|golden globes?|baftas?|grammys?|nominated|nominee|winners?|"
     r"critically acclaimed|acclaimed|famous|legendary|record[- ]breaking|blockbuster|smash hit|box[- ]office|"
     r"masterpiece|ultimate|iconic|beloved|cult (?:classic|hit|favou?rite)|"
-    r"must[- ](?:see|watch)|popular|trilog(?:y|ies)|sequels?|prequels?|franchises?|remakes?|original series|"
+    r"must[- ](?:see|watch)|popular|trilog(?:y|ies)|sequels?|prequels?|franchises?|remakes?|series|"
+    r"fan[- ]favou?rites?|crowd[- ]pleasers?|(?:big|huge|smash) hits?|"
     r"(?:most|least)[- ](?!of\b)[a-z]+|bestsellers?|"
     r"(?<!between )(?:one|two|three|four|five)[- ]stars?|"
     r"(?:ten|five|10|5) out of (?:ten|five|10|5)|hundreds?|thousands?|millions?|billions?|"
@@ -66,7 +67,7 @@ CLAIM_WORDS = ("best", "greatest", "finest", "biggest", "famous", "legendary", "
                "nominated", "funniest", "scariest", "darkest", "coolest", "latest", "newest", "hundred", "hundreds",
                "thousand", "thousands", "million", "millions", "billion", "billions", "largest", "oldest",
                "youngest", "fastest", "strongest", "richest", "deadliest", "earliest", "brightest", "smallest",
-               "longest", "hottest", "popular", "trilogy", "sequel", "prequel", "franchise", "remake")
+               "longest", "hottest", "popular", "trilogy", "sequel", "prequel", "franchise", "remake", "series")
 TOKEN = re.compile(r"[^\W\d_][\w'’-]*|[#$€£']?\d(?:[\d%]|[.,:/](?=\d))*[^\W\d_]*|[.!?:;—–\u2022,]|\s[-–]\s")
 QUOTED = re.compile(r"[\"“”]([^\"“”]{2,80})[\"“”]|(?<!\w)['‘]((?:[^'‘’\n]|['’](?=\w)){2,80})['’](?!\w)")
 CONTRACTION = re.compile(r"'(?:s|re|ll|ve|d|m)$|n't$")

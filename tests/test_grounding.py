@@ -56,6 +56,10 @@ BEST_FRIENDS_WEDDING = {"item_id": "255", "title": "My Best Friend's Wedding (19
 RUMBLE = {"item_id": "24", "title": "Rumble in the Bronx (1995)", "year": 1995, "category": "Action|Adventure|Crime"}
 WONKA = {"item_id": "151", "title": "Willy Wonka and the Chocolate Factory (1971)", "year": 1971,
          "category": "Adventure|Children's|Comedy|Musical"}
+STAR_TREK = {"item_id": "380", "title": "Star Trek: Generations (1994)", "year": 1994,
+             "category": "Action|Adventure|Sci-Fi"}
+RED_OCTOBER = {"item_id": "265", "title": "Hunt for Red October, The (1990)", "year": 1990,
+               "category": "Action|Thriller"}
 TWELVE_MONKEYS = {"item_id": "7", "title": "Twelve Monkeys (1995)", "year": 1995, "category": "Drama|Sci-Fi"}
 EMPIRE = {"item_id": "172", "title": "Empire Strikes Back, The (1980)", "year": 1980,
           "category": "Action|Adventure|Drama|Romance|Sci-Fi|War"}
@@ -152,8 +156,13 @@ INVENTED = [
     invented("series", "trilogy", STAR_WARS, "Star Wars", "A romantic 1977 epic, the epic trilogy.", "trilogy"),
     invented("series", "sequel", EMPIRE, "The Empire Strikes Back", "The 1980 sequel, a war drama.", "sequel"),
     invented("series", "original-series", EMPIRE, "The Empire Strikes Back", "A 1980s romance for fans of the "
-             "original series.", "original series"),
+             "original series.", "series"),
     invented("series", "franchise", TOY_STORY, "Toy Story", "The comedy that started a franchise.", "franchise"),
+    invented("series", "of-the-series", STAR_TREK, "Star Trek: Generations", "A fun 1994 ride for fans of the "
+             "original Star Trek series.", "series"),
+    invented("ranking", "fan-favorite", STAR_WARS, "Star Wars", "A fan favorite of classic sci-fi.", "fan favorite"),
+    invented("ranking", "big-hit", RED_OCTOBER, "The Hunt for Red October", "A classic 1990 thriller, a big hit.",
+             "big hit"),
     invented("ranking", "iconic", STAR_WARS, "Star Wars, the iconic epic", "Rebels take on an empire.", "iconic"),
     invented("ranking", "cult-hit", TOY_STORY, "Toy Story, a cult hit", "A 1995 animated comedy.", "cult hit"),
     invented("ranking", "of-all-time", TWELVE_MONKEYS, "Twelve Monkeys", "A sci-fi drama of all time.",
