@@ -110,7 +110,20 @@ def fact_check(copy: Mapping[str, str], item: Mapping, categories: list[str], ot
     for name in grounding.names_of(str(item["title"])):
         unnamed = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", grounding.BLANK, unnamed, flags=re.IGNORECASE)
     return FactCheck(category_claims.claimed(unnamed, categories_not_listed(item, categories)),
-                     _other_item(text, item, other_titles), grounding.problems(copy, facts))
+                     _other_item(text, item, other_titles) or _hook_below(copy, hooks, item),
+                     grounding.problems(copy, facts))
+
+
+def _hook_below(copy: Mapping[str, str], hooks: list[str], item: Mapping) -> str | None:
+    """A hook's name in the body or call to action in any case ("A romantic 1996 drama, for fans of courage
+    under fire" for Up Close and Personal): the hook is an item the user rated, so, unlike other titles, a
+    lower-case spelling is still its name (eight letters or more, as for other items)."""
+    own = display_name(str(item["title"])).lower()
+    for name in hooks:
+        if len(name) >= 8 and name.lower() not in own and any(
+                re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", copy[k], re.IGNORECASE) for k in ("body", "cta")):
+            return name
+    return None
 
 
 def _blank_as_written(text: str, names: list[str]) -> str:

@@ -89,6 +89,9 @@ def test_a_hook_is_named_only_as_the_variants_own_evidence(demo_store: str) -> N
     in_body = written | {"body": "A classic Return of the Jedi adventure, in 1977."}
     verdict = safety.check(in_body, item, labels, titles, {}, [hook["title"]])
     assert "names another item ('Return of the Jedi')" in verdict.reasons, verdict.reasons
+    lower = written | {"body": "A 1977 adventure for fans of return of the jedi."}  # the hook in any case
+    verdict = safety.check(lower, item, labels, titles, {}, [hook["title"]])
+    assert "names another item ('Return of the Jedi')" in verdict.reasons, verdict.reasons
     for crowd in (audience("train", demo_store), audience("judge", demo_store)):
         catalog = crowd.world.catalog
         features = creative_features([written | {"hook": hook}, written], catalog)
