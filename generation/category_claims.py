@@ -72,8 +72,9 @@ def claimed(text: str, labels: Sequence[str]) -> list[str]:
 
 
 def words(labels: Sequence[str]) -> list[str]:
-    """Single words that claim one of these categories wherever they stand: what the engine keeps the model
-    from writing about an item that lacks them (the phrases of everyday words are left to the check)."""
+    """Words and phrases that claim one of these categories wherever they stand: what the engine keeps the model
+    from writing about an item that lacks them ("science fiction" loses " fiction" after " science"; the
+    everyday words are left to the check)."""
     found = [label.strip() if name == label.lower().strip() else name
-             for label in labels for name in _names(label) if name not in EVERYDAY and " " not in name]
+             for label in labels for name in _names(label) if name not in EVERYDAY]
     return list(dict.fromkeys(found))

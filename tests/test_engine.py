@@ -113,6 +113,8 @@ def test_both_engines_keep_a_word_the_tokenizer_splits_out(embedded_model_dir: P
     llm = models.load_text_model(str(embedded_model_dir), "cpu", tmp_path, engine=choice)
     avoided = llm.avoided_tokens(["thriller"])
     assert not avoided.tokens and avoided.endings  # split in every form
+    phrase = llm.avoided_tokens(["science fiction"])  # a phrase the same way: its last word after the first
+    assert not phrase.tokens and phrase.after(llm.tokenizer.encode(" science", add_special_tokens=False))
     ids = llm.prompt_ids(SPLIT_WORDS)
     free = [llm.tokenizer.decode(a) for a in llm.complete(ids, max_new_tokens=24, temperature=0.0)]
     assert any("thriller" in a.lower() for a in free), free

@@ -519,6 +519,9 @@ def test_the_writer_keeps_out_only_what_the_checks_reject() -> None:
     assert not {"soldier", "soldiers", "battle", "war", "hero"} & set(avoided)  # a War and Action film has them
     for word in avoided:
         assert check(ad("Star Wars", f"A sci-fi adventure with a {word}."), STAR_WARS).reasons, word
+    fargo = safety.words_to_avoid(FARGO, CATEGORIES, BRAND_KIT)  # a phrase too: " fiction" after " science"
+    assert {"sci-fi", "science fiction"} <= set(fargo)
+    assert all(check(ad("Fargo", f"A 1996 crime drama, {word}."), FARGO).reasons for word in fargo)
     kit = {**BRAND_KIT, "required_disclaimer": "Cancel within 30 days."}
     assert safety.numbers_to_allow(STAR_WARS, kit) == {"1977", "30"}
     assert safety.numbers_to_allow(TERMINATOR_2, {}) >= {"2", str(TERMINATOR_2["year"])}
