@@ -164,9 +164,11 @@ def hook_words(item: dict, hook_title: str) -> list[str]:
 def numbers_to_allow(item: dict, brand_kit: dict) -> frozenset[str]:
     """The only numbers the writer lets the model write about this item (`engine.Numbers`): those the checks
     accept (its year, the digits of its description and the brand kit) and the digits of its own names
-    ("Apollo 13"), which the checks blank with the name."""
+    ("Apollo 13"), which the checks blank with the name; not a name's digits that read as a year, which the
+    model wrote alone ("a great 2001" of 2001: A Space Odyssey) and the check rightly reads as one."""
     names = grounding.names_of(str(item.get("title") or ""))
-    return grounding.facts_for(item, brand_kit).numbers | {n for name in names for n in re.findall(r"\d+", name)}
+    return grounding.facts_for(item, brand_kit).numbers | {n for name in names for n in re.findall(r"\d+", name)
+                                                           if not grounding.YEAR.match(n)}
 
 
 def names_item(text: str, title: str) -> bool:

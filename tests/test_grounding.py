@@ -529,6 +529,7 @@ def test_the_writer_keeps_out_only_what_the_checks_reject() -> None:
         body = "Terminator 2: Judgment Day is back." if number == "2" else f"A thriller, {number}."  # a name's digits
         # are allowed to write the name: the check blanks them with it
         assert not grounding.problems(ad("Terminator 2", body), grounding.facts_for(TERMINATOR_2, kit)), number
+    assert safety.numbers_to_allow(SPACE_ODYSSEY, {}) == {"1968"}  # "2001" alone reads as a year: not written
 
 
 def test_noise_that_names_nothing_is_rejected_as_unreadable() -> None:
