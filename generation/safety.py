@@ -33,7 +33,7 @@ BLOCKLIST = [
 # ("a moment of solitude, and a moment of sanity") are writing (the engines keep token runs from looping)
 REPEAT_WORDS = 4
 GIBBERISH_WORDS = 2  # words that are no English word before a field reads as noise (`gibberish_problems`)
-SENTENCE_WORDS = 6  # a body this long says "a", "the", "of"... somewhere, or it is no sentence (`gibberish_problems`)
+BODY_WORDS = 3  # a body says at least this many words, one of them "a", "the", "of"... (`gibberish_problems`)
 LEAKS = re.compile(r"<\|[^|]*\|>|</?data>|system prompt|ignore (all |any |the )?(previous|above)|instructions?\b|"
                    r"\bviewer:|\bangle:|\bitem:|https?://|www\.", re.IGNORECASE)
 
@@ -218,17 +218,24 @@ def gibberish_problems(copy: dict[str, str]) -> list[str]:
     half of them, are no English word ("amphib modifyingplays underlyingjingffect dividends..."). A broken or
     random model writes such noise, which names, claims and stories nothing and so passes every other check.
     Capitalised words are left to the names check; copy's own coinages ("lighthearted", "romp") stay below it
-    (none of 6,912 tuning-bench samples is flagged). Noise of real words ("mosaics reproductive brokers
-    breastfeeding pressing attacker") is caught by its grammar: a body of `SENTENCE_WORDS` or more words without
-    one function word is no sentence (none of 10,368 bench bodies lacks one; titles may be bare noun phrases)."""
+    (none of 6,912 tuning-bench samples is flagged). Noise of real words is caught by its grammar: a body of
+    fewer than `BODY_WORDS` words says nothing, and one with as many lower-case words and no function word is no
+    sentence (names may stand alone: "Star Wars' heroes return."). The
+    random test model wrote "While", "intentions", "imbalances financed legislatures ?" and "mosaics reproductive
+    brokers breastfeeding pressing attacker" in hook slots (code wrote their headlines); of 10,368 bench bodies
+    28 are that short ("A great", "The end.") and 8 lack a function word ("Classic 1996 classic romantic
+    romance."). The price: a hand-written fragment ("Pure sci-fi suspense tonight.") is refused too; titles may
+    be bare noun phrases."""
     known, problems = known_words(), []
     for name in ("title", "body"):
         words = [w for w in re.findall(r"(?<![\w'’-])[a-z]+(?![\w'’])", copy.get(name, "")) if len(w) >= 3]
         odd = [w for w in words if w not in known and w.removesuffix("s") not in known]
         if len(odd) >= GIBBERISH_WORDS and len(odd) * 2 > len(words):
             problems.append(f"{name} does not read as words ({', '.join(map(repr, odd[:3]))}...)")
-    words = re.findall(r"[A-Za-z][A-Za-z'’-]*", copy.get("body", ""))
-    if len(words) >= SENTENCE_WORDS and not FUNCTION_WORDS.intersection(w.lower() for w in words):
+    words = re.findall(r"[A-Za-z0-9][A-Za-z0-9'’-]*", copy.get("body", ""))
+    if len(words) < BODY_WORDS:
+        problems.append(f"body says too little ({len(words)} word{'s' * (len(words) != 1)})")
+    elif sum(w.islower() for w in words) >= BODY_WORDS and not FUNCTION_WORDS.intersection(w.lower() for w in words):
         problems.append(f"body does not read as a sentence (none of its {len(words)} words is 'a', 'the', 'of'...)")
     return problems
 

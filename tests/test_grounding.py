@@ -298,7 +298,7 @@ GROUNDED = [
     grounded("chinatown-capitalised-hyphen", CHINATOWN, "Discover Chinatown", "A Film-Noir classic."),
     grounded("fargo-dark-edge", FARGO, "Fargo", "A 1996 crime drama with a dark edge."),
     grounded("fargo-tickets", FARGO, "Fargo: crime in the snow", "A thriller from 1996.", "Get tickets"),
-    grounded("fargo-trailer", FARGO, "Fargo", "Crime drama.", "Watch the trailer"),
+    grounded("fargo-trailer", FARGO, "Fargo", "A crime drama.", "Watch the trailer"),
     grounded("fargo-stream", FARGO, "Fargo", "A dark crime drama.", "Stream Fargo now"),
     grounded("t2-digit-title", TERMINATOR_2, "Terminator 2: Judgment Day", "A 1991 sci-fi action thriller."),
     grounded("t2-short-name", TERMINATOR_2, "Terminator 2", "Sci-fi action from 1991."),
@@ -543,7 +543,14 @@ def test_noise_that_names_nothing_is_rejected_as_unreadable() -> None:
     real_words = ad("Star Wars", "mosaics reproductive brokers breastfeeding pressing attacker")  # all in English
     assert safety.gibberish_problems(real_words) == [
         "body does not read as a sentence (none of its 6 words is 'a', 'the', 'of'...)"]
-    assert not safety.gibberish_problems(ad("Star Wars", "Pure sci-fi suspense, tonight only."))  # short: no rule
+    assert not safety.gibberish_problems(ad("Star Wars", "Pure sci-fi suspense for tonight."))
+    for noise, reason in (("While", "body says too little (1 word)"),
+                          ("olksć cruise", "body says too little (2 words)"),
+                          ("imbalances financed legislatures ?", "body does not read as a sentence (none of its 3 "
+                                                                   "words is 'a', 'the', 'of'...)")):
+        assert safety.gibberish_problems(ad("Star Wars", noise)) == [reason], noise  # the random model's, in CI
+    assert safety.gibberish_problems(ad("Star Wars", "Pure sci-fi suspense tonight."))  # the price: a fragment
+    assert not safety.gibberish_problems(ad("Star Wars", "A 1977 classic."))  # a number counts as a word
     for body in ("A lighthearted 1977 adventure, a fun and lighthearted romp.", "The rebels and their droids at war.",
                  "A swoon-worthy 1977 romance among the stars."):
         assert check(ad("Star Wars", body), STAR_WARS).passed, body
