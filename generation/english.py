@@ -26,3 +26,9 @@ def known_words() -> frozenset[str]:
 
     lines = (get_model_path() / "vocab.txt").read_text(encoding="utf-8").splitlines()
     return frozenset(w for w in lines if w.isalpha() and w.islower())
+
+
+def is_word(word: str) -> bool:
+    """Whether a lower-case word is English, as itself or as the plural of a known word ("thrills")."""
+    known = known_words()
+    return word in known or word.removesuffix("s") in known

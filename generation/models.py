@@ -24,9 +24,9 @@ import torch
 from filelock import FileLock
 
 import settings
+from generation import english
 from generation.copy import BODY_LABEL
 from generation.engine import Avoided, Ends, Numbers, per_prompt, repeating_tokens
-from generation.english import GRAMMAR_WORDS, known_words
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOP_K = 1000  # sampling draws from the nucleus of these most likely tokens: as good as all of them, and on the
@@ -103,7 +103,7 @@ def answer_ends(tokenizer) -> Ends:
                 frozenset(i for i, piece in enumerate(pieces) if SENTENCE_END.fullmatch(piece.strip())),
                 tuple(tokenizer.encode(BODY_LABEL, add_special_tokens=False)),
                 frozenset(i for i, piece in enumerate(pieces) if CONTENT_WORD.fullmatch(piece)
-                          and piece.strip() in known_words() and piece.strip() not in GRAMMAR_WORDS))
+                          and english.is_word(piece.strip()) and piece.strip() not in english.GRAMMAR_WORDS))
 
 
 @functools.lru_cache(maxsize=16)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from generation import category_claims, compose, grounding, story_claims
 from generation.copy import display_name
-from generation.english import FUNCTION_WORDS, known_words
+from generation.english import FUNCTION_WORDS, is_word
 from generation.intent import categories_of
 from store import repository
 from untrusted import findings
@@ -226,10 +226,10 @@ def gibberish_problems(copy: dict[str, str]) -> list[str]:
     28 are that short ("A great", "The end.") and 8 lack a function word ("Classic 1996 classic romantic
     romance."). The price: a hand-written fragment ("Pure sci-fi suspense tonight.") is refused too; titles may
     be bare noun phrases."""
-    known, problems = known_words(), []
+    problems = []
     for name in ("title", "body"):
         words = [w for w in re.findall(r"(?<![\w'’-])[a-z]+(?![\w'’])", copy.get(name, "")) if len(w) >= 3]
-        odd = [w for w in words if w not in known and w.removesuffix("s") not in known]
+        odd = [w for w in words if not is_word(w)]
         if len(odd) >= GIBBERISH_WORDS and len(odd) * 2 > len(words):
             problems.append(f"{name} does not read as words ({', '.join(map(repr, odd[:3]))}...)")
     words = re.findall(r"[A-Za-z0-9][A-Za-z0-9'’-]*", copy.get("body", ""))
