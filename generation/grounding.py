@@ -182,8 +182,8 @@ def _run_problem(run: list[str], opens: bool, field: str, facts: Facts) -> str |
     if not content or all(facts.supports(w) for w in content):
         return None
     part = re.sub(r"'s?$", "", " ".join(_words(" ".join(run))))  # "Bobby Fischer's journey" names him too
-    if any(re.search(rf"(?<![\w'-]){re.escape(part)}(?![\w'-])", name) for name in facts.names):
-        return None  # a part of the item's own name, as written there: "the Bronx", "Willy Wonka"
+    if any(re.search(rf"(?<![\w'-]){re.escape(part)}(?:'s?)?(?![\w'-])", name) for name in facts.names):
+        return None  # a part of the item's own name, as written there: "the Bronx", "Willy Wonka", "Tiffany's"
     common = common_words()
     opener = CONTRACTION.sub("", content[0].lower().replace("’", "'"))  # "They're" opens as "they"
     if opens and opener in common and all(facts.supports(w) for w in content[1:]):

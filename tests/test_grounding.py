@@ -56,6 +56,7 @@ BEST_FRIENDS_WEDDING = {"item_id": "255", "title": "My Best Friend's Wedding (19
 RUMBLE = {"item_id": "24", "title": "Rumble in the Bronx (1995)", "year": 1995, "category": "Action|Adventure|Crime"}
 WONKA = {"item_id": "151", "title": "Willy Wonka and the Chocolate Factory (1971)", "year": 1971,
          "category": "Adventure|Children's|Comedy|Musical"}
+TIFFANYS = {"item_id": "131", "title": "Breakfast at Tiffany's (1961)", "year": 1961, "category": "Drama|Romance"}
 STAR_TREK = {"item_id": "380", "title": "Star Trek: Generations (1994)", "year": 1994,
              "category": "Action|Adventure|Sci-Fi"}
 RED_OCTOBER = {"item_id": "265", "title": "Hunt for Red October, The (1990)", "year": 1990,
@@ -311,6 +312,7 @@ GROUNDED = [
     grounded("blade-runner", BLADE_RUNNER, "Blade Runner", "A 1982 sci-fi noir.", "Play"),
     grounded("holy-grail-connectors", HOLY_GRAIL, "Monty Python and the Holy Grail", "A 1974 comedy."),
     grounded("sw-possessive", STAR_WARS, "Star Wars, a saga of heroes", "Star Wars' heroes return."),
+    grounded("possessive-in-the-name", TIFFANYS, "Breakfast at Tiffany's", "A 1961 romance for a day at Tiffany's."),
     grounded("sw-decade", STAR_WARS, "Star Wars", "A 1970s sci-fi classic. A '70s adventure."),
     grounded("sw-desc-quote-full-stop", STAR_WARS_DESCRIBED, "Star Wars", 'It\'s "a rebellion against the Galactic '
              'Empire."'),
