@@ -117,13 +117,18 @@ def fact_check(copy: Mapping[str, str], item: Mapping, categories: list[str], ot
 def _hook_below(copy: Mapping[str, str], hooks: list[str], item: Mapping) -> str | None:
     """A hook's name in the body or call to action in any case ("A romantic 1996 drama, for fans of courage
     under fire" for Up Close and Personal): the hook is an item the user rated, so, unlike other titles, a
-    lower-case spelling is still its name (eight letters or more, as for other items)."""
-    own = display_name(str(item["title"])).lower()
-    for name in hooks:
-        if len(name) >= 8 and name.lower() not in own and any(
-                re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", copy[k], re.IGNORECASE) for k in ("body", "cta")):
+    lower-case spelling is still its name."""
+    for name in _names_in_any_case(item, hooks):
+        if any(re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", copy[k], re.IGNORECASE) for k in ("body", "cta")):
             return name
     return None
+
+
+def _names_in_any_case(item: Mapping, hooks: list[str]) -> list[str]:
+    """The hook names a body may not say in any case: eight letters or more (as for other items' names), and
+    not within the item's own name."""
+    own = display_name(str(item["title"])).lower()
+    return [name for name in hooks if len(name) >= 8 and name.lower() not in own]
 
 
 def _blank_as_written(text: str, names: list[str]) -> str:
@@ -152,13 +157,16 @@ def words_to_avoid(item: dict, categories: list[str], brand_kit: dict) -> list[s
 
 
 def hook_words(item: dict, hook_title: str) -> list[str]:
-    """The words of a hook's names, with their capitals, that the item's own names lack: a hook slot's body may
-    not name the hook (`fact_check`), so the writer keeps the model from starting its name there ("Jerry" of
-    Jerry Maguire, but not "Star" of Star Trek: First Contact for Star Trek: Generations)."""
+    """The words of a hook's names, with their capitals, that the item's own names lack, and its names in lower
+    case as phrases: a hook slot's body may not name the hook (`fact_check`), so the writer keeps the model from
+    starting its name there ("Jerry" of Jerry Maguire, but not "Star" of Star Trek: First Contact for Star Trek:
+    Generations) or finishing it in lower case ("for fans of a grand day out")."""
     own = {w.lower() for name in grounding.names_of(str(item.get("title") or "")) for w in name.split()}
-    words = [w.strip(":,.!?'’") for name in grounding.names_of(hook_title) for w in name.split()]
-    return list(dict.fromkeys(w for w in words if w[:1].isupper() and w.isalpha() and w.lower() not in own
-                              and w.lower() not in grounding.CONNECTORS))
+    names = grounding.names_of(hook_title)
+    words = [w.strip(":,.!?'’") for name in names for w in name.split()]
+    return list(dict.fromkeys([*(w for w in words if w[:1].isupper() and w.isalpha() and w.lower() not in own
+                                 and w.lower() not in grounding.CONNECTORS),
+                               *(name.lower() for name in _names_in_any_case(item, names))]))
 
 
 def numbers_to_allow(item: dict, brand_kit: dict) -> frozenset[str]:

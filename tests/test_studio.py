@@ -123,10 +123,12 @@ def test_the_words_to_avoid_are_what_the_checks_would_reject() -> None:
     described = STAR_WARS | {"description": "The best film of 1977, an award winner."}
     assert not {"best", "award", "winner"} & set(safety.words_to_avoid(described, LABELS, kit))
     # a hook slot's body: the hook's name with its capitals, less the words of the item's own names
-    assert safety.hook_words(STAR_WARS, "Jerry Maguire (1996)") == ["Jerry", "Maguire"]
+    assert safety.hook_words(STAR_WARS, "Jerry Maguire (1996)") == ["Jerry", "Maguire", "jerry maguire"]
     generations = {"title": "Star Trek: Generations (1994)", "category": "Action|Adventure|Sci-Fi"}
-    assert safety.hook_words(generations, "Star Trek: First Contact (1996)") == ["First", "Contact"]
-    assert safety.hook_words(STAR_WARS, "Empire Strikes Back, The (1980)") == ["Empire", "Strikes", "Back"]
+    assert safety.hook_words(generations, "Star Trek: First Contact (1996)") == [
+        "First", "Contact", "star trek: first contact"]  # and the whole name in lower case, as a phrase
+    assert safety.hook_words(STAR_WARS, "Empire Strikes Back, The (1980)") == [
+        "Empire", "Strikes", "Back", "the empire strikes back", "empire strikes back, the", "empire strikes back"]
     for name in ("Jerry Maguire", "Empire Strikes Back"):
         body = f"A sci-fi adventure for every {name} fan."
         assert not safety.check({"title": "Star Wars", "body": body, "cta": "Watch now"}, STAR_WARS, LABELS,
