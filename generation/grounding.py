@@ -68,7 +68,8 @@ CLAIM_WORDS = ("best", "greatest", "finest", "biggest", "famous", "legendary", "
                "thousand", "thousands", "million", "millions", "billion", "billions", "largest", "oldest",
                "youngest", "fastest", "strongest", "richest", "deadliest", "earliest", "brightest", "smallest",
                "longest", "hottest", "popular", "trilogy", "sequel", "prequel", "franchise", "remake", "series",
-               "fan favorite", "fan favourite", "fan-favorite", "crowd-pleaser", "big hit", "smash hit")
+               "fan favorite", "fan favourite", "fan-favorite", "crowd-pleaser", "big hit", "smash hit", "must-see",
+               "must-watch", "must see", "must watch")
 TOKEN = re.compile(r"[^\W\d_][\w'’-]*|[#$€£']?\d(?:[\d%]|[.,:/](?=\d))*[^\W\d_]*|[.!?:;—–\u2022,]|\s[-–]\s")
 QUOTED = re.compile(r"[\"“”]([^\"“”]{2,80})[\"“”]|(?<!\w)['‘]((?:[^'‘’\n]|['’](?=\w)){2,80})['’](?!\w)")
 CONTRACTION = re.compile(r"'(?:s|re|ll|ve|d|m)$|n't$")
