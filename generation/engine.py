@@ -134,8 +134,9 @@ class Ends:
         if len(breaks) != 1:
             return None
         written = tokens[breaks[0] + 1:]
-        return self.label[len(written)] if written == list(self.label[:len(written)]) and \
-            len(written) < len(self.label) else None
+        if len(written) < len(self.label) and written == list(self.label[:len(written)]):
+            return self.label[len(written)]
+        return None
 
     def said(self, tokens: list[int]) -> list[int]:
         """The content words the current line of `tokens` has written, which it may not write again: the small

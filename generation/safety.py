@@ -222,18 +222,14 @@ def script_problems(text: str) -> list[str]:
 
 
 def gibberish_problems(copy: dict[str, str]) -> list[str]:
-    """A field that does not read as words: at least `GIBBERISH_WORDS` of its lower-case words, and more than
-    half of them, are no English word ("amphib modifyingplays underlyingjingffect dividends..."). A broken or
-    random model writes such noise, which names, claims and stories nothing and so passes every other check.
-    Capitalised words are left to the names check; copy's own coinages ("lighthearted", "romp") stay below it
-    (none of 6,912 tuning-bench samples is flagged). Noise of real words is caught by its grammar: a body of
-    fewer than `BODY_WORDS` words says nothing, and one with as many lower-case words and no function word is no
-    sentence (names may stand alone: "Star Wars' heroes return."). The
-    random test model wrote "While", "intentions", "imbalances financed legislatures ?" and "mosaics reproductive
-    brokers breastfeeding pressing attacker" in hook slots (code wrote their headlines); of 10,368 bench bodies
-    28 are that short ("A great", "The end.") and 8 lack a function word ("Classic 1996 classic romantic
-    romance."). The price: a hand-written fragment ("Pure sci-fi suspense tonight.") is refused too; titles may
-    be bare noun phrases."""
+    """Copy that does not read as words, which a broken or random model writes and which names, claims and
+    tells nothing, so no other check rejects it:
+    - a title or body with at least `GIBBERISH_WORDS` lower-case words, and more than half of them, that are no
+      English word ("amphib modifyingplays underlyingjingffect..."); capitalised words are the names check's;
+    - a body of fewer than `BODY_WORDS` words ("While", "intentions"), or with that many lower-case words and no
+      function word ("imbalances financed legislatures ?"); names may stand alone ("Star Wars' heroes return.").
+    Of 10,368 bench bodies, 36 are flagged, all broken ("A great", "Classic 1996 classic romantic romance.").
+    The price: a hand-written fragment ("Pure sci-fi suspense tonight.") is refused too."""
     problems = []
     for name in ("title", "body"):
         words = [w for w in re.findall(r"(?<![\w'’-])[a-z]+(?![\w'’])", copy.get(name, "")) if len(w) >= 3]
